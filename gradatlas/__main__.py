@@ -1,0 +1,3 @@
+from gradatlas.cli import main
+
+raise SystemExit(main())

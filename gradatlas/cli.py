@@ -1,0 +1,312 @@
+"""The ``gradatlas`` command line.
+
+    gradatlas run SUITE          train every trial not yet recorded, log to MLflow
+    gradatlas validate SUITE     check a suite without running anything
+    gradatlas plan SUITE         list the trials a suite expands to (--json: one per line)
+    gradatlas ls [KIND]          list registered factors, datasets, models and built-in suites
+    gradatlas report SUITE       build the HTML + PDF report from MLflow
+
+Bad input exits with status 2 and a message naming the file, the field and the allowed values.
+Heavy imports (Lightning, MLflow) happen only in the commands that need them, so ``validate``,
+``plan`` and ``ls`` answer quickly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from gradatlas import __version__
+from gradatlas.errors import EXIT_USAGE, UserInputError
+
+LS_KINDS = (
+    "activations",
+    "inits",
+    "norms",
+    "optimizers",
+    "schedules",
+    "datasets",
+    "models",
+    "factors",
+    "suites",
+)
+
+
+def _add_tracking(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--tracking-uri",
+        metavar="URI",
+        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///./runs/mlflow.db)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gradatlas",
+        description="Which combinations of depth, activation, init, normalization, regularization "
+        "and optimizer train, and which vanish or explode: measured, tracked in MLflow, reported.",
+        epilog="SUITE is a path to a YAML suite or the name of a built-in one "
+        "(see `gradatlas ls suites`). Start with: gradatlas run quickstart",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"gradatlas {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    run = sub.add_parser(
+        "run",
+        help="run a suite's trials and record them in MLflow",
+        description="Run every trial of SUITE that has no finished run in the "
+        "suite's MLflow experiment yet (so a killed sweep resumes where it "
+        "stopped). Ctrl-C stops the current trial and marks it killed.",
+    )
+    run.add_argument("suite", metavar="SUITE")
+    _add_tracking(run)
+    run.add_argument("--force", action="store_true", help="rerun trials already recorded")
+    run.add_argument(
+        "--accelerator",
+        default="auto",
+        choices=["auto", "cpu", "gpu"],
+        help="where to train (default: auto, a GPU if one is visible)",
+    )
+    run.add_argument("--limit", type=int, metavar="N", help="run at most N of the pending trials")
+    run.add_argument(
+        "--threads", type=int, metavar="N", help="torch intra-op threads (default: torch's choice)"
+    )
+
+    val = sub.add_parser(
+        "validate",
+        help="check a suite file; run nothing",
+        description="Validate SUITE: schema, registry names, options and "
+        "combinations. Exit 0 if valid, 2 with every problem listed if not.",
+    )
+    val.add_argument("suite", metavar="SUITE")
+
+    plan = sub.add_parser(
+        "plan",
+        help="show the trials a suite expands to",
+        description="Expand SUITE and print the trial count and factor table; "
+        "--json prints one JSON object per trial (id, cell, resolved config).",
+    )
+    plan.add_argument("suite", metavar="SUITE")
+    plan.add_argument("--json", action="store_true", help="one JSON line per trial")
+
+    ls = sub.add_parser(
+        "ls",
+        help="list what can be named in a suite",
+        description="List registered names (read from the same registries that validation uses).",
+    )
+    ls.add_argument(
+        "kind",
+        nargs="?",
+        choices=LS_KINDS,
+        metavar="KIND",
+        help=f"one of: {', '.join(LS_KINDS)} (default: all)",
+    )
+
+    rep = sub.add_parser(
+        "report",
+        help="build the HTML and PDF report from MLflow",
+        description="Build DIR/index.html and DIR/report.pdf for a suite (or "
+        "an MLflow experiment name) from what MLflow holds.",
+    )
+    rep.add_argument("target", metavar="SUITE_OR_EXPERIMENT")
+    rep.add_argument("--out", metavar="DIR", help="output folder (default: runs/reports/NAME)")
+    _add_tracking(rep)
+
+    ui = sub.add_parser("ui", help="print the command that opens the MLflow UI on the store")
+    _add_tracking(ui)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except UserInputError as exc:
+        print(
+            f"error: {exc.render()}" if "\n" not in exc.render() else exc.render(), file=sys.stderr
+        )
+        return EXIT_USAGE
+
+
+# -- commands ------------------------------------------------------------------------------------
+def cmd_validate(args: argparse.Namespace) -> int:
+    from gradatlas.suites import load_suite
+
+    suite = load_suite(args.suite)
+    cells = len({t.cell_id for t in suite.trials})
+    print(
+        f"{suite.source}: valid: {len(suite.trials)} trials ({cells} cells x "
+        f"{len(suite.spec.seed_list())} seeds)"
+    )
+    return 0
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from gradatlas.suites import load_suite
+
+    suite = load_suite(args.suite)
+    if args.json:
+        for t in suite.trials:
+            print(
+                json.dumps(
+                    {
+                        "trial_id": t.trial_id,
+                        "cell_id": t.cell_id,
+                        "name": t.run_name,
+                        "factors": t.factors,
+                        "config": t.config,
+                    },
+                    sort_keys=True,
+                )
+            )
+        return 0
+    seeds = suite.spec.seed_list()
+    cells = {t.cell_id: t for t in suite.trials}
+    print(
+        f"suite {suite.name} ({suite.source}): {len(suite.trials)} trials = {len(cells)} cells "
+        f"x {len(seeds)} seeds {seeds}"
+    )
+    print(
+        f"dataset {suite.spec.dataset.name}, model {suite.spec.model.get('family', 'mlp')}, "
+        f"budget {_budget(suite)}"
+    )
+    if suite.spec.grid:
+        print("\nfactors:")
+        first = next(iter(cells.values()))
+        for name in first.factors:
+            levels = list(dict.fromkeys(t.factors.get(name, "-") for t in cells.values()))
+            print(f"  {name:<13} {len(levels):>3} levels: {', '.join(levels)}")
+    print("\ncells:")
+    for t in cells.values():
+        print(f"  {t.cell_id}  {t.cell or '(single cell)'}")
+    return 0
+
+
+def _budget(suite) -> str:
+    tr = suite.spec.train
+    return f"{tr.epochs} epochs" if tr.epochs else f"{tr.steps} steps"
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    from gradatlas.datasets import DATASETS
+    from gradatlas.models import ACTIVATIONS, INITS, MODELS, NORMS
+    from gradatlas.runners.optim import OPTIMIZERS, SCHEDULES
+    from gradatlas.suites import FACTORS, builtin_suites
+    from gradatlas.suites.expand import read_yaml
+
+    registries = {
+        "activations": ACTIVATIONS,
+        "inits": INITS,
+        "norms": NORMS,
+        "optimizers": OPTIMIZERS,
+        "schedules": SCHEDULES,
+        "datasets": DATASETS,
+        "models": MODELS,
+    }
+    kinds = [args.kind] if args.kind else list(LS_KINDS)
+    for kind in kinds:
+        print(f"{kind}:")
+        if kind in registries:
+            reg = registries[kind]
+            for name in reg.names():
+                opts = ", ".join(
+                    f"{k}={p.default!r}" if p.default is not p.empty else k
+                    for k, p in reg.options(name).items()
+                )
+                print(f"  {name:<16} {reg.doc(name)}" + (f"  [{opts}]" if opts else ""))
+        elif kind == "factors":
+            for name, f in FACTORS.items():
+                print(f"  {name:<16} ({f.section}) {f.help}")
+        else:
+            for name, path in builtin_suites().items():
+                _, data = read_yaml(path)
+                desc = (data or {}).get("description", "").strip().splitlines()
+                print(f"  {name:<16} {desc[0] if desc else ''}")
+        if len(kinds) > 1:
+            print()
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from gradatlas.runners.sweep import outcome_table, run_suite
+    from gradatlas.runners.tracking import resolve_tracking_uri
+    from gradatlas.suites import load_suite
+
+    suite = load_suite(args.suite)  # everything is validated before anything is written
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    uri = resolve_tracking_uri(args.tracking_uri)
+    try:
+        summary = run_suite(
+            suite, uri, force=args.force, accelerator=args.accelerator, limit=args.limit
+        )
+    except KeyboardInterrupt:
+        print(
+            "\naborted; finished trials are recorded, rerun the same command to resume",
+            file=sys.stderr,
+        )
+        return 130
+    columns, rows = outcome_table(uri, suite)
+    _print_table(suite.name, columns, rows)
+    print(f"\nMLflow store: {uri}  (experiment '{suite.name}', id {summary.experiment_id})")
+    print(f"Open the UI:  make ui   (or: mlflow ui --backend-store-uri {uri} --host 127.0.0.1)")
+    if summary.ran:
+        print(
+            f"This run: {summary.ran} trials in {summary.wall_s:.1f}s; of the trials' time, "
+            f"instrumentation {summary.instrument_s:.1f}s "
+            f"({100 * summary.instrument_s / max(summary.wall_s, 1e-9):.1f}%), MLflow logging "
+            f"{summary.logging_s:.1f}s ({100 * summary.logging_s / max(summary.wall_s, 1e-9):.1f}%)"
+        )
+    if summary.interrupted:
+        print(
+            "Interrupted: the trial in progress is recorded as killed; run the same command "
+            "to resume."
+        )
+        return 130
+    return 0
+
+
+def _print_table(name: str, columns: list[str], rows: list) -> None:
+    width = max([len(c) for c, _ in rows] + [4])
+    print(f"\nOutcomes per cell ({name}):")
+    print(f"  {'cell':<{width}}  " + "  ".join(f"{c:>11}" for c in columns))
+    for cell, counts in rows:
+        print(f"  {cell:<{width}}  " + "  ".join(f"{counts[c] or '.':>11}" for c in columns))
+    totals = {c: sum(counts[c] for _, counts in rows) for c in columns}
+    print(f"  {'total':<{width}}  " + "  ".join(f"{totals[c]:>11}" for c in columns))
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from gradatlas.reports import build_report
+    from gradatlas.runners.tracking import resolve_tracking_uri
+
+    uri = resolve_tracking_uri(args.tracking_uri)
+    html, pdf = build_report(args.target, tracking_uri=uri, out_dir=args.out)
+    print(f"HTML report: {html}")
+    print(f"PDF report:  {pdf}")
+    return 0
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    from gradatlas.runners.tracking import resolve_tracking_uri
+
+    print(
+        f"mlflow ui --backend-store-uri {resolve_tracking_uri(args.tracking_uri)} "
+        "--host 127.0.0.1 --port 5000"
+    )
+    return 0
+
+
+COMMANDS = {
+    "run": cmd_run,
+    "validate": cmd_validate,
+    "plan": cmd_plan,
+    "ls": cmd_ls,
+    "report": cmd_report,
+    "ui": cmd_ui,
+}

@@ -1,0 +1,175 @@
+"""Weight initializations, by name, each with its theoretical standard deviation.
+
+Every builder initializes one weight tensor in place: ``fn(weight, gain=1.0, **options)``.
+``gain`` multiplies the standard deviation on top of the scheme's own scale, so a suite can sweep
+init scale (e.g. xavier_normal at gain 0.5, 1, 2) without a new entry per scale.
+
+Kaiming here is He et al. (2015) exactly: Var = 2 / fan whatever the activation, because the
+point of the benchmark is to compare He against Xavier on the same activation, not to pick the
+"right" gain per activation. Fans of convolution weights include the receptive field, as in
+PyTorch (``fan_in = in_channels * kernel elements``).
+
+``expected_std`` states each scheme's std as a formula, so tests compare the tensors against
+the papers rather than against PyTorch's implementation.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from gradatlas.errors import UserInputError
+from gradatlas.registry import Registry
+
+INITS: Registry = Registry("init", fixed=1)
+
+FanMode = Literal["fan_in", "fan_out"]
+
+
+def fans(shape: tuple[int, ...] | torch.Size) -> tuple[int, int]:
+    """(fan_in, fan_out) of a Linear (out, in) or Conv (out, in, *kernel) weight shape."""
+    if len(shape) < 2:
+        raise ValueError(f"fans need a weight of at least 2 dimensions, got shape {tuple(shape)}")
+    receptive = math.prod(shape[2:])
+    return shape[1] * receptive, shape[0] * receptive
+
+
+def _uniform_with_std(weight: Tensor, std: float) -> None:
+    """U[-a, a] has std a / sqrt(3)."""
+    bound = math.sqrt(3.0) * std
+    weight.uniform_(-bound, bound)
+
+
+# -- the schemes ---------------------------------------------------------------------------
+# Each std formula lives in one `_std_*` function used both to initialize and by expected_std,
+# so the two cannot disagree.
+
+
+def _xavier_std(shape: tuple[int, ...], gain: float) -> float:
+    fan_in, fan_out = fans(shape)
+    return gain * math.sqrt(2.0 / (fan_in + fan_out))
+
+
+def _kaiming_std(shape: tuple[int, ...], gain: float, mode: FanMode) -> float:
+    fan_in, fan_out = fans(shape)
+    return gain * math.sqrt(2.0 / (fan_in if mode == "fan_in" else fan_out))
+
+
+def _lecun_std(shape: tuple[int, ...], gain: float) -> float:
+    return gain * math.sqrt(1.0 / fans(shape)[0])
+
+
+def _glorot_standard_std(shape: tuple[int, ...], gain: float) -> float:
+    # U[-1/sqrt(fan_in), 1/sqrt(fan_in)] has variance 1 / (3 fan_in).
+    return gain / math.sqrt(3.0 * fans(shape)[0])
+
+
+def _orthogonal_std(shape: tuple[int, ...], gain: float) -> float:
+    # The weight flattened to (rows, cols) has orthonormal rows (rows <= cols) or orthonormal
+    # columns (rows > cols): unit-norm vectors of max(rows, cols) entries.
+    rows, cols = shape[0], math.prod(shape[1:])
+    return gain / math.sqrt(max(rows, cols))
+
+
+@INITS.register()
+def xavier_uniform(weight: Tensor, gain: float = 1.0) -> None:
+    """Glorot & Bengio (2010) normalized init: uniform with Var = 2 / (fan_in + fan_out)."""
+    with torch.no_grad():
+        _uniform_with_std(weight, _xavier_std(weight.shape, gain))
+
+
+@INITS.register()
+def xavier_normal(weight: Tensor, gain: float = 1.0) -> None:
+    """Glorot & Bengio (2010) normalized init, Gaussian: Var = 2 / (fan_in + fan_out)."""
+    with torch.no_grad():
+        weight.normal_(0.0, _xavier_std(weight.shape, gain))
+
+
+@INITS.register()
+def kaiming_uniform(weight: Tensor, gain: float = 1.0, mode: FanMode = "fan_in") -> None:
+    """He et al. (2015) init, uniform: Var = 2 / fan (fan_in or fan_out), for any activation."""
+    with torch.no_grad():
+        _uniform_with_std(weight, _kaiming_std(weight.shape, gain, mode))
+
+
+@INITS.register()
+def kaiming_normal(weight: Tensor, gain: float = 1.0, mode: FanMode = "fan_in") -> None:
+    """He et al. (2015) init, Gaussian: Var = 2 / fan (fan_in or fan_out), for any activation."""
+    with torch.no_grad():
+        weight.normal_(0.0, _kaiming_std(weight.shape, gain, mode))
+
+
+@INITS.register()
+def lecun_normal(weight: Tensor, gain: float = 1.0) -> None:
+    """LeCun et al. (1998) init, Gaussian (not truncated): Var = 1 / fan_in; SELU's partner."""
+    with torch.no_grad():
+        weight.normal_(0.0, _lecun_std(weight.shape, gain))
+
+
+@INITS.register()
+def orthogonal(weight: Tensor, gain: float = 1.0) -> None:
+    """Saxe et al. (2014) orthogonal init: (scaled) orthonormal rows or columns."""
+    with torch.no_grad():
+        torch.nn.init.orthogonal_(weight, gain=gain)
+
+
+@INITS.register()
+def glorot_standard(weight: Tensor, gain: float = 1.0) -> None:
+    """The 'standard' init of Glorot & Bengio (2010): U[-1/sqrt(fan_in), 1/sqrt(fan_in)]."""
+    with torch.no_grad():
+        _uniform_with_std(weight, _glorot_standard_std(weight.shape, gain))
+
+
+@INITS.register()
+def normal(weight: Tensor, gain: float = 1.0, std: float = 0.01, mean: float = 0.0) -> None:
+    """Fixed-scale Gaussian N(mean, (gain·std)²), blind to layer width (the naive baseline)."""
+    with torch.no_grad():
+        weight.normal_(mean, gain * std)
+
+
+@INITS.register()
+def torch_default(weight: Tensor, gain: float = 1.0) -> None:
+    """Whatever PyTorch's layer constructor did (kaiming_uniform with a=√5), times gain."""
+    with torch.no_grad():
+        weight.mul_(gain)
+
+
+def expected_std(name: str, weight_shape: tuple[int, ...], **options: float | str) -> float | None:
+    """The theoretical std of init ``name`` on a weight of ``weight_shape`` (None when the scheme
+    has no closed form here: torch_default)."""
+    opts = INITS.check_options(name, options)
+    gain = float(opts["gain"])
+    shape = tuple(weight_shape)
+    match name:
+        case "xavier_uniform" | "xavier_normal":
+            return _xavier_std(shape, gain)
+        case "kaiming_uniform" | "kaiming_normal":
+            return _kaiming_std(shape, gain, opts["mode"])
+        case "lecun_normal":
+            return _lecun_std(shape, gain)
+        case "orthogonal":
+            return _orthogonal_std(shape, gain)
+        case "glorot_standard":
+            return _glorot_standard_std(shape, gain)
+        case "normal":
+            return gain * float(opts["std"])
+        case _:
+            return None
+
+
+def check_init_values(name: str, options: dict[str, object]) -> None:
+    """Range checks the type annotations cannot express: a finite, non-negative scale.
+
+    ``gain`` 0 is allowed on purpose (an all-zero init is a legitimate symmetric-weights probe).
+    """
+    for key in ("gain", "std"):
+        if key not in options:
+            continue
+        value = float(options[key])  # type: ignore[arg-type]
+        if not math.isfinite(value) or value < 0:
+            raise UserInputError(f"must be a finite number >= 0 (got {options[key]!r})", field=key)
+    if "mean" in options and not math.isfinite(float(options["mean"])):  # type: ignore[arg-type]
+        raise UserInputError(f"must be finite (got {options['mean']!r})", field="mean")

@@ -1,0 +1,86 @@
+"""Normalization layers, by name: ``fn(num_features, spatial_dims, **options) -> nn.Module``.
+
+``spatial_dims`` is 0 for MLP features (N, C), 1 for Conv1d maps (N, C, L) and 2 for Conv2d maps
+(N, C, H, W), so one suite factor ``norm: [none, batchnorm, layernorm]`` means the natural layer
+for whichever model family it is crossed with.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from gradatlas.errors import UserInputError
+from gradatlas.registry import Registry
+
+NORMS: Registry = Registry("norm", fixed=2)
+
+# Norms that only make sense with channels: checked by config validation before building.
+CONV_ONLY: frozenset[str] = frozenset({"groupnorm"})
+
+
+def check_norm_family(name: str, spatial_dims: int) -> None:
+    """Reject a conv-only norm on an MLP, with the message config validation also gives."""
+    if name in CONV_ONLY and spatial_dims == 0:
+        raise UserInputError(
+            f"{name} applies to convolutional models only (family cnn); "
+            "for an MLP use layernorm or batchnorm"
+        )
+
+
+def _check_spatial(spatial_dims: int) -> None:
+    if spatial_dims not in (0, 1, 2):
+        raise ValueError(f"spatial_dims must be 0, 1 or 2, got {spatial_dims}")
+
+
+@NORMS.register()
+def none(num_features: int, spatial_dims: int) -> nn.Module:
+    """No normalization."""
+    _check_spatial(spatial_dims)
+    return nn.Identity()
+
+
+@NORMS.register()
+def batchnorm(num_features: int, spatial_dims: int) -> nn.Module:
+    """Batch normalization (Ioffe & Szegedy 2015): per-feature statistics over the batch."""
+    _check_spatial(spatial_dims)
+    if spatial_dims == 2:
+        return nn.BatchNorm2d(num_features)
+    return nn.BatchNorm1d(num_features)
+
+
+@NORMS.register()
+def layernorm(num_features: int, spatial_dims: int) -> nn.Module:
+    """Layer normalization (Ba et al. 2016): per-example statistics over all features.
+
+    For conv maps the statistics span channels and positions together (GroupNorm, one group).
+    """
+    _check_spatial(spatial_dims)
+    if spatial_dims == 0:
+        return nn.LayerNorm(num_features)
+    return nn.GroupNorm(1, num_features)
+
+
+@NORMS.register()
+def groupnorm(num_features: int, spatial_dims: int, groups: int = 8) -> nn.Module:
+    """Group normalization (Wu & He 2018), conv only; groups shrink to a divisor of the channels."""
+    _check_spatial(spatial_dims)
+    check_norm_family("groupnorm", spatial_dims)
+    return nn.GroupNorm(fit_groups(groups, num_features), num_features)
+
+
+def fit_groups(groups: int, channels: int) -> int:
+    """The largest divisor of ``channels`` not above ``groups``, so any width is accepted
+    (GroupNorm needs groups | channels) and the trial still records the groups asked for."""
+    if groups < 1:
+        raise UserInputError(f"must be >= 1 (got {groups})", field="groups")
+    g = min(groups, channels)
+    while channels % g:
+        g -= 1
+    return g
+
+
+def check_norm_values(name: str, options: dict[str, object]) -> None:
+    """Range checks the type annotations cannot express."""
+    groups = options.get("groups")
+    if isinstance(groups, int) and groups < 1:
+        raise UserInputError(f"must be >= 1 (got {groups})", field="groups")

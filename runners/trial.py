@@ -1,0 +1,246 @@
+"""One trial's whole life, top to bottom.
+
+resolve config -> build data, model, optimizer -> probe at init -> train under Lightning with the
+instrument callback -> classify the outcome -> return a ``TrialResult``. Recording it (MLflow)
+is someone else's job (``gradatlas.runners.tracking``), so this function can run anywhere: in a
+sweep, in a worker claiming trials from a queue, or in a test.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+
+from gradatlas.datasets import load_dataset
+from gradatlas.models import build_model
+from gradatlas.runners.instrument import GradientInstrument
+from gradatlas.runners.loader import TensorBatches
+from gradatlas.runners.module import TrialModule
+from gradatlas.runners.outcome import Outcome, Trace, classify
+from gradatlas.runners.probe import probe_init
+from gradatlas.suites import Trial
+
+PRECISION = {"32": "32-true", "64": "64-true", "16-mixed": "16-mixed", "bf16-mixed": "bf16-mixed"}
+
+
+@dataclass
+class TrialResult:
+    trial: Trial
+    outcome: Outcome
+    task: str
+    num_classes: int | None
+    summary: dict[str, float]
+    curves: dict[str, Any]
+    profiles: dict[str, Any]
+    timing: dict[str, float]
+    device: str
+    interrupted: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def quiet_lightning() -> None:
+    """Lightning announces devices and tips on every Trainer; a sweep builds hundreds."""
+    for name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def pick_device(accelerator: str) -> torch.device:
+    if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def run_trial(
+    trial: Trial, *, accelerator: str = "auto", stop: threading.Event | None = None
+) -> TrialResult:
+    t_start = time.perf_counter()
+    cfg = trial.config
+    quiet_lightning()
+    device = pick_device(accelerator)
+
+    # Data: built once per process (cached), held on the training device.
+    ds = cfg["dataset"]
+    data = load_dataset(ds["name"], ds["seed"], ds["options"]).to(device)
+    train_cfg = cfg["train"]
+    loader = TensorBatches(data.x_train, data.y_train, train_cfg["batch_size"], seed=cfg["seed"])
+    steps_per_epoch = len(loader)
+    max_steps = train_cfg["steps"] or train_cfg["epochs"] * steps_per_epoch
+    eval_every = train_cfg["eval_every"] or steps_per_epoch
+
+    # Model: seeded, so the same trial on the same machine is the same run.
+    pl.seed_everything(cfg["seed"], workers=False, verbose=False)
+    model = build_model(cfg["model"], data.input_shape, data.num_outputs)
+    module = TrialModule(model, cfg["optim"], train_cfg["schedule"], max_steps, data.task)
+    probe_n = cfg["instrument"]["probe_batch"]
+    profiles = probe_init(
+        model.to(device), data.x_train[:probe_n], data.y_train[:probe_n], module.loss_fn
+    )
+
+    # The generalization gap needs train metrics on as many examples as validation uses.
+    n_eval = len(data.x_val)
+
+    def evaluate() -> dict[str, torch.Tensor]:
+        val = module.evaluate(data.x_val, data.y_val)
+        train = module.evaluate(data.x_train[:n_eval], data.y_train[:n_eval])
+        return {f"val_{k}": v for k, v in val.items()} | {f"train_{k}": v for k, v in train.items()}
+
+    instrument = GradientInstrument(
+        model,
+        max_steps=max_steps,
+        every=cfg["instrument"]["every"],
+        eval_every=eval_every,
+        evaluate=evaluate,
+        explode_grad_norm=cfg["outcomes"]["explode_grad_norm"],
+        stop=stop,
+    )
+    clip = train_cfg["grad_clip"]
+    trainer = pl.Trainer(
+        accelerator="gpu" if device.type == "cuda" else "cpu",
+        devices=1,
+        precision=PRECISION[train_cfg["precision"]],
+        max_steps=max_steps,
+        max_epochs=-1,
+        logger=False,
+        callbacks=[instrument],
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        gradient_clip_val=clip["max"] if clip["mode"] != "none" else None,
+        gradient_clip_algorithm=clip["mode"] if clip["mode"] != "none" else None,
+    )
+    t_fit = time.perf_counter()
+    with warnings.catch_warnings():
+        # Our TensorBatches is not a torch DataLoader, so Lightning's advice about DataLoader
+        # workers does not apply: the batches are slices of tensors already on the device.
+        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        # Lightning 2.6's own _pytree helper uses a torch API deprecated in torch 2.14; nothing
+        # in gradatlas calls it, and it says nothing about the trial.
+        warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\).*")
+        trainer.fit(module, train_dataloaders=loader)
+    fit_time = time.perf_counter() - t_fit
+
+    rec = instrument.arrays()
+    trace = Trace(
+        task=data.task,
+        num_classes=data.num_classes,
+        step_loss=rec["step_loss"],
+        step_grad_norm=rec["step_grad_norm"],
+        eval_steps=rec["eval_steps"],
+        val_loss=rec["eval"]["val_loss"],
+        val_acc=rec["eval"].get("val_acc"),
+        layer_steps=rec["layer_steps"],
+        layer_grad_norm=rec["layer_grad_norm"],
+    )
+    outcome = classify(trace, cfg["outcomes"])
+    max_points = cfg["instrument"]["max_points"]
+    curves = _curves(rec, max_points)
+    summary = _summary(rec, outcome, profiles, instrument.steps_run)
+    timing = {
+        "wall_time_s": time.perf_counter() - t_start,
+        "fit_time_s": fit_time,
+        "instrument_time_s": instrument.seconds,
+    }
+    summary.update(timing)
+    return TrialResult(
+        trial=trial,
+        outcome=outcome,
+        task=data.task,
+        num_classes=data.num_classes,
+        summary=summary,
+        curves=curves,
+        profiles=profiles,
+        timing=timing,
+        device=str(device),
+        interrupted=instrument.interrupted,
+    )
+
+
+def _finite_or_none(values: np.ndarray) -> list[float | None]:
+    return [float(v) if math.isfinite(v) else None for v in np.asarray(values, dtype=float)]
+
+
+def thin(n: int, max_points: int) -> np.ndarray:
+    """Indices of at most ``max_points`` evenly spaced points, always keeping the first and last
+    (the last point of an exploded run is the one that matters)."""
+    if n <= max_points:
+        return np.arange(n)
+    return np.unique(np.linspace(0, n - 1, max_points).round().astype(int))
+
+
+def _curves(rec: dict[str, Any], max_points: int) -> dict[str, Any]:
+    steps = np.arange(len(rec["step_loss"]))
+    keep = thin(len(steps), max_points)
+    lr_steps = np.asarray([s for s, _ in rec["lr"]], dtype=np.int64)
+    lr_values = np.asarray([v for _, v in rec["lr"]], dtype=float)
+    lr_at = (
+        np.interp(steps[keep], lr_steps, lr_values) if lr_steps.size else np.full(keep.size, np.nan)
+    )
+    # Per-layer curves multiply by depth; a quarter of the points still shows their shape.
+    layer_keep = thin(len(rec["layer_steps"]), max(10, max_points // 4))
+    ev_keep = thin(len(rec["eval_steps"]), max_points)
+    return {
+        "train": {
+            "step": steps[keep].tolist(),
+            "loss": _finite_or_none(rec["step_loss"][keep]),
+            "grad_norm": _finite_or_none(rec["step_grad_norm"][keep]),
+            "lr": _finite_or_none(lr_at),
+        },
+        "eval": {"step": rec["eval_steps"][ev_keep].tolist()}
+        | {k: _finite_or_none(v[ev_keep]) for k, v in rec["eval"].items()},
+        "layers": {
+            "step": rec["layer_steps"][layer_keep].tolist(),
+            "grad_norm": [_finite_or_none(r) for r in rec["layer_grad_norm"][layer_keep]],
+            "update_ratio": [_finite_or_none(r) for r in rec["update_ratio"][layer_keep]],
+        },
+    }
+
+
+def _last_finite(values: np.ndarray) -> float:
+    return float(values[-1]) if values.size else float("nan")
+
+
+def _summary(rec: dict[str, Any], outcome: Outcome, profiles: dict, steps_run: int) -> dict:
+    ev = rec["eval"]
+    loss = rec["step_loss"]
+    tail = loss[-max(1, loss.size // 10) :] if loss.size else loss
+    init_grads = [g for g in profiles["init"]["grad_norm"]]
+    first, last = init_grads[0], init_grads[-1]
+    out: dict[str, float] = {
+        "initial_loss": float(loss[0]) if loss.size else float("nan"),
+        "final_train_loss": float(np.mean(tail)) if tail.size else float("nan"),
+        "final_val_loss": _last_finite(ev["val_loss"]),
+        "best_val_loss": float(np.nanmin(ev["val_loss"]))
+        if np.isfinite(ev["val_loss"]).any()
+        else float("nan"),
+        "steps_run": float(steps_run),
+        "init_grad_norm_first": first if first is not None else float("nan"),
+        "init_grad_norm_last": last if last is not None else float("nan"),
+    }
+    out["init_grad_ratio"] = (
+        out["init_grad_norm_first"] / out["init_grad_norm_last"]
+        if out["init_grad_norm_last"] not in (0.0,) and math.isfinite(out["init_grad_norm_last"])
+        else float("nan")
+    )
+    if "val_acc" in ev:
+        out["final_val_acc"] = _last_finite(ev["val_acc"])
+        out["best_val_acc"] = (
+            float(np.nanmax(ev["val_acc"])) if ev["val_acc"].size else float("nan")
+        )
+        out["final_train_acc"] = _last_finite(ev["train_acc"])
+        out["generalization_gap"] = out["final_train_acc"] - out["final_val_acc"]
+    if outcome.steps_to_target is not None:
+        out["steps_to_target"] = float(outcome.steps_to_target)
+    if outcome.explode_step is not None:
+        out["explode_step"] = float(outcome.explode_step)
+    return out
