@@ -110,10 +110,11 @@ def run_suite(
     tracker = Tracker(tracking_uri)  # creates the store once, before any trial runs
     exp_id = tracker.ensure_experiment(suite.name)
     done = {} if force else tracker.finished_trials(exp_id)
-    todo = [t for t in suite.trials if t.trial_id not in done]
-    if limit is not None:
-        todo = todo[:limit]
-    summary = SweepSummary(exp_id, tracking_uri, len(suite.trials), len(suite.trials) - len(todo))
+    pending = [t for t in suite.trials if t.trial_id not in done]
+    todo = pending[:limit] if limit is not None else pending
+    summary = SweepSummary(
+        exp_id, tracking_uri, len(suite.trials), len(suite.trials) - len(pending)
+    )
     if not todo:
         stream.write(
             f"All {len(suite.trials)} trials of '{suite.name}' are already recorded "
@@ -123,6 +124,11 @@ def run_suite(
     stream.write(
         f"Running {len(todo)} of {len(suite.trials)} trials of '{suite.name}'"
         + (f" ({summary.skipped} already recorded)" if summary.skipped else "")
+        + (
+            f"; --limit leaves {len(pending) - len(todo)} for later"
+            if len(todo) < len(pending)
+            else ""
+        )
         + "\n"
     )
     sweep_id = tracker.start_sweep(exp_id, suite, len(suite.trials), len(todo))

@@ -101,7 +101,14 @@ def load_suite(ref: str) -> Suite:
     try:
         spec = SuiteSpec.model_validate(data)
     except ValidationError as exc:
-        raise SuiteErrors(_pydantic_errors(exc, source)) from None
+        errors = _pydantic_errors(exc, source)
+        # Report bad grid levels in the same pass, so one edit fixes everything.
+        grid = data.get("grid")
+        if isinstance(grid, dict) and all(isinstance(v, list) for v in grid.values()):
+            level_errors: list[UserInputError] = []
+            _resolve_levels(SuiteSpec.model_construct(grid=grid), level_errors)
+            errors += [e.located(source=source) for e in level_errors]
+        raise SuiteErrors(_dedupe(errors)) from None
     errors: list[UserInputError] = []
     trials = _expand(spec, errors)
     if errors:
@@ -171,6 +178,7 @@ def _matches(rule_value: Any, factor: str, resolved_level: Any) -> bool:
 def _expand(spec: SuiteSpec, errors: list[UserInputError]) -> list[Trial]:
     base_model, base_train = _base_sections(spec, errors)
     levels = _resolve_levels(spec, errors)
+    _check_lr_conflict(spec, errors)
     _check_dataset(spec, errors)
     if errors:
         return []
@@ -271,6 +279,21 @@ def _base_sections(spec: SuiteSpec, errors: list) -> tuple[dict[str, Any], dict[
     return model, train
 
 
+def _check_lr_conflict(spec: SuiteSpec, errors: list) -> None:
+    """An lr factor and an optimizer level with its own lr would silently override each other."""
+    if "lr" not in spec.grid:
+        return
+    for i, level in enumerate(spec.grid.get("optimizer", [])):
+        if isinstance(level, dict) and "lr" in level:
+            errors.append(
+                UserInputError(
+                    "this level sets its own lr, which would override grid.lr; set the learning "
+                    "rate in one place (drop grid.lr or this level's lr)",
+                    field=f"grid.optimizer[{i}].lr",
+                )
+            )
+
+
 def _check_dataset(spec: SuiteSpec, errors: list) -> None:
     from gradatlas.datasets import DATASETS
 
@@ -304,10 +327,7 @@ def _cell_config(
             idx = where.split(f"grid.{top}[")[1].split("]")[0] if f"grid.{top}[" in where else ""
             prefix = f"grid.{top}[{idx}]" if idx else where
             rest = (exc.field or "")[len(top) :].lstrip(".")
-            located = UserInputError(
-                f"{exc.message} (with model.family {model.get('family')!r})",
-                field=f"{prefix}.{rest}" if rest else prefix,
-            )
+            located = UserInputError(exc.message, field=f"{prefix}.{rest}" if rest else prefix)
         else:
             located = exc.located(prefix="model")
         errors.append(located)

@@ -1,0 +1,87 @@
+"""A real sweep into a real SQLite MLflow store: the record, resume, --force."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from mlflow.tracking import MlflowClient
+
+from gradatlas.runners.sweep import outcome_table, run_suite
+from gradatlas.suites import load_suite
+
+
+def _trial_runs(client: MlflowClient, exp_id: str, status: str = "FINISHED"):
+    return client.search_runs(
+        [exp_id],
+        filter_string=f"tags.`gradatlas.kind` = 'trial' and attributes.status = '{status}'",
+        max_results=1000,
+    )
+
+
+def test_sweep_records_every_trial_and_resumes(tiny_suite: Path, tmp_path: Path):
+    uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
+    suite = load_suite(str(tiny_suite))
+    first = run_suite(suite, uri)
+    assert (first.planned, first.ran, first.skipped) == (8, 8, 0)
+
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name("tiny")
+    runs = _trial_runs(client, exp.experiment_id)
+    assert len(runs) == 8
+    assert {r.data.tags["gradatlas.trial_id"] for r in runs} == {t.trial_id for t in suite.trials}
+
+    run = next(r for r in runs if r.info.run_name == "d12-sigmoid-s1")
+    tags, params, metrics = run.data.tags, run.data.params, run.data.metrics
+    assert tags["gradatlas.outcome"] in {
+        "converged",
+        "unconverged",
+        "stalled",
+        "vanished",
+        "exploded",
+    }
+    assert tags["gradatlas.cell"] == "d12-sigmoid" and tags["gradatlas.seed"] == "1"
+    sweep_id = tags["mlflow.parentRunId"]
+    assert params["model.depth"] == "12" and params["model.activation.name"] == "sigmoid"
+    assert params["factor.depth"] == "d12" and params["optim.lr"] == "0.1"
+    assert {"initial_loss", "final_val_acc", "steps_run", "init_grad_ratio"} <= set(metrics)
+    history = client.get_metric_history(run.info.run_id, "train_loss")
+    assert 10 <= len(history) <= 50 and history[0].step == 0
+    assert client.get_metric_history(run.info.run_id, "layer_grad_norm/00")
+
+    # The whole record as one artifact.
+    path = Path(client.download_artifacts(run.info.run_id, "trial.json", str(tmp_path)))
+    record = json.loads(path.read_text())
+    assert record["trial_id"] == tags["gradatlas.trial_id"]
+    assert record["outcome"]["label"] == tags["gradatlas.outcome"]
+    assert record["outcome"]["thresholds"]["target_accuracy"] == 0.3
+    assert len(record["profiles"]["init"]["grad_norm"]) == 13
+    assert record["timing"]["logging_time_s"] > 0
+
+    # The sweep run archives the suite and the environment.
+    arts = {a.path for a in client.list_artifacts(sweep_id)}
+    assert {"suite.yaml", "suite.resolved.json", "environment.json"} <= arts
+    assert client.get_run(sweep_id).info.status == "FINISHED"
+
+    # Resume: nothing left to do, no new runs, not even an empty sweep run.
+    n_runs = len(client.search_runs([exp.experiment_id], max_results=1000))
+    again = run_suite(load_suite(str(tiny_suite)), uri)
+    assert (again.ran, again.skipped) == (0, 8)
+    assert len(client.search_runs([exp.experiment_id], max_results=1000)) == n_runs
+
+    columns, rows = outcome_table(uri, suite)
+    assert sum(sum(c.values()) for _, c in rows) == 8 and "pending" not in columns
+
+    # --force reruns everything as new runs; the old ones stay.
+    forced = run_suite(load_suite(str(tiny_suite)), uri, force=True, limit=2)
+    assert (forced.ran, forced.skipped) == (2, 0)
+    assert len(_trial_runs(client, exp.experiment_id)) == 10
+
+
+def test_partial_sweep_resumes_where_it_stopped(tiny_suite: Path, tmp_path: Path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert run_suite(load_suite(str(tiny_suite)), uri, limit=3).ran == 3
+    rest = run_suite(load_suite(str(tiny_suite)), uri)
+    assert (rest.ran, rest.skipped) == (5, 3)
+    columns, _rows = outcome_table(uri, load_suite(str(tiny_suite)))
+    assert "pending" not in columns
