@@ -124,6 +124,8 @@ def run_trial(
         # Our TensorBatches is not a torch DataLoader, so Lightning's advice about DataLoader
         # workers does not apply: the batches are slices of tensors already on the device.
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        # --accelerator cpu on a GPU machine is the user's explicit choice (e.g. to compare).
+        warnings.filterwarnings("ignore", message="GPU available but not used.*")
         # Lightning 2.6's own _pytree helper uses a torch API deprecated in torch 2.14; nothing
         # in gradatlas calls it, and it says nothing about the trial.
         warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\).*")

@@ -1,0 +1,55 @@
+"""The runner on a CUDA device (skipped where there is none; run on a lent GPU machine).
+
+On an accelerator the instrument checks for explosions every ``instrument.every`` steps rather
+than every step (each check is a device sync); the verdicts must not change because of it.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from gradatlas.runners.trial import run_trial
+from gradatlas.suites import load_suite
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+BODY = """
+dataset: {name: digits}
+model: {family: mlp, width: 64}
+train: {steps: 60, batch_size: 64, lr: 0.1, eval_every: 20}
+instrument: {every: 10, max_points: 30, probe_batch: 64}
+"""
+
+
+def test_gpu_verdicts_match_cpu(write):
+    path = write(
+        "name: gpu\n"
+        + BODY
+        + "grid:\n  depth: [3, 20]\n  activation: [relu, sigmoid]\n"
+        + "  init: [xavier_normal, {name: normal, std: 1.0}]\n"
+    )
+    for trial in load_suite(str(path)).trials:
+        gpu = run_trial(trial, accelerator="gpu")
+        cpu = run_trial(trial, accelerator="cpu")
+        assert gpu.device.startswith("cuda")
+        assert gpu.outcome.label == cpu.outcome.label, trial.run_name
+        if cpu.outcome.label == "exploded":
+            # Detected at the first check after the explosion, but the step is exact.
+            assert gpu.outcome.explode_step == cpu.outcome.explode_step
+        else:
+            assert gpu.summary["steps_run"] == 60
+
+
+@pytest.mark.parametrize("precision", ["bf16-mixed", "16-mixed"])
+def test_mixed_precision_on_gpu(write, precision):
+    (trial,) = load_suite(
+        str(
+            write(
+                "name: amp\n"
+                + BODY.replace("eval_every: 20", f"eval_every: 20, precision: '{precision}'")
+            )
+        )
+    ).trials
+    r = run_trial(trial, accelerator="gpu")
+    assert r.summary["steps_run"] == 60 and r.outcome.label != "exploded"
