@@ -1,0 +1,71 @@
+"""The default suite, for real: `gradatlas run quickstart` shows all three regimes.
+
+This is the promise `make bench` makes (about two minutes on 2 CPU cores), so it is tested as a
+user runs it: through the CLI, into a fresh SQLite store, then checked from MLflow alone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+pytestmark = pytest.mark.e2e
+
+
+def test_quickstart_covers_converged_vanished_exploded_and_resumes(tmp_path: Path):
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    plan = subprocess.run(
+        [sys.executable, "-m", "gradatlas", "plan", "quickstart", "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=tmp_path,
+        env=env,
+    )
+    planned = {json.loads(line)["trial_id"] for line in plan.stdout.splitlines()}
+    assert len(planned) == 36
+
+    run = subprocess.run(
+        [sys.executable, "-m", "gradatlas", "run", "quickstart"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=900,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("quickstart")
+    query = "tags.`gradatlas.kind` = 'trial' and attributes.status = 'FINISHED'"
+    runs = client.search_runs([exp.experiment_id], query, max_results=1000)
+    assert {r.data.tags["gradatlas.trial_id"] for r in runs} == planned and len(runs) == 36
+    outcomes = Counter(r.data.tags["gradatlas.outcome"] for r in runs)
+    assert {"converged", "vanished", "exploded"} <= set(outcomes), outcomes
+
+    # What the literature predicts, cell by cell (robust across seeds and machines).
+    by_cell: dict[str, set[str]] = {}
+    for r in runs:
+        by_cell.setdefault(r.data.tags["gradatlas.cell"], set()).add(
+            r.data.tags["gradatlas.outcome"]
+        )
+    assert by_cell["d20-sigmoid-xavier_normal"] == {"vanished"}  # Glorot & Bengio 2010
+    assert by_cell["d20-relu-normal(std=1)"] == {"exploded"}  # width-blind init, deep ReLU
+    assert by_cell["d3-relu-kaiming_normal"] == {"converged"}
+
+    again = subprocess.run(
+        [sys.executable, "-m", "gradatlas", "run", "quickstart"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=300,
+    )
+    assert again.returncode == 0 and "already recorded" in again.stderr
+    assert len(client.search_runs([exp.experiment_id], query, max_results=1000)) == 36
