@@ -262,7 +262,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"Open the UI:  make ui   (or: mlflow ui --backend-store-uri {uri} --host 127.0.0.1)")
     if summary.ran:
         print(
-            f"This run: {summary.ran} trials in {summary.wall_s:.1f}s; of the trials' time, "
+            f"This run: {summary.ran} trials in {summary.wall_s:.1f}s; of that, "
             f"instrumentation {summary.instrument_s:.1f}s "
             f"({100 * summary.instrument_s / max(summary.wall_s, 1e-9):.1f}%), MLflow logging "
             f"{summary.logging_s:.1f}s ({100 * summary.logging_s / max(summary.wall_s, 1e-9):.1f}%)"

@@ -1,1 +1,11 @@
-"""placeholder"""
+"""Reports: self-contained HTML and PDF built from what MLflow holds.
+
+``build_report(target, tracking_uri=..., out_dir=...)`` -> ``(html_path, pdf_path)``. The modules,
+one job each: ``load`` (MLflow -> frames), ``stats`` (rates, intervals, bands), ``figures``
+(charts), ``document`` (format-neutral blocks), ``overview``/``outcomes``/``dynamics`` (the
+sections' content), ``sections`` (their order), ``html`` and ``pdf`` (rendering), ``build``.
+"""
+
+from gradatlas.reports.build import build_report
+
+__all__ = ["build_report"]

@@ -216,8 +216,7 @@ def _summary(rec: dict[str, Any], outcome: Outcome, profiles: dict, steps_run: i
     ev = rec["eval"]
     loss = rec["step_loss"]
     tail = loss[-max(1, loss.size // 10) :] if loss.size else loss
-    init_grads = [g for g in profiles["init"]["grad_norm"]]
-    first, last = init_grads[0], init_grads[-1]
+    first, last = profiles["init"]["grad_norm"][0], profiles["init"]["grad_norm"][-1]
     out: dict[str, float] = {
         "initial_loss": float(loss[0]) if loss.size else float("nan"),
         "final_train_loss": float(np.mean(tail)) if tail.size else float("nan"),

@@ -94,7 +94,7 @@ def read_yaml(path: Path) -> tuple[str, Any]:
 def load_suite(ref: str) -> Suite:
     """Read, validate and expand; raises ``UserInputError``/``SuiteErrors`` naming the file."""
     path = find_suite(ref)
-    source = str(path) if Path(ref).exists() else f"{path}"
+    source = str(path)
     text, data = read_yaml(path)
     if not isinstance(data, dict):
         raise UserInputError("a suite must be a YAML mapping with at least 'name'", source=source)

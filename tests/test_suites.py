@@ -172,7 +172,8 @@ def test_cli_exits_2_and_writes_nothing(write, tmp_path, capsys, monkeypatch):
         err = capsys.readouterr().err
         assert "grid.activation[1]: unknown activation 'rellu'" in err
     assert main(["run", "no-such-suite"]) == 2
-    assert "no such suite file (built-in suites: quickstart" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "no-such-suite: no such suite file (built-in suites: " in err and "quickstart" in err
     assert not (tmp_path / "runs").exists()
 
 
