@@ -13,12 +13,12 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
-from gradatlas.models.activations import ACTIVATIONS
-from gradatlas.models.inits import INITS, check_init_values
-from gradatlas.models.norms import NORMS, check_norm_family, check_norm_values
 from torch import Tensor, nn
 
 from gradatlas.errors import UserInputError
+from gradatlas.models.activations import ACTIVATIONS
+from gradatlas.models.inits import INITS, check_init_values
+from gradatlas.models.norms import NORMS, check_norm_family, check_norm_values
 from gradatlas.registry import Registry
 
 MODELS: Registry = Registry("model", fixed=2)

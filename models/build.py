@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from gradatlas.errors import UserInputError
 from gradatlas.models import cnn as _cnn
 from gradatlas.models import mlp as _mlp
 from gradatlas.models.base import (
@@ -20,8 +21,6 @@ from gradatlas.models.base import (
     resolve_parts,
 )
 from gradatlas.models.norms import check_norm_family
-
-from gradatlas.errors import UserInputError
 
 _SPATIAL_DIMS_FOR_NORM_CHECK = {"mlp": 0, "cnn": 1}  # any conv dims will do for the check
 

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from functools import partial
 
+from torch import nn
+
+from gradatlas.errors import UserInputError
 from gradatlas.models.base import (
     MODELS,
     GlobalAvgPool,
@@ -20,9 +23,6 @@ from gradatlas.models.base import (
     initialize,
     resolve_parts,
 )
-from torch import nn
-
-from gradatlas.errors import UserInputError
 
 _CONVS: dict[int, type[nn.Conv1d] | type[nn.Conv2d]] = {1: nn.Conv1d, 2: nn.Conv2d}
 

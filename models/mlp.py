@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+from torch import nn
+
 from gradatlas.models.base import (
     MODELS,
     GradModel,
@@ -14,7 +16,6 @@ from gradatlas.models.base import (
     initialize,
     resolve_parts,
 )
-from torch import nn
 
 
 def check_input_shape(input_shape: tuple[int, ...]) -> None:

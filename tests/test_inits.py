@@ -6,10 +6,10 @@ import math
 
 import pytest
 import torch
-from gradatlas.models import INITS, expected_std
-from gradatlas.models.inits import fans
 
 from gradatlas.errors import UserInputError
+from gradatlas.models import INITS, expected_std
+from gradatlas.models.inits import fans
 
 # A dense square layer, a wide rectangular one and a conv kernel (fans include the 5x5 field).
 SHAPES = [(1000, 1000), (300, 2000), (64, 64, 5, 5)]

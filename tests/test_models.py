@@ -8,6 +8,9 @@ import math
 
 import pytest
 import torch
+from torch import nn
+
+from gradatlas.errors import UserInputError
 from gradatlas.models import (
     ACTIVATIONS,
     MODELS,
@@ -19,9 +22,6 @@ from gradatlas.models import (
     is_saturating,
     output_bounds,
 )
-from torch import nn
-
-from gradatlas.errors import UserInputError
 
 NUM_OUTPUTS = 7
 

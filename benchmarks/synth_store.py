@@ -1,0 +1,485 @@
+"""Write a realistic gradatlas experiment of N trials through MLflow's own client, no training.
+
+For the report benchmark: a 1,000-trial store takes hours to make with real runs on a laptop CPU,
+but the report's cost depends only on what is in the store. So this writes exactly what the runner
+writes (docs/record.md): a sweep run with ``suite.yaml``, ``suite.resolved.json`` and
+``environment.json``; one trial run per trial with the ``gradatlas.*`` tags, the flattened config
+and ``factor.*`` params, the summary metrics, one metric key per curve and per layer (as the runner
+logs them, so MLflow's per-run metric tables are the same size), and a full ``trial.json`` with
+curves and init profiles of the real shapes. Outcomes and curves follow the textbook regimes
+(deep sigmoid vanishes, N(0, 1) init explodes deep ReLU nets, ...) with seeded noise.
+
+Curve metrics are logged at their last step only by default: the report never reads metric
+history (it reads ``trial.json``), and logging every point would only make generation slow.
+``full_curves=True`` logs every point, as the runner does.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from gradatlas.identity import cell_id, trial_id
+from gradatlas.runners.tracking import CELL_ID, KIND, OUTCOME, TRIAL_ID, environment
+
+GRID = {
+    "depth": [3, 6, 10, 20, 40],
+    "activation": ["relu", "tanh", "sigmoid", "gelu"],
+    "init": [
+        "kaiming_normal",
+        "xavier_normal",
+        "orthogonal",
+        {"name": "normal", "std": 1.0},
+        {"name": "normal", "std": 0.01},
+    ],
+    "optimizer": ["momentum", {"name": "adam", "lr": 0.001}],
+}
+SEEDS = 5  # 5 x 4 x 5 x 2 cells x 5 seeds = 1,000 trials
+THRESHOLDS = {
+    "target_accuracy": 0.5,
+    "target_loss": 0.2,
+    "explode_grad_norm": 1.0e5,
+    "vanish_grad_norm": 1.0e-7,
+    "vanish_ratio": 1.0e-4,
+    "loss_progress": 0.05,
+    "chance_margin": 0.05,
+}
+SUITE_YAML = """\
+name: {name}
+description: >
+  Synthetic benchmark store: depth x activation x init x optimizer on MNIST-1D, {seeds} seeds.
+  Written by benchmarks/synth_store.py through MLflow's client (no training).
+dataset: {{name: mnist1d, seed: 0}}
+model: {{family: mlp, width: 64}}
+grid:
+  depth: [3, 6, 10, 20, 40]
+  activation: [relu, tanh, sigmoid, gelu]
+  init: [kaiming_normal, xavier_normal, orthogonal, {{name: normal, std: 1.0}},
+         {{name: normal, std: 0.01}}]
+  optimizer: [momentum, {{name: adam, lr: 0.001}}]
+seeds: {seeds}
+train: {{epochs: 24, batch_size: 128, lr: 0.02}}
+instrument: {{every: 10, max_points: 200}}
+"""
+STEPS = 768
+BOUNDED = {"sigmoid", "tanh"}
+
+
+@dataclass
+class Cell:
+    depth: int
+    activation: str
+    init: dict[str, Any]
+    optimizer: dict[str, Any]
+
+    @property
+    def factors(self) -> dict[str, str]:
+        init = self.init["name"] + (f"(std={self.init['std']:g})" if "std" in self.init else "")
+        opt = self.optimizer["name"] + (
+            f"(lr={self.optimizer['lr']:g})" if "lr" in self.optimizer else ""
+        )
+        return {
+            "depth": f"d{self.depth}",
+            "activation": self.activation,
+            "init": init,
+            "optimizer": opt,
+        }
+
+    @property
+    def label(self) -> str:
+        return "-".join(self.factors.values())
+
+
+def _named(level: Any) -> dict[str, Any]:
+    return dict(level) if isinstance(level, dict) else {"name": level}
+
+
+def cells() -> list[Cell]:
+    return [Cell(d, a, _named(i), _named(o)) for d, a, i, o in itertools.product(*GRID.values())]
+
+
+def config(cell: Cell, seed: int) -> dict[str, Any]:
+    """A resolved trial config of the runner's shape (docs/record.md: Identity)."""
+    opt = {
+        "name": cell.optimizer["name"],
+        "momentum": 0.9 if cell.optimizer["name"] == "momentum" else 0.0,
+        "lr": cell.optimizer.get("lr", 0.02),
+        "weight_decay": 0.0,
+        "wd_mode": "coupled",
+    }
+    return {
+        "dataset": {
+            "name": "mnist1d",
+            "seed": 0,
+            "options": {"num_samples": 5000, "train_split": 0.8},
+        },
+        "model": {
+            "family": "mlp",
+            "depth": cell.depth,
+            "width": 64,
+            "activation": {"name": cell.activation},
+            "init": {**cell.init, **({"gain": 1.0} if cell.init["name"] != "normal" else {})},
+            "norm": {"name": "none"},
+            "dropout": 0.0,
+            "residual": False,
+        },
+        "optim": opt,
+        "train": {
+            "epochs": 24,
+            "steps": None,
+            "batch_size": 128,
+            "schedule": {"name": "constant", "warmup_steps": 0},
+            "precision": "32",
+            "eval_every": 0,
+            "grad_clip": {"mode": "none", "max": 0.0},
+        },
+        "instrument": {"every": 10, "max_points": 200, "probe_batch": 256},
+        "outcomes": dict(THRESHOLDS),
+        "seed": seed,
+    }
+
+
+def _regime(cell: Cell, rng: np.random.Generator) -> str:
+    """Draw an outcome with textbook probabilities for the cell."""
+    d, act, init = cell.depth, cell.activation, cell.init
+    std = init.get("std")
+    p_explode = 0.0
+    if std == 1.0:
+        p_explode = {"relu": 0.95, "gelu": 0.9, "tanh": 0.6, "sigmoid": 0.05}[act] * min(1, d / 10)
+    p_vanish = 0.0
+    if act == "sigmoid":
+        p_vanish = min(0.95, d / 25)
+    if std == 0.01:
+        p_vanish = max(p_vanish, min(0.98, d / 8))
+    if act == "tanh" and init["name"] == "xavier_normal" and d >= 40:
+        p_vanish = max(p_vanish, 0.3)
+    u = rng.random()
+    if u < p_explode:
+        return "exploded"
+    if u < p_explode + p_vanish:
+        return "vanished"
+    good = {
+        "kaiming_normal": act in ("relu", "gelu"),
+        "orthogonal": True,
+        "xavier_normal": act in ("tanh", "sigmoid"),
+    }.get(init["name"], False)
+    p_conv = (
+        (0.9 if good else 0.55)
+        * math.exp(-d / 60)
+        * (1.1 if cell.optimizer["name"] == "adam" else 1.0)
+    )
+    u = rng.random()
+    if u < p_conv:
+        return "converged"
+    return "stalled" if u > 0.93 else "unconverged"
+
+
+def _curves(cell: Cell, outcome: str, rng: np.random.Generator) -> dict[str, Any]:
+    n_layers = cell.depth + 1
+    stop = int(rng.integers(0, 40)) if outcome == "exploded" else STEPS - 1
+    steps = np.unique(np.linspace(0, stop, min(200, stop + 1)).astype(int))
+    chance = math.log(10)
+    rate = {
+        "converged": 1 / 250,
+        "unconverged": 1 / 700,
+        "stalled": 0.0,
+        "vanished": 0.0,
+        "exploded": -0.05,
+    }[outcome]
+    start = chance * (1 + rng.random())
+    floor = {"converged": 0.6, "unconverged": 1.3}.get(outcome, chance)
+    loss = (
+        floor + (start - floor) * np.exp(-rate * steps)
+        if rate >= 0
+        else start * np.exp(-rate * steps)
+    )
+    loss = loss * (1 + 0.04 * rng.standard_normal(steps.size))
+    g0 = {"exploded": 1e3, "vanished": 1e-9}.get(outcome, 1.0) * math.exp(rng.normal(0, 0.3))
+    grad = g0 * (1 + 0.3 * rng.random(steps.size))
+    if outcome == "exploded":
+        grad = g0 * np.exp(0.4 * steps)
+        grad[-1] = 1e7
+    e_steps = list(range(0, stop + 1, 32)) or [0]
+    acc_end = {"converged": 0.62, "unconverged": 0.4}.get(outcome, 0.11)
+    val_acc = [
+        0.1 + (acc_end - 0.1) * (1 - math.exp(-s / 200)) + 0.01 * rng.standard_normal()
+        for s in e_steps
+    ]
+    val_loss = [float(np.interp(s, steps, loss)) * 1.05 for s in e_steps]
+    l_steps = list(steps[::4])
+    ratio = {"vanished": 1e-6, "exploded": 1e3}.get(outcome, 0.5)
+    per_layer = [
+        [
+            float(grad[min(i * 4, steps.size - 1)] * ratio ** ((n_layers - 1 - j) / n_layers))
+            for j in range(n_layers)
+        ]
+        for i in range(len(l_steps))
+    ]
+    train_loss = [None if not math.isfinite(x) else float(x) for x in loss]
+    return {
+        "train": {
+            "step": steps.tolist(),
+            "loss": train_loss,
+            "grad_norm": [float(g) for g in grad],
+            "lr": [0.02] * steps.size,
+        },
+        "eval": {
+            "step": e_steps,
+            "val_loss": val_loss,
+            "val_acc": val_acc,
+            "train_acc": [a + 0.03 for a in val_acc],
+            "train_loss": [v * 0.95 for v in val_loss],
+        },
+        "layers": {
+            "step": [int(s) for s in l_steps],
+            "grad_norm": per_layer,
+            "update_ratio": [[1e-3] * n_layers for _ in l_steps],
+        },
+    }
+
+
+def _profiles(cell: Cell, outcome: str, rng: np.random.Generator) -> dict[str, Any]:
+    n_layers, sites = cell.depth + 1, cell.depth
+    std = cell.init.get("std")
+    per_layer = {"relu": 1.0, "gelu": 0.95, "tanh": 0.8, "sigmoid": 0.25}[cell.activation]
+    if cell.init["name"] in ("kaiming_normal", "orthogonal") or (
+        cell.init["name"] == "xavier_normal" and cell.activation == "tanh"
+    ):
+        per_layer = 1.0 if cell.activation != "sigmoid" else 0.3
+    if std == 1.0:
+        per_layer *= 5.6
+    if std == 0.01:
+        per_layer *= 0.06
+    grad = [
+        float(per_layer ** (n_layers - 1 - j) * math.exp(rng.normal(0, 0.1)))
+        for j in range(n_layers)
+    ]
+    sat = (
+        [
+            float(min(0.95, (0.8 if std == 1.0 else 0.05) + 0.02 * rng.random()))
+            for _ in range(sites)
+        ]
+        if cell.activation in BOUNDED
+        else [None] * sites
+    )
+    dead = (
+        [float(min(1, 0.01 * j * (3 if std == 1.0 else 1) * rng.random())) for j in range(sites)]
+        if cell.activation == "relu"
+        else [None] * sites
+    )
+    return {
+        "layers": [
+            f"{j:02d} linear {40 if j == 0 else 64}->{10 if j == n_layers - 1 else 64}"
+            for j in range(n_layers)
+        ],
+        "sites": [f"{j:02d} {cell.activation}" for j in range(sites)],
+        "loss": 2.4,
+        "init": {
+            "grad_norm": grad,
+            "act_mean": [0.0] * sites,
+            "act_std": [0.5] * sites,
+            "saturation": sat,
+            "dead": dead,
+        },
+    }
+
+
+def record(cell: Cell, seed: int, suite: str, rng: np.random.Generator) -> dict[str, Any]:
+    """One ``trial.json`` (docs/record.md), with the matching summary metrics."""
+    cfg = config(cell, seed)
+    outcome = _regime(cell, rng)
+    curves = _curves(cell, outcome, rng)
+    profiles = _profiles(cell, outcome, rng)
+    ev, tr = curves["eval"], curves["train"]
+    summary: dict[str, float | None] = {
+        "initial_loss": tr["loss"][0],
+        "final_train_loss": tr["loss"][-1],
+        "final_val_loss": ev["val_loss"][-1],
+        "best_val_loss": min(ev["val_loss"]),
+        "steps_run": float(tr["step"][-1] + 1),
+        "init_grad_norm_first": profiles["init"]["grad_norm"][0],
+        "init_grad_norm_last": profiles["init"]["grad_norm"][-1],
+        "final_val_acc": ev["val_acc"][-1],
+        "best_val_acc": max(ev["val_acc"]),
+        "final_train_acc": ev["train_acc"][-1],
+        "generalization_gap": 0.03,
+        "wall_time_s": 2.0,
+        "fit_time_s": 1.8,
+        "instrument_time_s": 0.2,
+    }
+    summary["init_grad_ratio"] = summary["init_grad_norm_first"] / summary["init_grad_norm_last"]
+    reason = {"converged": "val accuracy >= 0.5", "exploded": "gradient norm > 1e+05"}.get(
+        outcome, f"synthetic {outcome}"
+    )
+    if outcome == "converged":
+        hit = (
+            next(s for s, a in zip(ev["step"], ev["val_acc"], strict=True) if a >= 0.5)
+            if max(ev["val_acc"]) >= 0.5
+            else ev["step"][-1]
+        )
+        summary["steps_to_target"] = float(hit)
+        reason += f" at step {hit}"
+    if outcome == "exploded":
+        summary["explode_step"] = float(tr["step"][-1])
+    return {
+        "schema": 1,
+        "trial_id": trial_id(cfg),
+        "cell_id": cell_id(cfg),
+        "cell": cell.label,
+        "seed": seed,
+        "suite": suite,
+        "config": cfg,
+        "factors": cell.factors,
+        "outcome": {"label": outcome, "reason": reason, "thresholds": cfg["outcomes"]},
+        "summary": summary,
+        "task": "classification",
+        "num_classes": 10,
+        "device": "cpu",
+        "curves": curves,
+        "profiles": profiles,
+        "timing": {
+            "wall_time_s": 2.0,
+            "fit_time_s": 1.8,
+            "instrument_time_s": 0.2,
+            "logging_time_s": 0.05,
+        },
+    }
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    out: dict[str, str] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v:
+            out |= _flatten(v, key + ".")
+        else:
+            out[key] = json.dumps(v) if isinstance(v, list | dict) else str(v)
+    return out
+
+
+def _metrics(rec: dict[str, Any], now: int, full: bool) -> list[Any]:
+    from mlflow.entities import Metric
+
+    ms = [
+        Metric(k, float(v), now, 0)
+        for k, v in rec["summary"].items()
+        if v is not None and math.isfinite(v)
+    ]
+    c = rec["curves"]
+    series = {
+        "train_loss": (c["train"]["step"], c["train"]["loss"]),
+        "grad_norm": (c["train"]["step"], c["train"]["grad_norm"]),
+        "lr": (c["train"]["step"], c["train"]["lr"]),
+    }
+    for key in ("val_loss", "val_acc", "train_acc"):
+        series[key] = (c["eval"]["step"], c["eval"][key])
+    layers = c["layers"]
+    for j in range(len(layers["grad_norm"][0]) if layers["grad_norm"] else 0):
+        series[f"layer_grad_norm/{j:02d}"] = (layers["step"], [r[j] for r in layers["grad_norm"]])
+        series[f"update_ratio/{j:02d}"] = (layers["step"], [r[j] for r in layers["update_ratio"]])
+    for key, (steps, values) in series.items():
+        pairs = list(zip(steps, values, strict=True))
+        for s, v in pairs if full else pairs[-1:]:
+            if v is not None and math.isfinite(v):
+                ms.append(Metric(key, float(v), now, int(s)))
+    return ms
+
+
+def write_store(
+    tracking_uri: str,
+    artifact_dir: str,
+    *,
+    name: str = "synthetic-1000",
+    seeds: int = SEEDS,
+    reruns: int = 10,
+    killed: int = 5,
+    full_curves: bool = False,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Create experiment ``name`` with ``len(cells()) * seeds`` trials (+ ``reruns`` older
+    duplicate finished runs the report must set aside, + ``killed`` runs it must ignore)."""
+    from mlflow.entities import Param, RunTag
+    from mlflow.tracking import MlflowClient
+
+    from gradatlas.runners.tracking import _quiet_mlflow
+
+    _quiet_mlflow()
+    client = MlflowClient(tracking_uri=tracking_uri)
+    exp_id = client.create_experiment(
+        name, artifact_location=artifact_dir, tags={"gradatlas.suite": name}
+    )
+    sweep = client.create_run(
+        exp_id, run_name="sweep-synthetic", tags={KIND: "sweep", "gradatlas.suite": name}
+    )
+    sid = sweep.info.run_id
+    suite_yaml = SUITE_YAML.format(name=name, seeds=seeds)
+    client.log_text(sid, suite_yaml, "suite.yaml")
+    client.log_dict(
+        sid,
+        {
+            "name": name,
+            "description": "Synthetic benchmark store written by "
+            "benchmarks/synth_store.py (no training).",
+            "grid": GRID,
+            "seeds": seeds,
+            "outcomes": THRESHOLDS,
+        },
+        "suite.resolved.json",
+    )
+    client.log_dict(sid, environment(), "environment.json")
+    rng = np.random.default_rng(seed)
+    plan = [(c, s) for c in cells() for s in range(seeds)]
+    extra = [
+        (plan[i], "FINISHED") for i in range(0, len(plan), max(1, len(plan) // max(reruns, 1)))
+    ][:reruns]
+    extra += [
+        (plan[i], "KILLED") for i in range(1, len(plan), max(1, len(plan) // max(killed, 1)))
+    ][:killed]
+    t0 = time.perf_counter()
+    # Duplicates first: they are older than the runs the report must keep.
+    jobs = [(c, s, status) for (c, s), status in extra] + [(c, s, "FINISHED") for c, s in plan]
+    for c, s, status in jobs:
+        rec = record(c, s, name, rng)
+        if status == "KILLED":
+            rec["outcome"]["label"] = "killed"
+        tags = {
+            KIND: "trial",
+            TRIAL_ID: rec["trial_id"],
+            CELL_ID: rec["cell_id"],
+            OUTCOME: rec["outcome"]["label"],
+            "gradatlas.cell": rec["cell"],
+            "gradatlas.suite": name,
+            "gradatlas.seed": str(s),
+            "gradatlas.device": "cpu",
+            "mlflow.parentRunId": sid,
+        }
+        run = client.create_run(exp_id, run_name=f"{rec['cell']}-s{s}", tags=tags)
+        rid = run.info.run_id
+        now = int(time.time() * 1000)
+        params = _flatten(rec["config"]) | {f"factor.{k}": v for k, v in rec["factors"].items()}
+        metrics = _metrics(rec, now, full_curves)
+        for i in range(0, max(len(metrics), 1), 1000):
+            client.log_batch(
+                rid,
+                metrics=metrics[i : i + 1000],
+                params=[Param(k, v) for k, v in params.items()] if i == 0 else [],
+                tags=[RunTag("gradatlas.outcome_reason", rec["outcome"]["reason"])]
+                if i == 0
+                else [],
+            )
+        client.log_text(rid, json.dumps(rec, allow_nan=False), "trial.json")
+        client.set_terminated(rid, status=status)
+    client.set_terminated(sid, status="FINISHED")
+    return {
+        "experiment_id": exp_id,
+        "trials": len(plan),
+        "set_aside": reruns,
+        "killed": killed,
+        "write_s": time.perf_counter() - t0,
+    }

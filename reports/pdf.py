@@ -1,0 +1,509 @@
+"""Document -> a paginated A4 PDF, drawn entirely with matplotlib.
+
+Building the PDF with matplotlib (rather than printing the HTML with a browser) needs nothing
+beyond the report's own dependencies, keeps charts as vector graphics, and keeps text as real
+text (TrueType, extractable). Text flows top to bottom on a page; charts are drawn into subfigures
+placed in the flow, so a page holds text and charts together and a chart is never rasterized.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from matplotlib.artist import Artist
+from matplotlib.backends.backend_pdf import PdfPages
+from matplotlib.figure import Figure as MplFigure
+from matplotlib.font_manager import FontProperties, findfont, get_font
+from matplotlib.patches import Rectangle
+
+from gradatlas.reports import figures
+from gradatlas.reports.document import (
+    Document,
+    Figure,
+    Heading,
+    KeyValues,
+    Para,
+    Pre,
+    Section,
+    Table,
+)
+
+PAGE_W, PAGE_H = 8.27, 11.69  # A4, inches
+LEFT, RIGHT, TOP, BOTTOM = 0.62, 0.62, 0.7, 0.75
+WIDTH = PAGE_W - LEFT - RIGHT
+INK, MUTED, RULE, PANEL = "#1d2330", "#5b6272", "#c9ced8", "#f3f4f7"
+SANS, MONO = "DejaVu Sans", "DejaVu Sans Mono"
+PT = 1 / 72  # inch per point
+
+
+# -- text measurement ----------------------------------------------------------------------------
+@lru_cache(maxsize=8)
+def _font(family: str, bold: bool) -> Any:
+    return get_font(findfont(FontProperties(family=family, weight="bold" if bold else "normal")))
+
+
+@lru_cache(maxsize=4096)
+def _advance(ch: str, family: str, bold: bool) -> float:
+    font = _font(family, bold)
+    font.set_size(100, 72)
+    try:
+        glyph = font.load_char(ord(ch))
+    except (RuntimeError, ValueError):
+        return 0.6
+    return glyph.linearHoriAdvance / 65536 / 100
+
+
+def text_width(text: str, size: float, family: str = SANS, bold: bool = False) -> float:
+    """Width in inches of ``text`` set at ``size`` points (advance widths; no kerning)."""
+    return sum(_advance(c, family, bold) for c in text) * size * PT
+
+
+def wrap(text: str, width: float, size: float, family: str = SANS, bold: bool = False) -> list[str]:
+    """Greedy word wrap to ``width`` inches; a word longer than a line is broken."""
+    lines: list[str] = []
+    for para in text.split("\n"):
+        line = ""
+        for word in para.split(" "):
+            cand = f"{line} {word}" if line else word
+            if text_width(cand, size, family, bold) <= width:
+                line = cand
+                continue
+            if line:
+                lines.append(line)
+            while text_width(word, size, family, bold) > width:
+                cut = max(1, _fit(word, width, size, family, bold))
+                lines.append(word[:cut])
+                word = word[cut:]
+            line = word
+        lines.append(line)
+    return lines
+
+
+def _fit(text: str, width: float, size: float, family: str, bold: bool) -> int:
+    total = 0.0
+    for i, c in enumerate(text):
+        total += _advance(c, family, bold) * size * PT
+        if total > width:
+            return i
+    return len(text)
+
+
+def ellipsize(text: str, width: float, size: float, bold: bool = False) -> str:
+    """``text`` cut to ``width`` inches with an ellipsis (table cells keep one line)."""
+    if text_width(text, size, SANS, bold) <= width:
+        return text
+    cut = _fit(text, width - text_width("…", size, SANS, bold), size, SANS, bold)
+    return text[:cut] + "…"
+
+
+# -- text on pages -------------------------------------------------------------------------------
+ASCENT = 0.80  # baseline below a line's top, in ems (DejaVu: caps and ascenders ~0.73-0.76)
+
+
+@lru_cache(maxsize=64)
+def _prop(family: str, bold: bool, size: float) -> FontProperties:
+    return FontProperties(family=family, weight="bold" if bold else "normal", size=size)
+
+
+class TextRun(Artist):
+    """Every string of a page, drawn straight through the renderer.
+
+    The report positions its own text (it measures and wraps it), so the per-string layout that
+    ``Figure.text`` does again was most of the time spent on text pages; this draws the same PDF
+    text operators (so the text stays extractable) without it.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.items: list[tuple[float, float, str, float, str, bool, str, str]] = []
+        self.set_zorder(3)
+
+    def add(
+        self, x: float, y: float, s: str, size: float, family: str, bold: bool, color: str, ha: str
+    ) -> None:
+        if s.strip():
+            self.items.append((x, y, s, size, family, bold, color, ha))
+
+    def draw(self, renderer: Any) -> None:
+        if not self.get_visible():
+            return
+        dpi = self.get_figure(root=True).dpi
+        for x, y, s, size, family, bold, color, ha in self.items:
+            width = text_width(s, size, family, bold) if ha != "left" else 0.0
+            x0 = x - width if ha == "right" else x - width / 2 if ha == "center" else x
+            gc = renderer.new_gc()
+            gc.set_foreground(color)
+            renderer.draw_text(
+                gc,
+                x0 * dpi,
+                (PAGE_H - y - ASCENT * size * PT) * dpi,
+                s,
+                _prop(family, bold, size),
+                0.0,
+            )
+            gc.restore()
+
+
+# -- pages ---------------------------------------------------------------------------------------
+@dataclass
+class _Chart:
+    top: float  # inches from the page top
+    height: float
+    block: Figure
+
+
+class Pager:
+    """A cursor on the current page; ``ensure`` starts a new page when a block does not fit."""
+
+    def __init__(self, pdf: PdfPages, title: str) -> None:
+        self.pdf, self.title = pdf, title
+        self.fig: MplFigure | None = None
+        self.run = TextRun()
+        self.y = TOP
+        self.page = 0
+        self.charts: list[_Chart] = []
+
+    @property
+    def room(self) -> float:
+        return PAGE_H - BOTTOM - self.y
+
+    def new_page(self) -> None:
+        self.flush()
+        self.page += 1
+        self.fig = MplFigure(figsize=(PAGE_W, PAGE_H), layout="constrained")
+        self.run = TextRun()
+        self.fig.add_artist(self.run)
+        self.y = TOP
+        self.text(LEFT, PAGE_H - BOTTOM + 0.32, f"{self.title}", 7, color=MUTED)
+        self.text(
+            PAGE_W - RIGHT, PAGE_H - BOTTOM + 0.32, f"page {self.page}", 7, color=MUTED, ha="right"
+        )
+
+    def ensure(self, height: float) -> None:
+        if self.fig is None or self.room < height:
+            self.new_page()
+
+    def text(
+        self,
+        x: float,
+        y: float | None,
+        s: str,
+        size: float,
+        *,
+        bold: bool = False,
+        family: str = SANS,
+        color: str = INK,
+        ha: str = "left",
+    ) -> None:
+        """Place text with its top at ``y`` inches from the page top (default: the cursor)."""
+        self.run.add(x, self.y if y is None else y, s, size, family, bold, color, ha)
+
+    def rect(self, x: float, y: float, w: float, h: float, color: Any, **kw: Any) -> None:
+        assert self.fig is not None
+        self.fig.patches.append(
+            Rectangle(
+                (x / PAGE_W, 1 - (y + h) / PAGE_H),
+                w / PAGE_W,
+                h / PAGE_H,
+                transform=self.fig.transFigure,
+                facecolor=color,
+                edgecolor="none",
+                **kw,
+            )
+        )
+
+    def hline(self, y: float, color: str = RULE, lw: float = 0.6) -> None:
+        assert self.fig is not None
+        self.fig.add_artist(_line(self.fig, LEFT, PAGE_W - RIGHT, y, color, lw))
+
+    def chart(self, block: Figure, height: float) -> None:
+        self.charts.append(_Chart(self.y, height, block))
+        self.y += height
+
+    def flush(self) -> None:
+        if self.fig is None:
+            return
+        if self.charts:
+            self._draw_charts()
+        self.pdf.savefig(self.fig)
+        self.fig = None
+        self.charts = []
+
+    def _draw_charts(self) -> None:
+        """Subfigures at the charts' places in the flow; the rows between them stay empty."""
+        assert self.fig is not None
+        ratios, edges = [], 0.0
+        for c in self.charts:
+            ratios += [max(c.top - edges, 1e-3), c.height]
+            edges = c.top + c.height
+        ratios.append(max(PAGE_H - edges, 1e-3))
+        gs = self.fig.add_gridspec(
+            len(ratios),
+            3,
+            height_ratios=ratios,
+            hspace=0,
+            wspace=0,
+            width_ratios=[LEFT, WIDTH, RIGHT],
+        )
+        for i, c in enumerate(self.charts):
+            sub = self.fig.add_subfigure(gs[2 * i + 1, 1])
+            c.block.draw(sub)
+        engine = self.fig.get_layout_engine()
+        if engine is not None:
+            engine.set(w_pad=0, h_pad=0, hspace=0.02, wspace=0.02)
+
+
+def _line(fig: MplFigure, x0: float, x1: float, y: float, color: str, lw: float) -> Any:
+    from matplotlib.lines import Line2D
+
+    yy = 1 - y / PAGE_H
+    return Line2D(
+        [x0 / PAGE_W, x1 / PAGE_W], [yy, yy], transform=fig.transFigure, color=color, linewidth=lw
+    )
+
+
+# -- blocks --------------------------------------------------------------------------------------
+BODY, SMALL, TABLE, CODE = 9.0, 8.0, 7.3, 7.0
+
+
+def _lines(
+    p: Pager,
+    lines: list[str],
+    size: float,
+    lead: float,
+    *,
+    x: float = LEFT,
+    family: str = SANS,
+    color: str = INK,
+    bold: bool = False,
+    panel: str | None = None,
+    bar: str | None = None,
+) -> None:
+    """Set lines at the cursor, continuing on new pages; optional panel/bar behind each run."""
+    step = size * lead * PT
+    i = 0
+    while i < len(lines):
+        p.ensure(step * min(2, len(lines) - i))
+        n = max(1, min(len(lines) - i, int(p.room // step)))
+        top = p.y
+        if panel:
+            p.rect(LEFT, top - 0.04, WIDTH, n * step + 0.08, panel)
+        if bar:
+            p.rect(LEFT, top - 0.04, 0.045, n * step + 0.08, bar)
+        for line in lines[i : i + n]:
+            p.text(x, None, line, size, family=family, color=color, bold=bold)
+            p.y += step
+        i += n
+        if panel or bar:
+            p.y += 0.08
+
+
+def _para(p: Pager, block: Para) -> None:
+    text = block.text.replace("`", "")
+    if block.note:
+        lines = wrap(text, WIDTH - 0.25, SMALL)
+        p.y += 0.05
+        _lines(p, lines, SMALL, 1.4, x=LEFT + 0.14, color="#4a3b0c", panel="#fff7e0", bar="#e0a526")
+        p.y += 0.1
+    else:
+        _lines(p, wrap(text, WIDTH, BODY), BODY, 1.42)
+        p.y += 0.1
+
+
+def _keyvalues(p: Pager, block: KeyValues) -> None:
+    key_w = 1.45
+    for key, value in block.items:
+        lines = wrap(value.replace("`", ""), WIDTH - key_w, SMALL)
+        step = SMALL * 1.4 * PT
+        p.ensure(step * min(len(lines), 3))
+        p.text(LEFT, None, key, SMALL, bold=True, color=MUTED)
+        _lines(p, lines, SMALL, 1.4, x=LEFT + key_w)
+        p.y += 0.03
+    p.y += 0.1
+
+
+def _pre(p: Pager, block: Pre) -> None:
+    limit = int(WIDTH / (text_width("M", CODE, MONO)) - 2)
+    lines = []
+    for raw in block.text.split("\n"):
+        indent = len(raw) - len(raw.lstrip(" "))
+        while len(raw) > limit:
+            lines.append(raw[:limit])
+            raw = " " * min(indent + 2, limit // 2) + raw[limit:]
+        lines.append(raw)
+    p.y += 0.06
+    _lines(p, [" " + ln for ln in lines], CODE, 1.38, family=MONO, panel=PANEL)
+    p.y += 0.12
+
+
+_CI = re.compile(r"^(.*?)\s*(\[[^\]]*\])$")
+
+
+def _table(p: Pager, t: Table) -> None:
+    pad = 0.05
+
+    def natural(size: float) -> list[float]:
+        widths = []
+        for j, col in enumerate(t.columns):
+            w = text_width(col.title, size, bold=True)
+            for row in t.rows:
+                w = max(w, text_width(row[j].text, size))
+            widths.append(w + 2 * pad)
+        return widths
+
+    # The largest size (down to 6.2 pt) at which every column fits whole; else shrink to fit.
+    for size in (TABLE, 6.8, 6.2):
+        widths = natural(size)
+        if sum(widths) <= WIDTH:
+            break
+    total = sum(widths)
+    if total > WIDTH or total > 0.6 * WIDTH:
+        widths = [w * WIDTH / total for w in widths]
+    xs = [LEFT]
+    for w in widths[:-1]:
+        xs.append(xs[-1] + w)
+    row_h = size * 1.75 * PT
+    table_w = sum(widths)
+
+    def header() -> None:
+        p.rect(LEFT, p.y, table_w, row_h, "#e8ebf0")
+        for x, w, col in zip(xs, widths, t.columns, strict=True):
+            s = ellipsize(col.title, w - 2 * pad, size, bold=True)
+            tx = x + w - pad if col.align == "right" else x + pad
+            p.text(tx, p.y + 0.035, s, size, bold=True, ha=col.align)
+        p.y += row_h
+
+    if t.caption:
+        cap = wrap(t.caption.replace("`", ""), WIDTH, SMALL)
+        p.ensure(len(cap) * SMALL * 1.4 * PT + 3 * row_h)
+        _lines(p, cap, SMALL, 1.4, color=MUTED)
+        p.y += 0.04
+    p.ensure(3 * row_h)
+    header()
+    for i, row in enumerate(t.rows):
+        if p.room < row_h:
+            p.new_page()
+            header()
+        if i % 2:
+            p.rect(LEFT, p.y, table_w, row_h, "#f7f8fa")
+        for x, w, col, cell in zip(xs, widths, t.columns, row, strict=True):
+            if cell.tint:
+                p.rect(x, p.y, w, row_h, cell.tint)
+            _cell(p, x, w, pad, size, col.align, cell.text, cell.muted)
+        p.y += row_h
+    p.hline(p.y, RULE)
+    p.y += 0.16
+
+
+def _cell(
+    p: Pager,
+    x: float,
+    w: float,
+    pad: float,
+    size: float,
+    align: str,
+    text: str,
+    muted: bool = False,
+) -> None:
+    m = _CI.match(text)
+    y = p.y + 0.035
+    ink = "#9aa0ab" if muted else INK
+    if align == "right" and m and m.group(1):
+        ci = m.group(2)
+        p.text(x + w - pad, y, ci, size * 0.92, color="#b4b9c2" if muted else MUTED, ha="right")
+        main_right = x + w - pad - text_width(ci + " ", size * 0.92)
+        p.text(main_right, y, m.group(1), size, ha="right", color=ink)
+        return
+    s = ellipsize(text, w - 2 * pad, size)
+    p.text(x + w - pad if align == "right" else x + pad, y, s, size, ha=align, color=ink)
+
+
+def _figure(p: Pager, block: Figure, number: int) -> None:
+    caption = wrap(f"Figure {number}. {block.caption}".replace("`", ""), WIDTH, SMALL)
+    cap_h = len(caption) * SMALL * 1.4 * PT
+    usable = PAGE_H - TOP - BOTTOM
+    height = min(block.size[1], usable - cap_h - 0.2)
+    extra = cap_h + 0.25
+    if p.fig is not None and p.room < height + extra:
+        # Squeeze a tall chart a little rather than leave a heading alone above white space.
+        if p.room - extra >= max(0.8 * height, 3.0):
+            height = p.room - extra
+        else:
+            p.new_page()
+    p.ensure(height + extra)
+    p.y += 0.05
+    p.chart(block, height)
+    p.y += 0.05
+    _lines(p, caption, SMALL, 1.4, color=MUTED)
+    p.y += 0.15
+
+
+def _min_height(block: Any) -> float:
+    """The least of a block that must follow a heading on the same page (keep-with-next)."""
+    if isinstance(block, Figure):
+        return 0.8 * min(block.size[1], PAGE_H - TOP - BOTTOM - 1.2) + 0.4
+    if isinstance(block, Table):
+        return 0.9
+    return 0.5
+
+
+def _section(p: Pager, s: Section, counter: list[int]) -> None:
+    # A section title never ends a page, nor sits (with its opening lines) above white space
+    # left by a chart that did not fit: keep it with the leading paragraphs and the next block.
+    keep = 0.75
+    for block in s.blocks:
+        keep += _min_height(block)
+        if not isinstance(block, Para):
+            break
+    p.ensure(keep)
+    if p.y > TOP + 0.01:
+        p.y += 0.18
+    p.text(LEFT, None, f"{s.number}. {s.title}", 14, bold=True)
+    p.y += 0.3
+    p.hline(p.y, INK, 1.0)
+    p.y += 0.14
+    for block in s.blocks:
+        if isinstance(block, Heading):
+            p.ensure(0.9)
+            p.text(LEFT, None, block.text, 10.5, bold=True)
+            p.y += 0.25
+        elif isinstance(block, Para):
+            _para(p, block)
+        elif isinstance(block, KeyValues):
+            _keyvalues(p, block)
+        elif isinstance(block, Table):
+            _table(p, block)
+        elif isinstance(block, Pre):
+            _pre(p, block)
+        elif isinstance(block, Figure):
+            counter[0] += 1
+            _figure(p, block, counter[0])
+
+
+def render_pdf(doc: Document, path: Path) -> None:
+    """Write the report as an A4 PDF to ``path``."""
+    with (
+        figures.style(),
+        PdfPages(
+            path, metadata={"Title": doc.title, "Creator": "gradatlas", "CreationDate": None}
+        ) as pdf,
+    ):
+        p = Pager(pdf, doc.title)
+        p.new_page()
+        p.text(LEFT, None, doc.title, 18, bold=True)
+        p.y += 0.38
+        _lines(p, wrap(doc.subtitle, WIDTH, SMALL), SMALL, 1.4, color=MUTED)
+        p.y += 0.1
+        counter = [0]
+        for s in doc.sections:
+            _section(p, s, counter)
+        if doc.footer:  # in the last page's bottom margin if the page is full: no orphan page
+            p.y = min(p.y + 0.2, PAGE_H - BOTTOM + 0.05)
+            for line in wrap(doc.footer, WIDTH, 7):
+                p.text(LEFT, None, line, 7, color=MUTED)
+                p.y += 7 * 1.4 * PT
+        p.flush()
