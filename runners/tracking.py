@@ -16,6 +16,7 @@ import platform
 import socket
 import subprocess
 import time
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -58,19 +59,19 @@ def environment() -> dict[str, Any]:
             versions[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:
             versions[pkg] = None
+    commit = None
     try:
-        commit = (
-            subprocess.run(
-                ["git", "rev-parse", "HEAD"],
-                capture_output=True,
-                text=True,
-                timeout=5,
-                cwd=Path(__file__).resolve().parent,
-            ).stdout.strip()
-            or None
+        git = subprocess.run(
+            ["git", "rev-parse", "--verify", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=Path(__file__).resolve().parent,
         )
+        if git.returncode == 0:  # a checkout with no commits prints "HEAD" and fails
+            commit = git.stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
-        commit = None
+        pass
     cuda = torch.cuda.is_available()
     return {
         "python": platform.python_version(),
@@ -152,6 +153,13 @@ class Tracker:
         self.client.log_text(rid, suite.text, "suite.yaml")
         self.client.log_dict(rid, suite.spec.model_dump(mode="json"), "suite.resolved.json")
         self.client.log_dict(rid, environment(), "environment.json")
+        # The suite's own level order per factor (reports sort axes by it).
+        levels: dict[str, list[str]] = {}
+        for trial in suite.trials:
+            for factor, label in trial.factors.items():
+                if label not in levels.setdefault(factor, []):
+                    levels[factor].append(label)
+        self.client.log_dict(rid, levels, "factor_levels.json")
         return rid
 
     def end_sweep(self, run_id: str, status: str = "FINISHED") -> None:
@@ -223,6 +231,7 @@ def trial_record(result: Any) -> dict[str, Any]:
         "curves": result.curves,
         "profiles": result.profiles,
         "timing": dict(result.timing),
+        "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
 
 

@@ -60,7 +60,13 @@ def test_sweep_records_every_trial_and_resumes(tiny_suite: Path, tmp_path: Path)
 
     # The sweep run archives the suite and the environment.
     arts = {a.path for a in client.list_artifacts(sweep_id)}
-    assert {"suite.yaml", "suite.resolved.json", "environment.json"} <= arts
+    assert {"suite.yaml", "suite.resolved.json", "environment.json", "factor_levels.json"} <= arts
+    levels = client.download_artifacts(sweep_id, "factor_levels.json", str(tmp_path))
+    assert json.loads(Path(levels).read_text()) == {
+        "depth": ["d2", "d12"],
+        "activation": ["relu", "sigmoid"],
+    }
+    assert record["finished_at"].endswith("+00:00")
     assert client.get_run(sweep_id).info.status == "FINISHED"
 
     # Resume: nothing left to do, no new runs, not even an empty sweep run.
