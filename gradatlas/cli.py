@@ -130,9 +130,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except UserInputError as exc:
-        print(
-            f"error: {exc.render()}" if "\n" not in exc.render() else exc.render(), file=sys.stderr
-        )
+        for line in exc.render().splitlines():
+            print(f"error: {line}", file=sys.stderr)
         return EXIT_USAGE
 
 
