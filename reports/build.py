@@ -54,6 +54,7 @@ def build_report(
     worker = PdfWorker.start() if parallel else None
     try:
         uri = resolve_tracking_uri(tracking_uri)
+        _require_store(uri)
         _quiet_mlflow()
         name = experiment_name(target, MlflowClient(tracking_uri=uri))
         exp = load_experiment(name, uri)
@@ -140,6 +141,19 @@ class PdfWorker:
                 self.proc.wait()
         self.stderr.close()
         shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def _require_store(uri: str) -> None:
+    """A report reads a store; asking for one where none exists must not create an empty one."""
+    from gradatlas.errors import UserInputError
+
+    if uri.startswith("sqlite:///"):
+        db = Path(uri.removeprefix("sqlite:///"))
+        if not db.exists():
+            raise UserInputError(
+                f"no MLflow store at {db}; run `gradatlas run SUITE` first, or pass "
+                "--tracking-uri / set MLFLOW_TRACKING_URI to the store that holds the runs"
+            )
 
 
 def _safe(name: str) -> str:

@@ -437,6 +437,16 @@ def test_unknown_target_is_a_clean_usage_error(store, capsys) -> None:
     assert "no MLflow experiment named 'no-such-suite'" in capsys.readouterr().err
 
 
+def test_missing_store_is_a_usage_error_and_is_not_created(tmp_path, monkeypatch, capsys) -> None:
+    from gradatlas.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert main(["report", "quickstart"]) == 2
+    assert "no MLflow store at" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+
+
 @pytest.mark.e2e
 def test_a_failing_pdf_worker_falls_back_to_drawing_here(store, tmp_path, monkeypatch) -> None:
     import gradatlas.reports.build as build
