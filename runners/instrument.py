@@ -34,6 +34,7 @@ class GradientInstrument(pl.Callback):
         evaluate: Any,
         explode_grad_norm: float,
         stop: threading.Event | None = None,
+        grad_overflow_skipped: bool = False,
     ):
         self.model = model
         self.max_steps = max_steps
@@ -42,6 +43,7 @@ class GradientInstrument(pl.Callback):
         self.evaluate = evaluate  # () -> dict of 0-d tensors (val_loss, val_acc, ...)
         self.explode_grad_norm = explode_grad_norm
         self.stop = stop
+        self.grad_overflow_skipped = grad_overflow_skipped  # 16-mixed: see runners/outcome.py
         self.layers = [m for _, m in model.weight_layers()]
         self.seconds = 0.0  # time spent inside this callback: instrumentation's cost
         self.exploded = False
@@ -123,8 +125,10 @@ class GradientInstrument(pl.Callback):
         window = slice(self._checked_upto, step + 1)  # steps not yet checked
         self._checked_upto = step + 1
         loss, gn = self.step_loss[window], self.step_grad_norm[window]
-        bad = (~torch.isfinite(loss)).any() | (~torch.isfinite(gn)).any()
-        bad = bad | (gn > self.explode_grad_norm).any()
+        finite = torch.isfinite(gn)
+        bad = (~torch.isfinite(loss)).any() | (finite & (gn > self.explode_grad_norm)).any()
+        if not self.grad_overflow_skipped:
+            bad = bad | (~finite).any()
         if bool(bad):
             self.exploded = True
             trainer.should_stop = True

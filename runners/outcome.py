@@ -6,6 +6,9 @@ suite's ``outcomes`` block and are printed in every report):
 1. ``exploded``: at some step the training loss or the global gradient norm was not finite, or
    the global gradient norm (before clipping) exceeded ``explode_grad_norm``; or a validation
    loss was not finite. The first such step is ``explode_step``; the trial stops there.
+   Under ``16-mixed`` precision a non-finite gradient norm is the loss scaler's overflow signal
+   (torch's GradScaler skips that step and lowers the scale), not an explosion, so there only
+   the loss and finite gradient norms count.
 2. ``converged``: the target was reached at an evaluation: validation accuracy >=
    ``target_accuracy`` (classification) or validation loss <= ``target_loss`` (regression).
    The first such step is ``steps_to_target``.
@@ -44,6 +47,7 @@ class Trace:
     val_acc: np.ndarray | None
     layer_steps: np.ndarray
     layer_grad_norm: np.ndarray  # (records, weight layers), layer 0 = first
+    grad_overflow_skipped: bool = False  # 16-mixed: inf/nan grads are skipped steps
 
 
 @dataclass
@@ -64,7 +68,11 @@ def classify(trace: Trace, thresholds: dict[str, Any]) -> Outcome:
     # 1. exploded
     loss, gn = trace.step_loss, trace.step_grad_norm
     with np.errstate(invalid="ignore"):
-        bad_step = ~np.isfinite(loss) | ~np.isfinite(gn) | (gn > t["explode_grad_norm"])
+        finite_gn = np.isfinite(gn)
+        too_big = finite_gn & (gn > t["explode_grad_norm"])
+        bad_step = ~np.isfinite(loss) | too_big
+        if not trace.grad_overflow_skipped:
+            bad_step |= ~finite_gn
     first_bad = _first(bad_step)
     bad_eval = _first(~np.isfinite(trace.val_loss))
     if first_bad is not None or bad_eval is not None:

@@ -101,6 +101,7 @@ def run_trial(
         evaluate=evaluate,
         explode_grad_norm=cfg["outcomes"]["explode_grad_norm"],
         stop=stop,
+        grad_overflow_skipped=train_cfg["precision"] == "16-mixed",
     )
     clip = train_cfg["grad_clip"]
     trainer = pl.Trainer(
@@ -143,6 +144,7 @@ def run_trial(
         val_acc=rec["eval"].get("val_acc"),
         layer_steps=rec["layer_steps"],
         layer_grad_norm=rec["layer_grad_norm"],
+        grad_overflow_skipped=instrument.grad_overflow_skipped,
     )
     outcome = classify(trace, cfg["outcomes"])
     max_points = cfg["instrument"]["max_points"]

@@ -92,3 +92,12 @@ def test_thresholds_come_from_the_suite():
     t = trace([2.3, 2.2], grad=[1.0, 50.0])
     assert classify(t, T).label != "exploded"
     assert classify(t, T | {"explode_grad_norm": 10.0}).label == "exploded"
+
+
+def test_fp16_overflow_steps_are_not_explosions():
+    t = trace([2.3, 2.2, 2.1], grad=[np.inf, 1.0, 1.0])
+    assert classify(t, T).label == "exploded"
+    t.grad_overflow_skipped = True  # 16-mixed: GradScaler skipped that step
+    assert classify(t, T).label != "exploded"
+    t.step_loss[2] = np.nan  # a non-finite loss still is an explosion
+    assert classify(t, T).label == "exploded"
