@@ -40,6 +40,7 @@ class Sweep:
     environment: dict[str, Any] | None = None
     suite_yaml: str | None = None
     resolved: dict[str, Any] | None = None
+    factor_levels: dict[str, list[str]] | None = None  # the suite's own level order
 
 
 @dataclass
@@ -120,7 +121,23 @@ def load_experiment(name: str, tracking_uri: str) -> Experiment:
     experiment.set_aside = set_aside
     experiment.without_record = sum(r is None for r in records.values())
     experiment.sweeps, experiment.sweep_count = _read_sweeps(client, exp.experiment_id)
+    # The newest sweep that recorded it knows the order the suite author wrote the levels in.
+    suite_order = next((s.factor_levels for s in experiment.sweeps if s.factor_levels), None)
+    if suite_order:
+        experiment.levels = {
+            f: in_suite_order(labels, suite_order.get(f)) for f, labels in experiment.levels.items()
+        }
     return experiment
+
+
+def in_suite_order(labels: list[str], suite_labels: list[str] | None) -> list[str]:
+    """``labels`` in the suite's order; labels the suite does not list (older runs, a grid that
+    changed) keep their place after those it does."""
+    if not suite_labels or not isinstance(suite_labels, list):
+        return labels
+    rank = {label: i for i, label in enumerate(suite_labels)}
+    known = sorted((lb for lb in labels if lb in rank), key=rank.__getitem__)
+    return known + [lb for lb in labels if lb not in rank]
 
 
 def _search(client: Any, experiment_id: str, filter_string: str) -> list[Any]:
@@ -241,6 +258,7 @@ def _read_sweeps(client: Any, experiment_id: str) -> tuple[list[Sweep], int]:
                 environment=_loads(env),
                 suite_yaml=_read_text(run, client, "suite.yaml"),
                 resolved=_loads(resolved),
+                factor_levels=_loads(_read_text(run, client, "factor_levels.json")),
             )
         )
     return sweeps, len(runs)

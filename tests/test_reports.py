@@ -29,7 +29,12 @@ import pytest
 
 from gradatlas.reports import build_report
 from gradatlas.reports.html import render_html
-from gradatlas.reports.load import experiment_from_records, newest_per_trial, order_levels
+from gradatlas.reports.load import (
+    experiment_from_records,
+    in_suite_order,
+    newest_per_trial,
+    order_levels,
+)
 from gradatlas.reports.pdf import render_pdf
 from gradatlas.reports.sections import build_document
 from gradatlas.reports.stats import band, mean_ci, wilson
@@ -636,3 +641,14 @@ def test_cells_that_share_levels_are_listed_apart_and_said() -> None:
     page = parse(render_html(doc))
     ids = [r[0]["data-cell-id"] for r in page.tables["cell-rates"]]
     assert sorted(ids) == ["c0", "c0-old", "c1", "c2", "c3"]
+
+
+def test_suite_level_order_wins_and_unknown_levels_follow() -> None:
+    labels = ["relu", "sigmoid", "tanh", "gelu"]
+    assert in_suite_order(labels, ["tanh", "relu", "sigmoid"]) == [
+        "tanh",
+        "relu",
+        "sigmoid",
+        "gelu",
+    ]
+    assert in_suite_order(labels, None) == labels
