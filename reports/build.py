@@ -146,14 +146,14 @@ class PdfWorker:
 def _require_store(uri: str) -> None:
     """A report reads a store; asking for one where none exists must not create an empty one."""
     from gradatlas.errors import UserInputError
+    from gradatlas.runners.tracking import sqlite_path
 
-    if uri.startswith("sqlite:///"):
-        db = Path(uri.removeprefix("sqlite:///"))
-        if not db.exists():
-            raise UserInputError(
-                f"no MLflow store at {db}; run `gradatlas run SUITE` first, or pass "
-                "--tracking-uri / set MLFLOW_TRACKING_URI to the store that holds the runs"
-            )
+    db = sqlite_path(uri)
+    if db is not None and not db.exists():
+        raise UserInputError(
+            f"no MLflow store at {db}; run `gradatlas run SUITE` first, or pass "
+            "--tracking-uri / set MLFLOW_TRACKING_URI to the store that holds the runs"
+        )
 
 
 def _safe(name: str) -> str:

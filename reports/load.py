@@ -22,9 +22,15 @@ from urllib.request import url2pathname
 
 import pandas as pd
 
-from gradatlas.runners.tracking import CELL_ID, KIND, OUTCOME, TRIAL_ID
+from gradatlas.runners.tracking import (
+    CELL_ID,
+    FINISHED_TRIALS,
+    KIND,
+    OUTCOME,
+    TRIAL_ID,
+    search_all,
+)
 
-TRIAL_FILTER = f"tags.`{KIND}` = 'trial' and attributes.status = 'FINISHED'"
 SWEEP_FILTER = f"tags.`{KIND}` = 'sweep'"
 FACTOR_PREFIX = "factor."
 MAX_SWEEPS_READ = 20  # environments shown in the header; older sweeps are only counted
@@ -104,7 +110,7 @@ def load_experiment(name: str, tracking_uri: str) -> Experiment:
     exp = client.get_experiment_by_name(name)
     if exp is None:
         raise UserInputError(f"no MLflow experiment named {name!r} in {tracking_uri}")
-    runs = _search(client, exp.experiment_id, TRIAL_FILTER)
+    runs = search_all(client, exp.experiment_id, FINISHED_TRIALS)
     if not runs:
         raise UserInputError(
             f"experiment {name!r} has no finished trial runs yet (run: gradatlas run {name})"
@@ -138,26 +144,6 @@ def in_suite_order(labels: list[str], suite_labels: list[str] | None) -> list[st
     rank = {label: i for i, label in enumerate(suite_labels)}
     known = sorted((lb for lb in labels if lb in rank), key=rank.__getitem__)
     return known + [lb for lb in labels if lb not in rank]
-
-
-def _search(client: Any, experiment_id: str, filter_string: str) -> list[Any]:
-    from mlflow.entities import ViewType
-
-    runs: list[Any] = []
-    token = None
-    while True:
-        page = client.search_runs(
-            [experiment_id],
-            filter_string=filter_string,
-            run_view_type=ViewType.ACTIVE_ONLY,
-            max_results=1000,
-            order_by=["attributes.start_time DESC"],
-            page_token=token,
-        )
-        runs.extend(page)
-        token = page.token
-        if not token:
-            return runs
 
 
 def newest_per_trial(runs: Iterable[Any]) -> tuple[list[Any], int]:
@@ -245,7 +231,7 @@ def _read_text(run: Any, client: Any, name: str) -> str | None:
 
 
 def _read_sweeps(client: Any, experiment_id: str) -> tuple[list[Sweep], int]:
-    runs = _search(client, experiment_id, SWEEP_FILTER)
+    runs = search_all(client, experiment_id, SWEEP_FILTER)
     sweeps = []
     for run in runs[:MAX_SWEEPS_READ]:
         env = _read_text(run, client, "environment.json")

@@ -29,6 +29,7 @@ KIND, TRIAL_ID, CELL_ID, OUTCOME = (
     "gradatlas.cell_id",
     "gradatlas.outcome",
 )
+FINISHED_TRIALS = f"tags.`{KIND}` = 'trial' and attributes.status = 'FINISHED'"
 DEFAULT_DIR = Path("runs")
 CURVE_KEYS = {"loss": "train_loss", "grad_norm": "grad_norm", "lr": "lr"}
 
@@ -36,6 +37,32 @@ CURVE_KEYS = {"loss": "train_loss", "grad_norm": "grad_norm", "lr": "lr"}
 def default_tracking_uri(root: Path | None = None) -> str:
     root = (root or Path.cwd()) / DEFAULT_DIR
     return f"sqlite:///{(root / 'mlflow.db').resolve()}"
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file behind a ``sqlite:///`` URI (None for any other store)."""
+    return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+
+
+def search_all(client: Any, experiment_id: str, filter_string: str) -> list[Any]:
+    """Every active run matching ``filter_string``, newest first, across result pages."""
+    from mlflow.entities import ViewType
+
+    runs: list[Any] = []
+    token = None
+    while True:
+        page = client.search_runs(
+            [experiment_id],
+            filter_string=filter_string,
+            run_view_type=ViewType.ACTIVE_ONLY,
+            max_results=1000,
+            order_by=["attributes.start_time DESC"],
+            page_token=token,
+        )
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
 
 
 def resolve_tracking_uri(cli_uri: str | None = None) -> str:
@@ -95,13 +122,10 @@ class Tracker:
         from mlflow.tracking import MlflowClient
 
         self.uri = tracking_uri
-        if tracking_uri.startswith("sqlite:///"):
-            Path(tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite_path(tracking_uri)
+        if self.db is not None:
+            self.db.parent.mkdir(parents=True, exist_ok=True)
         self.client = MlflowClient(tracking_uri=tracking_uri)
-
-    @property
-    def is_local_sqlite(self) -> bool:
-        return self.uri.startswith("sqlite:///")
 
     def ensure_experiment(self, name: str) -> str:
         exp = self.client.get_experiment_by_name(name)
@@ -110,33 +134,18 @@ class Tracker:
                 self.client.restore_experiment(exp.experiment_id)
             return exp.experiment_id
         artifacts = None
-        if self.is_local_sqlite:
-            store = Path(self.uri.removeprefix("sqlite:///")).parent
-            artifacts = (store / "artifacts").resolve().as_uri()
+        if self.db is not None:  # artifacts beside the local store, not in the cwd
+            artifacts = (self.db.parent / "artifacts").resolve().as_uri()
         return self.client.create_experiment(
             name, artifact_location=artifacts, tags={"gradatlas.suite": name}
         )
 
     def finished_trials(self, experiment_id: str) -> dict[str, dict[str, str]]:
         """trial id -> tags of its newest FINISHED trial run: what resume skips."""
-        from mlflow.entities import ViewType
-
         done: dict[str, dict[str, str]] = {}
-        token = None
-        while True:
-            page = self.client.search_runs(
-                [experiment_id],
-                filter_string=f"tags.`{KIND}` = 'trial' and attributes.status = 'FINISHED'",
-                run_view_type=ViewType.ACTIVE_ONLY,
-                max_results=1000,
-                order_by=["attributes.start_time DESC"],
-                page_token=token,
-            )
-            for run in page:
-                done.setdefault(run.data.tags.get(TRIAL_ID, ""), run.data.tags)
-            token = page.token
-            if not token:
-                return done
+        for run in search_all(self.client, experiment_id, FINISHED_TRIALS):
+            done.setdefault(run.data.tags.get(TRIAL_ID, ""), run.data.tags)
+        return done
 
     def start_sweep(self, experiment_id: str, suite: Any, planned: int, todo: int) -> str:
         run = self.client.create_run(
