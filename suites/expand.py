@@ -179,29 +179,31 @@ def _expand(spec: SuiteSpec, errors: list[UserInputError]) -> list[Trial]:
     base_model, base_train = _base_sections(spec, errors)
     levels = _resolve_levels(spec, errors)
     _check_lr_conflict(spec, errors)
-    _check_dataset(spec, errors)
+    dataset_options = _dataset_options(spec, errors)
     if errors:
         return []
 
-    # The full cross of the grid, minus excluded cells, plus included ones.
-    cells: list[tuple[dict[str, Any], str]] = []  # (factor -> resolved level, where it came from)
+    # The full cross of the grid, minus excluded cells, plus included ones. Each cell keeps
+    # where each of its levels was written, so a combination error can point at it.
+    cells: list[tuple[dict[str, Any], dict[str, str]]] = []  # (factor -> level, factor -> path)
     names = list(levels)
     for combo in itertools.product(*(range(len(levels[n])) for n in names)):
         cell = {n: levels[n][i] for n, i in zip(names, combo, strict=True)}
-        where = ", ".join(f"grid.{n}[{i}]" for n, i in zip(names, combo, strict=True))
-        cells.append((cell, where))
+        origin = {n: f"grid.{n}[{i}]" for n, i in zip(names, combo, strict=True)}
+        cells.append((cell, origin))
     cells = [c for c in cells if not _excluded(spec, levels, c[0], errors)]
     for i, rule in enumerate(spec.include):
         extra = _resolve_include(spec, levels, rule, i, errors)
         if extra is not None:
-            cells.append((extra, f"include[{i}]"))
+            origin = {n: f"include[{i}].{n}" if n in rule else f"grid.{n}[0]" for n in extra}
+            cells.append((extra, origin))
     if errors:
         return []
 
     trials: list[Trial] = []
     seen: set[str] = set()
-    for cell, where in cells:
-        config = _cell_config(spec, base_model, base_train, cell, where, errors)
+    for cell, origin in cells:
+        config = _cell_config(spec, base_model, base_train, dataset_options, cell, origin, errors)
         if config is None:
             continue
         factors = {n: FACTORS[n].label(v) for n, v in cell.items()}
@@ -294,27 +296,29 @@ def _check_lr_conflict(spec: SuiteSpec, errors: list) -> None:
             )
 
 
-def _check_dataset(spec: SuiteSpec, errors: list) -> None:
+def _dataset_options(spec: SuiteSpec, errors: list) -> dict[str, Any]:
+    """The dataset's options resolved once (defaults filled in, as the trial id needs them)."""
     from gradatlas.datasets import DATASETS
 
     try:
-        DATASETS.check_options(spec.dataset.name, spec.dataset.options)
+        return DATASETS.check_options(spec.dataset.name, spec.dataset.options)
     except UserInputError as exc:
         prefix = "dataset.name" if exc.field is None else "dataset.options"
         errors.append(exc.located(prefix=prefix))
+        return {}
 
 
 def _cell_config(
     spec: SuiteSpec,
     base_model: dict[str, Any],
     base_train: dict[str, Any],
+    dataset_options: dict[str, Any],
     cell: dict[str, Any],
-    where: str,
+    origin: dict[str, str],
     errors: list,
 ) -> dict[str, Any] | None:
     """Merge one cell's levels over the fixed sections and resolve the whole trial config.
     A combination that cannot be built is reported at the grid level that caused it."""
-    from gradatlas.datasets import DATASETS
     from gradatlas.models import check_model_config
 
     model = {**base_model, **{k: v for k, v in cell.items() if FACTORS[k].section == "model"}}
@@ -323,9 +327,8 @@ def _cell_config(
         model = check_model_config(model)
     except UserInputError as exc:
         top = (exc.field or "").split(".")[0].split("[")[0]
-        if top in cell:
-            idx = where.split(f"grid.{top}[")[1].split("]")[0] if f"grid.{top}[" in where else ""
-            prefix = f"grid.{top}[{idx}]" if idx else where
+        if top in origin:
+            prefix = origin[top]
             rest = (exc.field or "")[len(top) :].lstrip(".")
             located = UserInputError(exc.message, field=f"{prefix}.{rest}" if rest else prefix)
         else:
@@ -340,7 +343,6 @@ def _cell_config(
         "weight_decay": train["weight_decay"]["value"],
         "wd_mode": train["weight_decay"]["mode"],
     }
-    dataset_options = DATASETS.check_options(spec.dataset.name, spec.dataset.options)
     return {
         "dataset": {
             "name": spec.dataset.name,

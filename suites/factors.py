@@ -71,9 +71,10 @@ def resolve_optimizer(level: Any) -> dict[str, Any]:
     """An optimizer level may carry its own ``lr``; it is kept apart from the options."""
     lr = None
     if isinstance(level, dict) and "lr" in level:
-        lr = _typed(float, "a positive learning rate")(level["lr"])
-        if lr <= 0:
-            raise UserInputError(f"learning rate must be > 0, got {lr!r}", field="lr")
+        try:
+            lr = _lr(level["lr"])
+        except UserInputError as exc:
+            raise exc.located(prefix="lr") from None
         level = {k: v for k, v in level.items() if k != "lr"}
     resolved = resolve_named(OPTIMIZERS, level)
     if lr is not None:
