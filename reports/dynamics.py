@@ -297,40 +297,41 @@ def gradients(exp: Experiment, fallback_factor: str | None) -> Section:
             ),
         )
     )
-    sat = _profile_panels(
-        exp, keys, "saturation", "saturated fraction", "activation site (0 = input side)", False
-    )
-    if sat:
-        cols = min(3, len(sat))
-        sec.blocks.append(
-            Figure(
-                name="saturation",
-                draw=partial(figures.profile_grid, panels=sat, cols=cols, legend_title=legend),
-                size=figures.profiles_size(len(sat), cols),
-                caption=(
-                    "Share of unit outputs in the flat tails of a bounded activation, per "
-                    "hidden layer at initialization (median over seeds and other factors)."
-                ),
+    # Per-site profiles that apply to one activation family each; a suite may have neither.
+    site_profiles = [
+        (
+            "saturation",
+            "saturated fraction",
+            "saturation",
+            "Share of unit outputs in the flat tails of a bounded activation, per hidden layer at "
+            "initialization (median over seeds and other factors).",
+            f"No saturation profile: {BOUNDED_NOTE}, and this suite has none.",
+        ),
+        (
+            "dead",
+            "dead fraction",
+            "dead-units",
+            "ReLU family: share of units inactive on every probe example, per hidden layer at "
+            "initialization (median over seeds and other factors).",
+            None,
+        ),
+    ]
+    for key, ylabel, name, caption, missing in site_profiles:
+        panels = _profile_panels(exp, keys, key, ylabel, "activation site (0 = input side)", False)
+        if panels:
+            cols = min(3, len(panels))
+            sec.blocks.append(
+                Figure(
+                    name=name,
+                    draw=partial(
+                        figures.profile_grid, panels=panels, cols=cols, legend_title=legend
+                    ),
+                    size=figures.profiles_size(len(panels), cols),
+                    caption=caption,
+                )
             )
-        )
-    else:
-        sec.blocks.append(
-            Para(f"No saturation profile: {BOUNDED_NOTE}, and this suite has none.", note=True)
-        )
-    dead = _profile_panels(
-        exp, keys, "dead", "dead fraction", "activation site (0 = input side)", False
-    )
-    if dead:
-        cols = min(3, len(dead))
-        sec.blocks.append(
-            Figure(
-                name="dead-units",
-                draw=partial(figures.profile_grid, panels=dead, cols=cols, legend_title=legend),
-                size=figures.profiles_size(len(dead), cols),
-                caption="ReLU family: share of units inactive on every probe example, per hidden "
-                "layer at initialization (median over seeds and other factors).",
-            )
-        )
+        elif missing:
+            sec.blocks.append(Para(missing, note=True))
     sec.blocks += _norms_over_training(exp)
     return sec
 

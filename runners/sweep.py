@@ -47,14 +47,13 @@ def _fmt_time(seconds: float) -> str:
 
 
 class Progress:
-    """One line per trial (or a live line on a terminal): done/total, elapsed, ETA, outcomes."""
+    """One line per trial: done/total, elapsed, ETA, outcome counts so far."""
 
     def __init__(self, total: int, stream: TextIO = sys.stderr):
         self.total, self.stream = total, stream
         self.done = 0
         self.counts: Counter = Counter()
         self.start = time.perf_counter()
-        self.live = stream.isatty()
 
     def update(self, name: str, outcome: str, seconds: float) -> None:
         self.done += 1
