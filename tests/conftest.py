@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -42,3 +45,20 @@ def write(tmp_path: Path):
         return write_suite(tmp_path, text, filename)
 
     return _write
+
+
+def cli_env() -> dict[str, str]:
+    """The environment without MLFLOW_TRACKING_URI, so the CLI uses ./runs as a user's would."""
+    return {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+
+
+def run_cli(*args: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+    """`gradatlas ARGS` in a subprocess, exactly as typed at a shell in ``cwd``."""
+    return subprocess.run(
+        [sys.executable, "-m", "gradatlas", *args],
+        cwd=cwd,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

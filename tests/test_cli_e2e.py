@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -12,26 +11,13 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import TINY_SUITE
+from tests.conftest import TINY_SUITE, cli_env, run_cli
 
 pytestmark = pytest.mark.e2e
 
 
-def _gradatlas(*args: str, cwd: Path, **kw) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    return subprocess.run(
-        [sys.executable, "-m", "gradatlas", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        **kw,
-    )
-
-
 def test_run_prints_summary_and_second_run_adds_nothing(tiny_suite: Path, tmp_path: Path):
-    first = _gradatlas("run", str(tiny_suite), cwd=tmp_path)
+    first = run_cli("run", str(tiny_suite), cwd=tmp_path)
     assert first.returncode == 0, first.stderr
     assert "Running 8 of 8 trials of 'tiny'" in first.stderr
     assert "[8/8]" in first.stderr and "ETA" in first.stderr
@@ -41,7 +27,7 @@ def test_run_prints_summary_and_second_run_adds_nothing(tiny_suite: Path, tmp_pa
     assert (tmp_path / "runs" / "mlflow.db").exists()
     assert any((tmp_path / "runs" / "artifacts").rglob("trial.json"))
 
-    second = _gradatlas("run", str(tiny_suite), cwd=tmp_path)
+    second = run_cli("run", str(tiny_suite), cwd=tmp_path)
     assert second.returncode == 0
     assert "All 8 trials of 'tiny' are already recorded" in second.stderr
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}")
@@ -53,11 +39,10 @@ def test_ctrl_c_marks_the_current_trial_killed_and_resume_finishes(tmp_path: Pat
     slow = TINY_SUITE.format(name="slow").replace("steps: 40", "steps: 1500")
     suite = tmp_path / "slow.yaml"
     suite.write_text(slow)
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "gradatlas", "run", str(suite)],
         cwd=tmp_path,
-        env=env,
+        env=cli_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -84,7 +69,7 @@ def test_ctrl_c_marks_the_current_trial_killed_and_resume_finishes(tmp_path: Pat
     (sweep,) = client.search_runs([exp.experiment_id], "tags.`gradatlas.kind` = 'sweep'")
     assert sweep.info.status == "KILLED"
 
-    resumed = _gradatlas("run", str(suite), "--limit", "1", cwd=tmp_path)
+    resumed = run_cli("run", str(suite), "--limit", "1", cwd=tmp_path)
     assert resumed.returncode == 0
     assert (
         "Running 1 of 8 trials of 'slow' (1 already recorded); --limit leaves 6" in resumed.stderr

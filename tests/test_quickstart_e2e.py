@@ -7,39 +7,24 @@ user runs it: through the CLI, into a fresh SQLite store, then checked from MLfl
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
 
+from tests.conftest import run_cli
+
 pytestmark = pytest.mark.e2e
 
 
 def test_quickstart_covers_converged_vanished_exploded_and_resumes(tmp_path: Path):
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    plan = subprocess.run(
-        [sys.executable, "-m", "gradatlas", "plan", "quickstart", "--json"],
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=tmp_path,
-        env=env,
-    )
+    plan = run_cli("plan", "quickstart", "--json", cwd=tmp_path)
+    assert plan.returncode == 0, plan.stderr
     planned = {json.loads(line)["trial_id"] for line in plan.stdout.splitlines()}
     assert len(planned) == 36
 
-    run = subprocess.run(
-        [sys.executable, "-m", "gradatlas", "run", "quickstart"],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env=env,
-        timeout=900,
-    )
+    run = run_cli("run", "quickstart", cwd=tmp_path, timeout=900)
     assert run.returncode == 0, run.stderr[-3000:]
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}")
     exp = client.get_experiment_by_name("quickstart")
@@ -59,13 +44,6 @@ def test_quickstart_covers_converged_vanished_exploded_and_resumes(tmp_path: Pat
     assert by_cell["d20-relu-normal(std=1)"] == {"exploded"}  # width-blind init, deep ReLU
     assert by_cell["d3-relu-kaiming_normal"] == {"converged"}
 
-    again = subprocess.run(
-        [sys.executable, "-m", "gradatlas", "run", "quickstart"],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env=env,
-        timeout=300,
-    )
+    again = run_cli("run", "quickstart", cwd=tmp_path, timeout=300)
     assert again.returncode == 0 and "already recorded" in again.stderr
     assert len(client.search_runs([exp.experiment_id], query, max_results=1000)) == 36
