@@ -7,6 +7,26 @@ is reported as ``file: field.path: message``; nothing is run or written before i
 from __future__ import annotations
 
 EXIT_USAGE = 2
+MAX_REPR = 80  # characters of a user's value quoted back in a message
+MAX_MESSAGE = 2000  # a message longer than this is cut: never print an unbounded value
+
+
+def short_repr(value: object, limit: int = MAX_REPR) -> str:
+    """``repr(value)`` cut to ``limit`` characters, so an error can quote any input (a 50 MB
+    string, an alias bomb's expansion) without printing it whole. Containers are summarized
+    before ``repr`` is called, so the cost is bounded too."""
+    if isinstance(value, list | tuple | set | frozenset | dict):
+        if len(value) > 8:
+            return f"<{type(value).__name__} of {len(value)} items>"
+        try:
+            text = repr(value)
+        except RecursionError:
+            return f"<recursive {type(value).__name__}>"
+    elif isinstance(value, str | bytes) and len(value) > limit:
+        text = repr(value[:limit])
+    else:
+        text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class UserInputError(Exception):
@@ -20,7 +40,8 @@ class UserInputError(Exception):
 
     def render(self) -> str:
         parts = [p for p in (self.source, self.field) if p]
-        return ": ".join([*parts, self.message])
+        text = ": ".join([*parts, self.message])
+        return text if len(text) <= MAX_MESSAGE else text[: MAX_MESSAGE - 3] + "..."
 
     def located(self, source: str | None = None, prefix: str | None = None) -> UserInputError:
         """The same error, placed in a file and/or under a parent field path."""
