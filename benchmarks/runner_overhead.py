@@ -27,9 +27,9 @@ import torch
 
 from gradatlas.datasets import load_dataset
 from gradatlas.models import build_model
+from gradatlas.optim import build_optimizer
 from gradatlas.runners.loader import TensorBatches
 from gradatlas.runners.module import loss_for
-from gradatlas.runners.optim import build_optimizer
 from gradatlas.runners.tracking import Tracker
 from gradatlas.runners.trial import pick_device, run_trial
 from gradatlas.suites import load_suite
@@ -47,15 +47,14 @@ instrument: {every: 10, max_points: 200}
 
 def plain_loop(trial, device: torch.device) -> tuple[float, int]:
     """The baseline: what a researcher would write by hand, minus any measurement."""
-    cfg = trial.config
-    ds = cfg["dataset"]
-    data = load_dataset(ds["name"], ds["seed"], ds["options"]).to(device)
-    torch.manual_seed(cfg["seed"])
-    model = build_model(cfg["model"], data.input_shape, data.num_outputs).to(device)
-    opt = build_optimizer(model.parameters(), cfg["optim"])
+    spec = trial.spec
+    data = load_dataset(spec.dataset.name, spec.dataset.seed, spec.dataset.options).to(device)
+    torch.manual_seed(spec.seed)
+    model = build_model(spec.model, data.input_shape, data.num_outputs).to(device)
+    opt = build_optimizer(model.parameters(), spec.optim)
     loss_fn = loss_for(data.task)
-    loader = TensorBatches(data.x_train, data.y_train, cfg["train"]["batch_size"], cfg["seed"])
-    steps = cfg["train"]["epochs"] * len(loader)
+    loader = TensorBatches(data.x_train, data.y_train, spec.train.batch_size, spec.seed)
+    steps = spec.train.epochs * len(loader)
     done = 0
     if device.type == "cuda":
         torch.cuda.synchronize()

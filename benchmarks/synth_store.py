@@ -2,11 +2,12 @@
 
 For the report benchmark: a 1,000-trial store takes hours to make with real runs on a laptop CPU,
 but the report's cost depends only on what is in the store. So this writes exactly what the runner
-writes (docs/record.md): a sweep run with ``suite.yaml``, ``suite.resolved.json`` and
-``environment.json``; one trial run per trial with the ``gradatlas.*`` tags, the flattened config
-and ``factor.*`` params, the summary metrics, one metric key per curve and per layer (as the runner
-logs them, so MLflow's per-run metric tables are the same size), and a full ``trial.json`` with
-curves and init profiles of the real shapes. Outcomes and curves follow the textbook regimes
+writes (docs/record.md), through the runner's own writers (``log_sweep``, ``log_trial`` in
+``gradatlas.runners.tracking``) from ``gradatlas.record.TrialRecord``s: a sweep run with its four
+artifacts; one trial run per trial with the ``gradatlas.*`` tags, the flattened config and
+``factor.*`` params, the summary metrics, one metric key per curve and per layer (so MLflow's
+per-run metric tables are the same size), and a full ``trial.json`` with curves and init profiles
+of the real shapes. Outcomes and curves follow the textbook regimes
 (deep sigmoid vanishes, N(0, 1) init explodes deep ReLU nets, ...) with seeded noise.
 
 Curve metrics are logged at their last step only by default: the report never reads metric
@@ -17,16 +18,27 @@ history (it reads ``trial.json``), and logging every point would only make gener
 from __future__ import annotations
 
 import itertools
-import json
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
 from gradatlas.identity import cell_id, trial_id
-from gradatlas.runners.tracking import CELL_ID, KIND, OUTCOME, TRIAL_ID, environment
+from gradatlas.record import (
+    FINISHED,
+    KILLED_STATUS,
+    SUITE,
+    RecordedOutcome,
+    SweepRecord,
+    TrialRecord,
+    factor_levels,
+    final_label,
+    quiet_mlflow,
+    utc_now,
+)
+from gradatlas.runners.tracking import environment, log_sweep, log_trial
 
 GRID = {
     "depth": [3, 6, 10, 20, 40],
@@ -290,8 +302,8 @@ def _profiles(cell: Cell, outcome: str, rng: np.random.Generator) -> dict[str, A
     }
 
 
-def record(cell: Cell, seed: int, suite: str, rng: np.random.Generator) -> dict[str, Any]:
-    """One ``trial.json`` (docs/record.md), with the matching summary metrics."""
+def record(cell: Cell, seed: int, suite: str, rng: np.random.Generator) -> TrialRecord:
+    """One trial's record (docs/record.md), with the matching summary metrics."""
     cfg = config(cell, seed)
     outcome = _regime(cell, rng)
     curves = _curves(cell, outcome, rng)
@@ -327,68 +339,24 @@ def record(cell: Cell, seed: int, suite: str, rng: np.random.Generator) -> dict[
         reason += f" at step {hit}"
     if outcome == "exploded":
         summary["explode_step"] = float(tr["step"][-1])
-    return {
-        "schema": 1,
-        "trial_id": trial_id(cfg),
-        "cell_id": cell_id(cfg),
-        "cell": cell.label,
-        "seed": seed,
-        "suite": suite,
-        "config": cfg,
-        "factors": cell.factors,
-        "outcome": {"label": outcome, "reason": reason, "thresholds": cfg["outcomes"]},
-        "summary": summary,
-        "task": "classification",
-        "num_classes": 10,
-        "device": "cpu",
-        "curves": curves,
-        "profiles": profiles,
-        "timing": {
-            "wall_time_s": 2.0,
-            "fit_time_s": 1.8,
-            "instrument_time_s": 0.2,
-            "logging_time_s": 0.05,
-        },
-    }
-
-
-def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, str]:
-    out: dict[str, str] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict) and v:
-            out |= _flatten(v, key + ".")
-        else:
-            out[key] = json.dumps(v) if isinstance(v, list | dict) else str(v)
-    return out
-
-
-def _metrics(rec: dict[str, Any], now: int, full: bool) -> list[Any]:
-    from mlflow.entities import Metric
-
-    ms = [
-        Metric(k, float(v), now, 0)
-        for k, v in rec["summary"].items()
-        if v is not None and math.isfinite(v)
-    ]
-    c = rec["curves"]
-    series = {
-        "train_loss": (c["train"]["step"], c["train"]["loss"]),
-        "grad_norm": (c["train"]["step"], c["train"]["grad_norm"]),
-        "lr": (c["train"]["step"], c["train"]["lr"]),
-    }
-    for key in ("val_loss", "val_acc", "train_acc"):
-        series[key] = (c["eval"]["step"], c["eval"][key])
-    layers = c["layers"]
-    for j in range(len(layers["grad_norm"][0]) if layers["grad_norm"] else 0):
-        series[f"layer_grad_norm/{j:02d}"] = (layers["step"], [r[j] for r in layers["grad_norm"]])
-        series[f"update_ratio/{j:02d}"] = (layers["step"], [r[j] for r in layers["update_ratio"]])
-    for key, (steps, values) in series.items():
-        pairs = list(zip(steps, values, strict=True))
-        for s, v in pairs if full else pairs[-1:]:
-            if v is not None and math.isfinite(v):
-                ms.append(Metric(key, float(v), now, int(s)))
-    return ms
+    return TrialRecord(
+        trial_id=trial_id(cfg),
+        cell_id=cell_id(cfg),
+        cell=cell.label,
+        seed=seed,
+        suite=suite,
+        config=cfg,
+        factors=cell.factors,
+        outcome=RecordedOutcome(label=outcome, reason=reason, thresholds=cfg["outcomes"]),
+        summary=summary,
+        task="classification",
+        num_classes=10,
+        device="cpu",
+        curves=curves,
+        profiles=profiles,
+        timing={"wall_time_s": 2.0, "fit_time_s": 1.8, "instrument_time_s": 0.2},
+        finished_at=utc_now(),
+    )
 
 
 def write_store(
@@ -401,28 +369,22 @@ def write_store(
     killed: int = 5,
     full_curves: bool = False,
     seed: int = 0,
+    limit: int | None = None,
 ) -> dict[str, Any]:
     """Create experiment ``name`` with ``len(cells()) * seeds`` trials (+ ``reruns`` older
-    duplicate finished runs the report must set aside, + ``killed`` runs it must ignore)."""
-    from mlflow.entities import Param, RunTag
+    duplicate finished runs the report must set aside, + ``killed`` runs it must ignore);
+    ``limit`` keeps only the plan's first trials (small stores for tests)."""
     from mlflow.tracking import MlflowClient
 
-    from gradatlas.runners.tracking import _quiet_mlflow
-
-    _quiet_mlflow()
+    quiet_mlflow()
     client = MlflowClient(tracking_uri=tracking_uri)
-    exp_id = client.create_experiment(
-        name, artifact_location=artifact_dir, tags={"gradatlas.suite": name}
-    )
-    sweep = client.create_run(
-        exp_id, run_name="sweep-synthetic", tags={KIND: "sweep", "gradatlas.suite": name}
-    )
-    sid = sweep.info.run_id
-    suite_yaml = SUITE_YAML.format(name=name, seeds=seeds)
-    client.log_text(sid, suite_yaml, "suite.yaml")
-    client.log_dict(
-        sid,
-        {
+    exp_id = client.create_experiment(name, artifact_location=artifact_dir, tags={SUITE: name})
+    sid = log_sweep(
+        client,
+        exp_id,
+        SweepRecord(name),
+        suite_yaml=SUITE_YAML.format(name=name, seeds=seeds),
+        resolved={
             "name": name,
             "description": "Synthetic benchmark store written by "
             "benchmarks/synth_store.py (no training).",
@@ -430,56 +392,39 @@ def write_store(
             "seeds": seeds,
             "outcomes": THRESHOLDS,
         },
-        "suite.resolved.json",
+        environment=environment(),
+        levels=factor_levels(c.factors for c in cells()),
+        run_name="sweep-synthetic",
     )
-    client.log_dict(sid, environment(), "environment.json")
     rng = np.random.default_rng(seed)
-    plan = [(c, s) for c in cells() for s in range(seeds)]
-    extra = [
-        (plan[i], "FINISHED") for i in range(0, len(plan), max(1, len(plan) // max(reruns, 1)))
-    ][:reruns]
+    plan = [(c, s) for c in cells() for s in range(seeds)][:limit]
+    extra = [(plan[i], FINISHED) for i in range(0, len(plan), max(1, len(plan) // max(reruns, 1)))][
+        :reruns
+    ]
     extra += [
-        (plan[i], "KILLED") for i in range(1, len(plan), max(1, len(plan) // max(killed, 1)))
+        (plan[i], KILLED_STATUS) for i in range(1, len(plan), max(1, len(plan) // max(killed, 1)))
     ][:killed]
     t0 = time.perf_counter()
     # Duplicates first: they are older than the runs the report must keep.
-    jobs = [(c, s, status) for (c, s), status in extra] + [(c, s, "FINISHED") for c, s in plan]
+    jobs = [(c, s, status) for (c, s), status in extra] + [(c, s, FINISHED) for c, s in plan]
     for c, s, status in jobs:
         rec = record(c, s, name, rng)
-        if status == "KILLED":
-            rec["outcome"]["label"] = "killed"
-        tags = {
-            KIND: "trial",
-            TRIAL_ID: rec["trial_id"],
-            CELL_ID: rec["cell_id"],
-            OUTCOME: rec["outcome"]["label"],
-            "gradatlas.cell": rec["cell"],
-            "gradatlas.suite": name,
-            "gradatlas.seed": str(s),
-            "gradatlas.device": "cpu",
-            "mlflow.parentRunId": sid,
-        }
-        run = client.create_run(exp_id, run_name=f"{rec['cell']}-s{s}", tags=tags)
-        rid = run.info.run_id
-        now = int(time.time() * 1000)
-        params = _flatten(rec["config"]) | {f"factor.{k}": v for k, v in rec["factors"].items()}
-        metrics = _metrics(rec, now, full_curves)
-        for i in range(0, max(len(metrics), 1), 1000):
-            client.log_batch(
-                rid,
-                metrics=metrics[i : i + 1000],
-                params=[Param(k, v) for k, v in params.items()] if i == 0 else [],
-                tags=[RunTag("gradatlas.outcome_reason", rec["outcome"]["reason"])]
-                if i == 0
-                else [],
-            )
-        client.log_text(rid, json.dumps(rec, allow_nan=False), "trial.json")
-        client.set_terminated(rid, status=status)
-    client.set_terminated(sid, status="FINISHED")
+        if status == KILLED_STATUS:
+            label = final_label(rec.outcome.label, interrupted=True)
+            rec = replace(rec, outcome=replace(rec.outcome, label=label))
+        log_trial(
+            client,
+            exp_id,
+            rec,
+            run_name=f"{rec.cell}-s{s}",
+            parent_run=sid,
+            last_points_only=not full_curves,
+        )
+    client.set_terminated(sid, status=FINISHED)
     return {
         "experiment_id": exp_id,
         "trials": len(plan),
-        "set_aside": reruns,
-        "killed": killed,
+        "set_aside": len([e for e in extra if e[1] == FINISHED]),
+        "killed": len([e for e in extra if e[1] == KILLED_STATUS]),
         "write_s": time.perf_counter() - t0,
     }

@@ -43,6 +43,26 @@ def _add_tracking(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_overrides(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="PATH=VALUE",
+        help="override one field of the suite, e.g. --set train.epochs=2 --set "
+        "grid.depth=[3,5] (YAML values; validated like the file; repeatable)",
+    )
+    p.add_argument(
+        "--seeds", metavar="N|LIST", help="shorthand for --set seeds=N (a count or [0,7,42])"
+    )
+
+
+def _overrides(args: argparse.Namespace) -> list[str]:
+    extra = [f"seeds={args.seeds}"] if getattr(args, "seeds", None) is not None else []
+    return [*args.overrides, *extra]
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gradatlas",
@@ -63,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
         "stopped). Ctrl-C stops the current trial and marks it killed.",
     )
     run.add_argument("suite", metavar="SUITE")
+    _add_overrides(run)
     _add_tracking(run)
     run.add_argument("--force", action="store_true", help="rerun trials already recorded")
     run.add_argument(
@@ -83,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
         "combinations. Exit 0 if valid, 2 with every problem listed if not.",
     )
     val.add_argument("suite", metavar="SUITE")
+    _add_overrides(val)
 
     plan = sub.add_parser(
         "plan",
@@ -91,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--json prints one JSON object per trial (id, cell, resolved config).",
     )
     plan.add_argument("suite", metavar="SUITE")
+    _add_overrides(plan)
     plan.add_argument("--json", action="store_true", help="one JSON line per trial")
 
     ls = sub.add_parser(
@@ -139,7 +162,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def cmd_validate(args: argparse.Namespace) -> int:
     from gradatlas.suites import load_suite
 
-    suite = load_suite(args.suite)
+    suite = load_suite(args.suite, _overrides(args))
     cells = len({t.cell_id for t in suite.trials})
     print(
         f"{suite.source}: valid: {len(suite.trials)} trials ({cells} cells x "
@@ -151,7 +174,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_plan(args: argparse.Namespace) -> int:
     from gradatlas.suites import load_suite
 
-    suite = load_suite(args.suite)
+    suite = load_suite(args.suite, _overrides(args))
     if args.json:
         for t in suite.trials:
             print(
@@ -174,7 +197,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
         f"x {len(seeds)} seeds {seeds}"
     )
     print(
-        f"dataset {suite.spec.dataset.name}, model {suite.spec.model.get('family', 'mlp')}, "
+        f"dataset {suite.spec.dataset.name}, model {suite.trials[0].spec.model.family}, "
         f"budget {_budget(suite)}"
     )
     if suite.spec.grid:
@@ -190,14 +213,14 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def _budget(suite) -> str:
-    tr = suite.spec.train
+    tr = suite.trials[0].spec.train
     return f"{tr.epochs} epochs" if tr.epochs else f"{tr.steps} steps"
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
     from gradatlas.datasets import DATASETS
     from gradatlas.models import ACTIVATIONS, INITS, MODELS, NORMS
-    from gradatlas.runners.optim import OPTIMIZERS, SCHEDULES
+    from gradatlas.optim import OPTIMIZERS, SCHEDULES
     from gradatlas.suites import FACTORS, builtin_suites
     from gradatlas.suites.expand import read_yaml
 
@@ -223,7 +246,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
                 print(f"  {name:<16} {reg.doc(name)}" + (f"  [{opts}]" if opts else ""))
         elif kind == "factors":
             for name, f in FACTORS.items():
-                print(f"  {name:<16} ({f.section}) {f.help}")
+                print(f"  {name:<16} ({f.section}.{name} -> {f.path}) {f.help}")
         else:
             for name, path in builtin_suites().items():
                 _, data = read_yaml(path)
@@ -239,7 +262,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from gradatlas.runners.tracking import resolve_tracking_uri
     from gradatlas.suites import load_suite
 
-    suite = load_suite(args.suite)  # everything is validated before anything is written
+    # Everything is validated before anything is written.
+    suite = load_suite(args.suite, _overrides(args))
     if args.threads:
         import torch
 

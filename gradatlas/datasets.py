@@ -24,13 +24,17 @@ import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-import numpy as np
-import torch
+from annotated_types import Ge, Le
 
+from gradatlas.bounds import Fraction, NonNegative, NonNegativeInt
 from gradatlas.errors import UserInputError
 from gradatlas.registry import Registry
+
+if TYPE_CHECKING:  # imported inside the builders: validating a suite must not import torch
+    import numpy as np
+    import torch
 
 Task = Literal["classification", "regression"]
 
@@ -79,7 +83,24 @@ class DataSplits:
 
 
 # The first parameter of every builder is ``data_seed``, passed by the framework, not an option.
+# Each registration says what validation must know without building anything: the ``task``,
+# and ``input_shape(options)`` / ``num_outputs(options)`` of one example.
 DATASETS: Registry = Registry("dataset", fixed=1)
+
+
+def describe(name: str, options: Mapping[str, Any]) -> tuple[str, tuple[int, ...], int]:
+    """(task, input_shape, num_outputs) of dataset ``name`` with resolved ``options``, from its
+    registration alone (no data is read or generated)."""
+    entry = DATASETS.entry(name)
+    return (
+        entry.meta["task"],
+        tuple(entry.meta["input_shape"](options)),
+        int(entry.meta["num_outputs"](options)),
+    )
+
+
+def _fixed(value: Any) -> Any:
+    return lambda options: value
 
 
 # -- loading with a cache -------------------------------------------------------------------------
@@ -142,6 +163,8 @@ def _standardize_channels(
     Per channel rather than per position: a shift-equivariant model should see the same scale
     everywhere, and constant border pixels (digits, MNIST) would otherwise divide by zero.
     """
+    import torch
+
     dims = [0, *range(2, x_train.dim())]
     mean = x_train.mean(dim=dims, keepdim=True, dtype=torch.float64)
     std = x_train.to(torch.float64).std(dim=dims, keepdim=True).clamp_min(1e-8)
@@ -158,19 +181,11 @@ def _standardize_features(
     return (train - mean) / std, (val - mean) / std
 
 
-def _check_fraction(key: str, value: float) -> None:
-    if not 0.0 < value < 1.0:
-        raise _opt_error(key, f"must be strictly between 0 and 1, got {value!r}")
-
-
-def _check_min(key: str, value: int | float, low: int | float) -> None:
-    if value < low:
-        raise _opt_error(key, f"must be at least {low}, got {value!r}")
-
-
 def _atomic_save_npz(path: Path, **arrays: np.ndarray) -> None:
     """Write next to the target and ``os.replace`` it in, so a concurrent reader sees either no
     file or a whole one, never a half-written one."""
+    import numpy as np
+
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     try:
@@ -201,6 +216,7 @@ def mnist1d_cache_path(data_seed: int, num_samples: int, train_split: float) -> 
 
 
 def _generate_mnist1d(data_seed: int, num_samples: int, train_split: float) -> dict[str, Any]:
+    import numpy as np
     from mnist1d.data import get_dataset_args, make_dataset
 
     args = get_dataset_args()
@@ -215,15 +231,22 @@ def _generate_mnist1d(data_seed: int, num_samples: int, train_split: float) -> d
         np.random.set_state(np_state)
 
 
-@DATASETS.register("mnist1d")
-def mnist1d(data_seed: int = 0, num_samples: int = 5000, train_split: float = 0.8) -> DataSplits:
+@DATASETS.register(
+    "mnist1d", task="classification", input_shape=_fixed((1, 40)), num_outputs=_fixed(10)
+)
+def mnist1d(
+    data_seed: int = 0,
+    num_samples: Annotated[int, Ge(10), Le(10_000_000)] = 5000,
+    train_split: Fraction = 0.8,
+) -> DataSplits:
     """MNIST-1D: 40-step 1-D signals of 10 digit templates, generated locally (offline default).
 
     Generation takes seconds, so the raw arrays are cached on disk (see :func:`cache_dir`).
     ``num_samples`` is split evenly over the 10 classes (rounded down to a multiple of 10).
     """
-    _check_min("num_samples", num_samples, 10)
-    _check_fraction("train_split", train_split)
+    import numpy as np
+    import torch
+
     path = mnist1d_cache_path(data_seed, num_samples, train_split)
     arrays: dict[str, np.ndarray] | None = None
     if path.exists():
@@ -254,15 +277,17 @@ def mnist1d(data_seed: int = 0, num_samples: int = 5000, train_split: float = 0.
 
 
 # -- digits ---------------------------------------------------------------------------------------
-@DATASETS.register("digits")
-def digits(data_seed: int = 0, val_fraction: float = 0.2) -> DataSplits:
+@DATASETS.register(
+    "digits", task="classification", input_shape=_fixed((1, 8, 8)), num_outputs=_fixed(10)
+)
+def digits(data_seed: int = 0, val_fraction: Fraction = 0.2) -> DataSplits:
     """sklearn's 8x8 handwritten digits (1,797 images, 10 classes): tiny, bundled, offline.
 
     The split is a shuffle fixed by ``data_seed``.
     """
+    import torch
     from sklearn.datasets import load_digits
 
-    _check_fraction("val_fraction", val_fraction)
     bunch = load_digits()
     x = torch.from_numpy(bunch.data).to(torch.float32).reshape(-1, 1, 8, 8)
     y = torch.from_numpy(bunch.target).to(torch.int64)
@@ -283,16 +308,21 @@ def digits(data_seed: int = 0, val_fraction: float = 0.2) -> DataSplits:
 
 
 # -- teacher --------------------------------------------------------------------------------------
-@DATASETS.register("teacher")
+@DATASETS.register(
+    "teacher",
+    task="regression",
+    input_shape=lambda o: (o["in_dim"],),
+    num_outputs=lambda o: o["out_dim"],
+)
 def teacher(
     data_seed: int = 0,
-    n_train: int = 4000,
-    n_val: int = 1000,
-    in_dim: int = 20,
-    out_dim: int = 1,
-    depth: int = 2,
-    width: int = 32,
-    noise: float = 0.1,
+    n_train: Annotated[int, Ge(2), Le(100_000_000)] = 4000,
+    n_val: Annotated[int, Ge(1), Le(100_000_000)] = 1000,
+    in_dim: Annotated[int, Ge(1), Le(1_000_000)] = 20,
+    out_dim: Annotated[int, Ge(1), Le(100_000)] = 1,
+    depth: Annotated[int, Ge(0), Le(100)] = 2,
+    width: Annotated[int, Ge(1), Le(100_000)] = 32,
+    noise: NonNegative = 0.1,
 ) -> DataSplits:
     """Synthetic regression: Gaussian inputs through a random tanh teacher MLP, plus noise.
 
@@ -300,13 +330,8 @@ def teacher(
     relative to the teacher's output std (so the best achievable val MSE on the standardized
     targets is about noise² / (1 + noise²)). ``depth`` counts hidden layers of ``width`` units.
     """
-    _check_min("n_train", n_train, 2)
-    _check_min("n_val", n_val, 1)
-    _check_min("in_dim", in_dim, 1)
-    _check_min("out_dim", out_dim, 1)
-    _check_min("depth", depth, 0)
-    _check_min("width", width, 1)
-    _check_min("noise", noise, 0.0)
+    import torch
+
     gen = torch.Generator().manual_seed(data_seed)
     n = n_train + n_val
     x = torch.randn(n, in_dim, generator=gen, dtype=torch.float64)
@@ -392,6 +417,8 @@ def _load_image_split(
     name: str, root: str, train: bool, download: bool, verify: bool
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """uint8 (N, C, H, W) images and int64 labels of one official split, via torchvision."""
+    import numpy as np
+    import torch
     from torchvision import datasets as tvd
 
     if name == "cifar10":
@@ -425,7 +452,8 @@ def _image_dataset(
     name: str, data_seed: int, data_dir: str, download: bool, limit_train: int, verify: bool
 ) -> DataSplits:
     """Train = the official train split (optionally a seeded subset), val = the official test."""
-    _check_min("limit_train", limit_train, 0)
+    import torch
+
     root = os.path.abspath(os.path.expanduser(data_dir or default_data_dir()))
     x_tr, y_tr = _load_image_split(name, root, True, download, verify)
     x_va, y_va = _load_image_split(name, root, False, download, verify)
@@ -450,12 +478,14 @@ def _image_dataset(
     )
 
 
-@DATASETS.register("mnist")
+@DATASETS.register(
+    "mnist", task="classification", input_shape=_fixed((1, 28, 28)), num_outputs=_fixed(10)
+)
 def mnist(
     data_seed: int = 0,
     data_dir: str = "",
     download: bool = False,
-    limit_train: int = 0,
+    limit_train: NonNegativeInt = 0,
     val_from: Literal["test"] = "test",
 ) -> DataSplits:
     """MNIST handwritten digits (28x28, 10 classes) via torchvision; val = the official test set.
@@ -466,12 +496,14 @@ def mnist(
     return _image_dataset("mnist", data_seed, data_dir, download, limit_train, verify=True)
 
 
-@DATASETS.register("fashion_mnist")
+@DATASETS.register(
+    "fashion_mnist", task="classification", input_shape=_fixed((1, 28, 28)), num_outputs=_fixed(10)
+)
 def fashion_mnist(
     data_seed: int = 0,
     data_dir: str = "",
     download: bool = False,
-    limit_train: int = 0,
+    limit_train: NonNegativeInt = 0,
     val_from: Literal["test"] = "test",
 ) -> DataSplits:
     """Fashion-MNIST clothing images (28x28, 10 classes) via torchvision; val = official test.
@@ -481,12 +513,14 @@ def fashion_mnist(
     return _image_dataset("fashion_mnist", data_seed, data_dir, download, limit_train, True)
 
 
-@DATASETS.register("cifar10")
+@DATASETS.register(
+    "cifar10", task="classification", input_shape=_fixed((3, 32, 32)), num_outputs=_fixed(10)
+)
 def cifar10(
     data_seed: int = 0,
     data_dir: str = "",
     download: bool = False,
-    limit_train: int = 0,
+    limit_train: NonNegativeInt = 0,
     val_from: Literal["test"] = "test",
     verify: bool = True,
 ) -> DataSplits:

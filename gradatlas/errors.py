@@ -11,6 +11,16 @@ MAX_REPR = 80  # characters of a user's value quoted back in a message
 MAX_MESSAGE = 2000  # a message longer than this is cut: never print an unbounded value
 
 
+def field_key(key: object) -> str:
+    """A mapping key as it may appear in a field path: as written when printable, else quoted
+    with escapes, so a key holding a newline or an escape sequence cannot split or recolour an
+    error line."""
+    text = str(key)
+    if text and text.isprintable() and len(text) <= MAX_REPR:
+        return text
+    return short_repr(text)
+
+
 def short_repr(value: object, limit: int = MAX_REPR) -> str:
     """``repr(value)`` cut to ``limit`` characters, so an error can quote any input (a 50 MB
     string, an alias bomb's expansion) without printing it whole. Containers are summarized

@@ -4,11 +4,26 @@ One neutral module (no torch, no MLflow import at module level) that the tracker
 and the reports, the synthetic benchmark store and any future worker read through. The prose
 version of the same contract is ``docs/record.md``; change both together, and only additively:
 readers must keep loading records written by older versions (``schema`` says which).
+
+What lives here: the tag keys and artifact names; the outcome names and the one rule that turns an
+interrupted trial's verdict into ``killed``; ``TrialRecord`` (the ``trial.json`` artifact, with a
+reader that accepts every older variant) and the tags, params and metrics derived from it;
+``SweepRecord`` (the sweep run's tags); the search filters readers use to find runs.
 """
 
 from __future__ import annotations
 
-# Version of the trial.json layout written now. 1: the first release; readers accept <= SCHEMA.
+import json
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from gradatlas.identity import flatten
+
+# Version of the trial.json layout written now. 1: the first release; readers accept any value
+# (0 marks a record rebuilt from tags and metrics because its trial.json was missing).
 SCHEMA = 1
 
 # -- run tags ------------------------------------------------------------------------------------
@@ -18,14 +33,362 @@ CELL_ID = "gradatlas.cell_id"
 OUTCOME = "gradatlas.outcome"
 OUTCOME_REASON = "gradatlas.outcome_reason"
 CELL = "gradatlas.cell"
-SUITE = "gradatlas.suite"
+SUITE = "gradatlas.suite"  # also the experiment's tag
 SEED = "gradatlas.seed"
 DEVICE = "gradatlas.device"
+PLANNED_TRIALS = "gradatlas.planned_trials"  # sweep runs: trials in the suite's plan
+TODO_TRIALS = "gradatlas.todo_trials"  # sweep runs: trials this invocation set out to run
+OVERRIDES = "gradatlas.overrides"  # sweep runs: the --set overrides, as a command line
 PARENT_RUN = "mlflow.parentRunId"
 KIND_TRIAL, KIND_SWEEP = "trial", "sweep"
+MAX_REASON_TAG = 5000  # characters of the outcome reason kept in its tag (trial.json has it all)
+
+# -- params --------------------------------------------------------------------------------------
+FACTOR_PREFIX = "factor."  # one ``factor.<name>`` param per grid factor: that trial's level label
+
+# -- artifacts -----------------------------------------------------------------------------------
+TRIAL_ARTIFACT = "trial.json"
+SUITE_YAML_ARTIFACT = "suite.yaml"
+SUITE_RESOLVED_ARTIFACT = "suite.resolved.json"
+ENVIRONMENT_ARTIFACT = "environment.json"
+FACTOR_LEVELS_ARTIFACT = "factor_levels.json"
+OVERRIDES_ARTIFACT = "overrides.json"  # sweep runs started with --set: {"overrides": [...]}
+
+# -- run statuses and the filters that find runs -------------------------------------------------
+FINISHED, KILLED_STATUS = "FINISHED", "KILLED"
+FINISHED_TRIALS = f"tags.`{KIND}` = '{KIND_TRIAL}' and attributes.status = '{FINISHED}'"
+SWEEPS = f"tags.`{KIND}` = '{KIND_SWEEP}'"
 
 # -- outcomes ------------------------------------------------------------------------------------
 # The verdicts of the outcome rules (gradatlas.runners.outcome), in the order reports show them.
 OUTCOMES = ("converged", "unconverged", "stalled", "vanished", "exploded")
 KILLED = "killed"  # not a verdict: the trial was interrupted and is rerun on resume
 OUTCOME_ORDER = (*OUTCOMES, KILLED)
+
+
+def final_label(outcome_label: str, interrupted: bool) -> str:
+    """The outcome a trial is recorded with: its verdict, or ``killed`` when the user interrupted
+    it (a verdict on a partial run would count as a result; ``killed`` is rerun on resume)."""
+    return KILLED if interrupted else outcome_label
+
+
+# -- the trial record ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RecordedOutcome:
+    """``trial.json``'s ``outcome``: the label (a verdict or ``killed``), the rule's reason, and
+    the thresholds it was judged by (the suite's resolved ``outcomes`` block)."""
+
+    label: str = ""
+    reason: str = ""
+    thresholds: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"label": self.label, "reason": self.reason, "thresholds": self.thresholds}
+
+    @classmethod
+    def from_json(cls, data: Any) -> RecordedOutcome:
+        if isinstance(data, str):  # a bare label
+            return cls(label=data)
+        if not isinstance(data, Mapping):
+            return cls()
+        return cls(
+            label=_str(data.get("label")),
+            reason=_str(data.get("reason")),
+            thresholds=_dict(data.get("thresholds")),
+        )
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """The ``trial.json`` artifact: everything reports need about one trial, in one file.
+
+    Fields in the order they are written (docs/record.md). ``config`` is the resolved nested
+    config (the trial's identity), ``factors`` factor -> level label, ``summary`` the summary
+    metrics (None where not finite), ``curves`` and ``profiles`` the nested dicts documented in
+    docs/record.md, kept as plain data. Frozen at the top level; the dicts are the writer's.
+    """
+
+    schema: int = SCHEMA
+    trial_id: str = ""
+    cell_id: str = ""
+    cell: str = ""
+    seed: int | None = None
+    suite: str = ""
+    config: dict[str, Any] = field(default_factory=dict)
+    factors: dict[str, str] = field(default_factory=dict)
+    outcome: RecordedOutcome = field(default_factory=RecordedOutcome)
+    summary: dict[str, float | None] = field(default_factory=dict)
+    task: str | None = None
+    num_classes: int | None = None
+    device: str | None = None
+    curves: dict[str, Any] = field(default_factory=dict)
+    profiles: dict[str, Any] = field(default_factory=dict)
+    timing: dict[str, float] = field(default_factory=dict)
+    finished_at: str | None = None
+
+    @property
+    def status(self) -> str:
+        """The MLflow run status that goes with the label: only a verdict is FINISHED."""
+        return KILLED_STATUS if self.outcome.label == KILLED else FINISHED
+
+    def to_dict(self) -> dict[str, Any]:
+        """The record as plain data, keys in the written order (the dicts are not copied)."""
+        return {
+            "schema": self.schema,
+            "trial_id": self.trial_id,
+            "cell_id": self.cell_id,
+            "cell": self.cell,
+            "seed": self.seed,
+            "suite": self.suite,
+            "config": self.config,
+            "factors": self.factors,
+            "outcome": self.outcome.to_dict(),
+            "summary": self.summary,
+            "task": self.task,
+            "num_classes": self.num_classes,
+            "device": self.device,
+            "curves": self.curves,
+            "profiles": self.profiles,
+            "timing": self.timing,
+            "finished_at": self.finished_at,
+        }
+
+    def to_json(self) -> str:
+        """The ``trial.json`` text: strict JSON, non-finite numbers written as ``null``."""
+        return json.dumps(_finite_or_null(self.to_dict()), allow_nan=False)
+
+    @classmethod
+    def from_json(cls, data: Any) -> TrialRecord:
+        """A record from parsed ``trial.json`` of any version (or any dict of its shape).
+
+        Never raises: a missing key or a value of the wrong type takes the field's default, so a
+        schema-0 record (rebuilt from tags), a hand-made dict or a truncated upload still loads.
+        A record without ``schema`` reads as schema 0. Keys this version does not know are
+        dropped.
+        """
+        if isinstance(data, str | bytes):
+            try:
+                data = json.loads(data)
+            except ValueError:
+                data = None
+        if not isinstance(data, Mapping):
+            return cls(schema=0)
+        return cls(
+            schema=_int(data.get("schema")) or 0,
+            trial_id=_str(data.get("trial_id")),
+            cell_id=_str(data.get("cell_id")),
+            cell=_str(data.get("cell")),
+            seed=_int(data.get("seed")),
+            suite=_str(data.get("suite")),
+            config=_dict(data.get("config")),
+            factors={str(k): _str(v) for k, v in _dict(data.get("factors")).items()},
+            outcome=RecordedOutcome.from_json(data.get("outcome")),
+            summary=_dict(data.get("summary")),
+            task=_opt_str(data.get("task")),
+            num_classes=_int(data.get("num_classes")),
+            device=_opt_str(data.get("device")),
+            curves=_dict(data.get("curves")),
+            profiles=_dict(data.get("profiles")),
+            timing=_dict(data.get("timing")),
+            finished_at=_opt_str(data.get("finished_at")),
+        )
+
+
+def utc_now() -> str:
+    """``finished_at``'s format: UTC, to the second, with its offset."""
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def record_from_run_data(
+    tags: Mapping[str, str],
+    params: Mapping[str, str],
+    metrics: Mapping[str, float],
+    run_id: str,
+) -> TrialRecord:
+    """A record rebuilt from a run's tags, ``factor.*`` params and latest metric values, for a run
+    whose ``trial.json`` is missing (an interrupted upload, a hand-made run): its outcome still
+    counts, it just has no config, curves or profiles. Marked ``schema`` 0."""
+    return TrialRecord(
+        schema=0,
+        trial_id=tags.get(TRIAL_ID) or run_id,
+        cell_id=tags.get(CELL_ID, ""),
+        cell=tags.get(CELL, ""),
+        seed=_int(tags.get(SEED)),
+        suite=tags.get(SUITE, ""),
+        factors={
+            k[len(FACTOR_PREFIX) :]: v for k, v in params.items() if k.startswith(FACTOR_PREFIX)
+        },
+        outcome=RecordedOutcome(label=tags.get(OUTCOME, ""), reason=tags.get(OUTCOME_REASON, "")),
+        summary=dict(metrics),
+        device=tags.get(DEVICE),
+    )
+
+
+# -- what a trial run holds besides trial.json ---------------------------------------------------
+def trial_tags(record: TrialRecord, parent_run: str | None = None) -> dict[str, str]:
+    """The trial run's tags (``parent_run``: the sweep run it nests under, if any)."""
+    tags = {
+        KIND: KIND_TRIAL,
+        TRIAL_ID: record.trial_id,
+        CELL_ID: record.cell_id,
+        OUTCOME: record.outcome.label,
+        OUTCOME_REASON: record.outcome.reason[:MAX_REASON_TAG],
+        CELL: record.cell,
+        SUITE: record.suite,
+        SEED: str(record.seed),
+        DEVICE: str(record.device),
+    }
+    if parent_run:
+        tags[PARENT_RUN] = parent_run
+    return tags
+
+
+def trial_params(record: TrialRecord) -> dict[str, str]:
+    """The resolved config flattened with dots (lists and dicts as JSON), then one
+    ``factor.<name>`` param per grid factor."""
+    params = {k: _param(v) for k, v in flatten(record.config).items()}
+    params |= {f"{FACTOR_PREFIX}{k}": v for k, v in record.factors.items()}
+    return params
+
+
+# train-curve key in trial.json -> metric key; eval-curve keys are metric keys as they are.
+TRAIN_CURVE_METRICS = {"loss": "train_loss", "grad_norm": "grad_norm", "lr": "lr"}
+LAYER_CURVE_METRICS = {"grad_norm": "layer_grad_norm", "update_ratio": "update_ratio"}
+
+
+def trial_metrics(record: TrialRecord) -> list[tuple[str, float, int]]:
+    """(key, value, step) of every metric of a trial run: the finite summary values at step 0,
+    then the curves point by point (``layer_grad_norm/NN``, ``update_ratio/NN`` per layer)."""
+    out = [(k, float(v), 0) for k, v in record.summary.items() if _finite(v)]
+    curves = record.curves
+    train = curves.get("train") or {}
+    for src, key in TRAIN_CURVE_METRICS.items():
+        out += _series(key, train.get("step") or [], train.get(src) or [])
+    ev = curves.get("eval") or {}
+    for key, values in ev.items():
+        if key != "step":
+            out += _series(key, ev.get("step") or [], values or [])
+    layers = curves.get("layers") or {}
+    for src, prefix in LAYER_CURVE_METRICS.items():
+        for s, row in zip(layers.get("step") or [], layers.get(src) or [], strict=True):
+            out += [
+                (f"{prefix}/{i:02d}", float(v), int(s)) for i, v in enumerate(row) if _finite(v)
+            ]
+    return out
+
+
+def _series(key: str, steps: list, values: list) -> list[tuple[str, float, int]]:
+    return [(key, float(v), int(s)) for s, v in zip(steps, values, strict=True) if _finite(v)]
+
+
+# -- the sweep run -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SweepRecord:
+    """The sweep run (one per ``gradatlas run``): its tags, and the artifacts it archives."""
+
+    suite: str
+    planned: int | None = None
+    todo: int | None = None
+
+    ARTIFACTS = (
+        SUITE_YAML_ARTIFACT,  # the suite file as given
+        SUITE_RESOLVED_ARTIFACT,  # validated, defaults filled
+        ENVIRONMENT_ARTIFACT,  # python, platform, package versions, device, git commit, host
+        FACTOR_LEVELS_ARTIFACT,  # factor -> level labels in the suite's own order
+    )
+
+    def tags(self) -> dict[str, str]:
+        tags = {KIND: KIND_SWEEP, SUITE: self.suite}
+        if self.planned is not None:
+            tags[PLANNED_TRIALS] = str(self.planned)
+        if self.todo is not None:
+            tags[TODO_TRIALS] = str(self.todo)
+        return tags
+
+    @classmethod
+    def from_tags(cls, tags: Mapping[str, str]) -> SweepRecord:
+        return cls(
+            suite=tags.get(SUITE, ""),
+            planned=_int(tags.get(PLANNED_TRIALS)),
+            todo=_int(tags.get(TODO_TRIALS)),
+        )
+
+
+def factor_levels(factors: Iterable[Mapping[str, str]]) -> dict[str, list[str]]:
+    """``factor_levels.json``: factor -> its level labels in order of first appearance, which
+    for a suite's trial list is the order the suite author wrote them in."""
+    levels: dict[str, list[str]] = {}
+    for trial_factors in factors:
+        for factor, label in trial_factors.items():
+            if label not in levels.setdefault(factor, []):
+                levels[factor].append(label)
+    return levels
+
+
+# -- reading the store ---------------------------------------------------------------------------
+def quiet_mlflow() -> None:
+    """Alembic announces every migration of a new SQLite store at INFO; users need none of it."""
+    import logging
+
+    for name in ("alembic", "mlflow.store.db.utils", "mlflow.tracking"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def search_all(client: Any, experiment_id: str, filter_string: str) -> list[Any]:
+    """Every active run matching ``filter_string``, newest first, across result pages."""
+    from mlflow.entities import ViewType
+
+    runs: list[Any] = []
+    token = None
+    while True:
+        page = client.search_runs(
+            [experiment_id],
+            filter_string=filter_string,
+            run_view_type=ViewType.ACTIVE_ONLY,
+            max_results=1000,
+            order_by=["attributes.start_time DESC"],
+            page_token=token,
+        )
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+# -- helpers -------------------------------------------------------------------------------------
+def _finite(v: Any) -> bool:
+    return isinstance(v, int | float) and math.isfinite(v)
+
+
+def _finite_or_null(obj: Any) -> Any:
+    """``obj`` with every non-finite float replaced by None (tuples become lists, as in JSON)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite_or_null(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_finite_or_null(v) for v in obj]
+    return obj
+
+
+def _param(v: Any) -> str:
+    return json.dumps(v) if isinstance(v, list | dict) else str(v)
+
+
+def _int(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError, OverflowError):
+        return None
+
+
+def _str(value: Any) -> str:
+    return "" if value is None else str(value)
+
+
+def _opt_str(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return dict(value) if isinstance(value, Mapping) else {}

@@ -6,65 +6,36 @@ global average pool and a linear head read out the last feature map.
 
 from __future__ import annotations
 
-from functools import partial
+from typing import TYPE_CHECKING, Annotated, Any
 
-from torch import nn
+from annotated_types import Ge, Le
+from pydantic import AfterValidator
 
-from gradatlas.errors import UserInputError
-from gradatlas.models.base import (
-    MODELS,
-    GlobalAvgPool,
-    GradModel,
-    Spec,
-    build_hidden_blocks,
-    check_input_dims,
-    check_int_at_least,
-    check_shape_options,
-    initialize,
-    resolve_parts,
-)
+from gradatlas.models.families import MODELS, check_input_dims, dense_parameters
 
-_CONVS: dict[int, type[nn.Conv1d] | type[nn.Conv2d]] = {1: nn.Conv1d, 2: nn.Conv2d}
+if TYPE_CHECKING:
+    from gradatlas.models.base import GradModel
 
 
-def check_input_shape(input_shape: tuple[int, ...]) -> None:
-    """(C, L) or (C, H, W) inputs only: a flat dataset has no positions to convolve over."""
-    shape = check_input_dims(input_shape)
-    if len(shape) == 1:
-        raise UserInputError(
-            f"cnn needs a dataset with spatial inputs, shaped (C, L) or (C, H, W); this "
-            f"dataset's inputs are flat, shape {shape}: use family mlp for it",
-            field="model.family",
-        )
-    if len(shape) > 3:
-        raise UserInputError(
-            f"cnn supports inputs shaped (C, L) or (C, H, W), not shape {shape}",
-            field="model.family",
-        )
-
-
-def check_kernel_size(kernel_size: int) -> None:
+def _odd(kernel_size: int) -> int:
     """Odd sizes only: 'same' padding is then symmetric (even kernels make PyTorch pad a copy of
     every input and shift the feature map by half a pixel)."""
-    check_int_at_least(kernel_size, 1, "kernel_size")
     if kernel_size % 2 == 0:
-        raise UserInputError(
-            f"must be odd, so 'same' padding is symmetric (got {kernel_size})", field="kernel_size"
-        )
+        raise ValueError(f"must be odd, so 'same' padding is symmetric (got {kernel_size})")
+    return kernel_size
 
 
-@MODELS.register()
+KernelSize = Annotated[int, Ge(1), Le(99), AfterValidator(_odd)]
+
+
+def _parameters(spec: Any, input_shape: tuple[int, ...], num_outputs: int) -> int:
+    kernel = spec.options.get("kernel_size", 3) ** max(1, len(input_shape) - 1)
+    return dense_parameters(input_shape[0], spec.width, spec.depth, num_outputs, kernel)
+
+
+@MODELS.register(spatial_input=True, parameters=_parameters)
 def cnn(
-    input_shape: tuple[int, ...],
-    num_outputs: int,
-    depth: int = 4,
-    width: int = 64,
-    activation: Spec = "relu",
-    init: Spec = "kaiming_normal",
-    norm: Spec = "none",
-    dropout: float = 0.0,
-    residual: bool = False,
-    kernel_size: int = 3,
+    spec: Any, input_shape: tuple[int, ...], num_outputs: int, kernel_size: KernelSize = 3
 ) -> GradModel:
     """Conv net: `depth` convs (conv -> norm -> act -> dropout), global average pool, linear head.
 
@@ -73,30 +44,23 @@ def cnn(
     With ``residual`` the first conv is a stem and each later one computes
     h + dropout(act(norm(conv(h)))).
     """
-    check_input_shape(input_shape)
+    from functools import partial
+
+    from torch import nn
+
+    from gradatlas.models.base import GlobalAvgPool, GradModel, build_hidden_blocks, initialize
+
     shape = check_input_dims(input_shape)
-    check_shape_options(depth, width, dropout)
-    check_kernel_size(kernel_size)
-    act, ini, nrm = resolve_parts(activation, init, norm)
     spatial_dims = len(shape) - 1
-    conv = partial(_CONVS[spatial_dims], kernel_size=kernel_size, padding="same")
-    blocks = build_hidden_blocks(
-        conv,
-        in_features=shape[0],
-        spatial_dims=spatial_dims,
-        depth=depth,
-        width=width,
-        activation=act,
-        norm=nrm,
-        dropout=dropout,
-        residual=residual,
-    )
+    conv_type = {1: nn.Conv1d, 2: nn.Conv2d}[spatial_dims]
+    conv = partial(conv_type, kernel_size=kernel_size, padding="same")
+    blocks = build_hidden_blocks(conv, in_features=shape[0], spatial_dims=spatial_dims, spec=spec)
     model = GradModel(
         prepare=nn.Identity(),
         blocks=blocks,
         pool=GlobalAvgPool(),
-        head=nn.Linear(width, num_outputs),
-        activation_name=act["name"],
+        head=nn.Linear(spec.width, num_outputs),
+        activation_name=spec.activation.name,
     )
-    initialize(model, ini)
+    initialize(model, spec.init)
     return model

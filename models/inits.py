@@ -16,20 +16,28 @@ the papers rather than against PyTorch's implementation.
 from __future__ import annotations
 
 import math
-from typing import Literal
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Literal
 
-import torch
-from torch import Tensor
-
-from gradatlas.errors import UserInputError
+from gradatlas.bounds import NonNegative
 from gradatlas.registry import Registry
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 INITS: Registry = Registry("init", fixed=1)
 
 FanMode = Literal["fan_in", "fan_out"]
 
 
-def fans(shape: tuple[int, ...] | torch.Size) -> tuple[int, int]:
+def _no_grad() -> Any:
+    """torch.no_grad(), with torch imported on first use (validation never needs it)."""
+    import torch
+
+    return torch.no_grad()
+
+
+def fans(shape: Sequence[int]) -> tuple[int, int]:
     """(fan_in, fan_out) of a Linear (out, in) or Conv (out, in, *kernel) weight shape."""
     if len(shape) < 2:
         raise ValueError(f"fans need a weight of at least 2 dimensions, got shape {tuple(shape)}")
@@ -75,65 +83,69 @@ def _orthogonal_std(shape: tuple[int, ...], gain: float) -> float:
 
 
 @INITS.register()
-def xavier_uniform(weight: Tensor, gain: float = 1.0) -> None:
+def xavier_uniform(weight: Tensor, gain: NonNegative = 1.0) -> None:
     """Glorot & Bengio (2010) normalized init: uniform with Var = 2 / (fan_in + fan_out)."""
-    with torch.no_grad():
+    with _no_grad():
         _uniform_with_std(weight, _xavier_std(weight.shape, gain))
 
 
 @INITS.register()
-def xavier_normal(weight: Tensor, gain: float = 1.0) -> None:
+def xavier_normal(weight: Tensor, gain: NonNegative = 1.0) -> None:
     """Glorot & Bengio (2010) normalized init, Gaussian: Var = 2 / (fan_in + fan_out)."""
-    with torch.no_grad():
+    with _no_grad():
         weight.normal_(0.0, _xavier_std(weight.shape, gain))
 
 
 @INITS.register()
-def kaiming_uniform(weight: Tensor, gain: float = 1.0, mode: FanMode = "fan_in") -> None:
+def kaiming_uniform(weight: Tensor, gain: NonNegative = 1.0, mode: FanMode = "fan_in") -> None:
     """He et al. (2015) init, uniform: Var = 2 / fan (fan_in or fan_out), for any activation."""
-    with torch.no_grad():
+    with _no_grad():
         _uniform_with_std(weight, _kaiming_std(weight.shape, gain, mode))
 
 
 @INITS.register()
-def kaiming_normal(weight: Tensor, gain: float = 1.0, mode: FanMode = "fan_in") -> None:
+def kaiming_normal(weight: Tensor, gain: NonNegative = 1.0, mode: FanMode = "fan_in") -> None:
     """He et al. (2015) init, Gaussian: Var = 2 / fan (fan_in or fan_out), for any activation."""
-    with torch.no_grad():
+    with _no_grad():
         weight.normal_(0.0, _kaiming_std(weight.shape, gain, mode))
 
 
 @INITS.register()
-def lecun_normal(weight: Tensor, gain: float = 1.0) -> None:
+def lecun_normal(weight: Tensor, gain: NonNegative = 1.0) -> None:
     """LeCun et al. (1998) init, Gaussian (not truncated): Var = 1 / fan_in; SELU's partner."""
-    with torch.no_grad():
+    with _no_grad():
         weight.normal_(0.0, _lecun_std(weight.shape, gain))
 
 
 @INITS.register()
-def orthogonal(weight: Tensor, gain: float = 1.0) -> None:
+def orthogonal(weight: Tensor, gain: NonNegative = 1.0) -> None:
     """Saxe et al. (2014) orthogonal init: (scaled) orthonormal rows or columns."""
-    with torch.no_grad():
-        torch.nn.init.orthogonal_(weight, gain=gain)
+    with _no_grad():
+        from torch.nn import init
+
+        init.orthogonal_(weight, gain=gain)
 
 
 @INITS.register()
-def glorot_standard(weight: Tensor, gain: float = 1.0) -> None:
+def glorot_standard(weight: Tensor, gain: NonNegative = 1.0) -> None:
     """The 'standard' init of Glorot & Bengio (2010): U[-1/sqrt(fan_in), 1/sqrt(fan_in)]."""
-    with torch.no_grad():
+    with _no_grad():
         _uniform_with_std(weight, _glorot_standard_std(weight.shape, gain))
 
 
 @INITS.register()
-def normal(weight: Tensor, gain: float = 1.0, std: float = 0.01, mean: float = 0.0) -> None:
+def normal(
+    weight: Tensor, gain: NonNegative = 1.0, std: NonNegative = 0.01, mean: float = 0.0
+) -> None:
     """Fixed-scale Gaussian N(mean, (gain·std)²), blind to layer width (the naive baseline)."""
-    with torch.no_grad():
+    with _no_grad():
         weight.normal_(mean, gain * std)
 
 
 @INITS.register()
-def torch_default(weight: Tensor, gain: float = 1.0) -> None:
+def torch_default(weight: Tensor, gain: NonNegative = 1.0) -> None:
     """Whatever PyTorch's layer constructor did (kaiming_uniform with a=√5), times gain."""
-    with torch.no_grad():
+    with _no_grad():
         weight.mul_(gain)
 
 
@@ -158,18 +170,3 @@ def expected_std(name: str, weight_shape: tuple[int, ...], **options: float | st
             return gain * float(opts["std"])
         case _:
             return None
-
-
-def check_init_values(name: str, options: dict[str, object]) -> None:
-    """Range checks the type annotations cannot express: a finite, non-negative scale.
-
-    ``gain`` 0 is allowed on purpose (an all-zero init is a legitimate symmetric-weights probe).
-    """
-    for key in ("gain", "std"):
-        if key not in options:
-            continue
-        value = float(options[key])  # type: ignore[arg-type]
-        if not math.isfinite(value) or value < 0:
-            raise UserInputError(f"must be a finite number >= 0 (got {options[key]!r})", field=key)
-    if "mean" in options and not math.isfinite(float(options["mean"])):  # type: ignore[arg-type]
-        raise UserInputError(f"must be finite (got {options['mean']!r})", field="mean")

@@ -2,64 +2,37 @@
 
 from __future__ import annotations
 
-import math
+from typing import TYPE_CHECKING, Any
 
-from torch import nn
+from gradatlas.models.families import MODELS, check_input_dims, dense_parameters, flat_size
 
-from gradatlas.models.base import (
-    MODELS,
-    GradModel,
-    Spec,
-    build_hidden_blocks,
-    check_input_dims,
-    check_shape_options,
-    initialize,
-    resolve_parts,
-)
+if TYPE_CHECKING:
+    from gradatlas.models.base import GradModel
 
 
-def check_input_shape(input_shape: tuple[int, ...]) -> None:
-    """Any input shape works: the MLP flattens it."""
-    check_input_dims(input_shape)
+def _parameters(spec: Any, input_shape: tuple[int, ...], num_outputs: int) -> int:
+    return dense_parameters(flat_size(input_shape), spec.width, spec.depth, num_outputs, 1)
 
 
-@MODELS.register()
-def mlp(
-    input_shape: tuple[int, ...],
-    num_outputs: int,
-    depth: int = 4,
-    width: int = 64,
-    activation: Spec = "relu",
-    init: Spec = "kaiming_normal",
-    norm: Spec = "none",
-    dropout: float = 0.0,
-    residual: bool = False,
-) -> GradModel:
+@MODELS.register(spatial_input=False, parameters=_parameters)
+def mlp(spec: Any, input_shape: tuple[int, ...], num_outputs: int) -> GradModel:
     """Fully connected net: `depth` hidden layers (linear -> norm -> act -> dropout), linear head.
 
     Inputs of any shape are flattened. With ``residual`` the first hidden layer is a stem and
     each later one computes h + dropout(act(norm(linear(h)))).
     """
+    from torch import nn
+
+    from gradatlas.models.base import GradModel, build_hidden_blocks, initialize
+
     shape = check_input_dims(input_shape)
-    check_shape_options(depth, width, dropout)
-    act, ini, nrm = resolve_parts(activation, init, norm)
-    blocks = build_hidden_blocks(
-        nn.Linear,
-        in_features=math.prod(shape),
-        spatial_dims=0,
-        depth=depth,
-        width=width,
-        activation=act,
-        norm=nrm,
-        dropout=dropout,
-        residual=residual,
-    )
+    blocks = build_hidden_blocks(nn.Linear, in_features=flat_size(shape), spatial_dims=0, spec=spec)
     model = GradModel(
         prepare=nn.Flatten(start_dim=1),
         blocks=blocks,
         pool=nn.Identity(),
-        head=nn.Linear(width, num_outputs),
-        activation_name=act["name"],
+        head=nn.Linear(spec.width, num_outputs),
+        activation_name=spec.activation.name,
     )
-    initialize(model, ini)
+    initialize(model, spec.init)
     return model

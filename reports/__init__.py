@@ -2,9 +2,10 @@
 
 ``build_report(target, tracking_uri=..., out_dir=...)`` -> ``(html_path, pdf_path)``. The modules,
 one job each: ``load`` (MLflow -> frames), ``stats`` (rates, intervals, bands), ``figures``
-(charts), ``document`` (format-neutral blocks), ``overview``/``outcomes``/``dynamics`` (the
-sections' content), ``sections`` (their order), ``html`` and ``pdf`` (rendering), ``worker``
-(the PDF drawn in a child process), ``build`` (the entry point).
+(charts), ``document`` (format-neutral blocks), ``context`` (what every section shares, computed
+once), ``overview``/``outcomes``/``dynamics`` (the sections' content), ``sections`` (their
+order), ``html`` and ``pdf`` (rendering), ``worker`` (the PDF drawn in a child process),
+``build`` (the entry point).
 """
 
 from gradatlas.reports.build import build_report

@@ -45,9 +45,10 @@ def build_report(
     """
     from mlflow.tracking import MlflowClient
 
+    from gradatlas.record import quiet_mlflow
     from gradatlas.reports.html import render_html
     from gradatlas.reports.pdf import render_pdf
-    from gradatlas.runners.tracking import _quiet_mlflow, resolve_tracking_uri
+    from gradatlas.runners.tracking import resolve_tracking_uri
 
     t0 = time.perf_counter()
     # Start the PDF worker first: its imports then overlap with reading the store.
@@ -55,7 +56,7 @@ def build_report(
     try:
         uri = resolve_tracking_uri(tracking_uri)
         _require_store(uri)
-        _quiet_mlflow()
+        quiet_mlflow()
         name = experiment_name(target, MlflowClient(tracking_uri=uri))
         exp = load_experiment(name, uri)
         t_load = time.perf_counter()

@@ -1,6 +1,6 @@
 """The report as format-neutral blocks: what to say, not how it looks.
 
-``sections`` decides the content once; ``html`` and ``pdf`` render the same blocks, which is how
+``sections`` builds the content once; ``html`` and ``pdf`` render the same blocks, which is how
 the HTML and the PDF stay the same report. Charts are kept as drawing functions (not images) so
 each renderer draws them natively: inline SVG in the HTML, vector pages in the PDF.
 """
@@ -81,7 +81,10 @@ Block = Heading | Para | KeyValues | Table | Figure | Pre
 
 
 @dataclass
-class Section:
+class NumberedSection:
+    """A section as the document holds it: its blocks, under the number its place in
+    ``sections.SECTIONS`` gave it (no section knows its own number)."""
+
     number: int
     title: str
     blocks: list[Block] = field(default_factory=list)
@@ -90,10 +93,15 @@ class Section:
     def anchor(self) -> str:
         return f"s{self.number}"
 
+    @property
+    def heading(self) -> str:
+        """ "N. Title", as the contents, the HTML and the PDF all show it."""
+        return f"{self.number}. {self.title}"
+
 
 @dataclass
 class Document:
     title: str
     subtitle: str
-    sections: list[Section]
+    sections: list[NumberedSection]
     footer: str = ""

@@ -1,5 +1,6 @@
-"""Sections 3 and 4: how training went (curves, steps to target) and what the gradients looked
-like (per-layer profiles at initialization, saturation, gradient norm over training).
+"""The Convergence and Gradient profiles sections: how training went (curves, steps to target)
+and what the gradients looked like (per-layer profiles at initialization, saturation, gradient
+norm over training).
 
 Everything is drawn from the curves and profiles in each trial's ``trial.json``; the statistic is
 always a median with an interquartile band across the trials a line stands for, because a few
@@ -10,29 +11,23 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterator
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
+from gradatlas.identity import canonical_json
+from gradatlas.record import OUTCOMES
 from gradatlas.reports import figures, stats
-from gradatlas.reports.document import Figure, Para, Section
+from gradatlas.reports.context import ReportContext
+from gradatlas.reports.document import Block, Figure, Para
 from gradatlas.reports.fmt import join_and, plural
 from gradatlas.reports.load import Experiment
-from gradatlas.reports.outcomes import HeatChoice, varying
-from gradatlas.runners.outcome import OUTCOMES
 
-MAX_CURVE_FACETS = 6
 BOUNDED_NOTE = "saturation applies to bounded activations (sigmoid/tanh family)"
-
-
-def thresholds(exp: Experiment) -> dict[str, Any]:
-    """The thresholds of the newest trial (the sets are listed in Methods when they differ)."""
-    for record in reversed(list(exp.records.values())):
-        th = (record.get("outcome") or {}).get("thresholds")
-        if th:
-            return th
-    return {}
+MAX_LINE_FACTORS = 2  # colour and line style: a third would make the profile panels unreadable
 
 
 def _trials(exp: Experiment, mask: Any = None) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
@@ -42,62 +37,36 @@ def _trials(exp: Experiment, mask: Any = None) -> Iterator[tuple[dict[str, Any],
         yield row, exp.records.get(row["run_id"], {})
 
 
-def _is_classification(exp: Experiment) -> bool:
-    return any(r.get("task") == "classification" for r in exp.records.values()) or (
-        stats.accuracy_key(exp) is not None
+def _is_classification(ctx: ReportContext) -> bool:
+    return ctx.accuracy_key is not None or any(
+        r.get("task") == "classification" for r in ctx.exp.records.values()
     )
 
 
-def choose_curve_factor(
-    exp: Experiment, requested: str | None, heat: HeatChoice | None
-) -> tuple[str | None, str | None, list[str]]:
-    """(line factor, facet factor, notes): lines per level of the requested factor (default:
-    the heatmaps' column factor), panels per level of the heatmaps' row factor."""
-    var = varying(exp)
-    notes = []
-    factor = None
-    if requested:
-        if requested in var:
-            factor = requested
+# -- convergence ---------------------------------------------------------------------------------
+class Convergence:
+    """Loss and accuracy curves per level of one factor, then steps to target: how fast things
+    train, beside whether they do."""
+
+    title = "Convergence"
+
+    def build(self, ctx: ReportContext) -> list[Block]:
+        blocks: list[Block] = [Para(note, note=True) for note in ctx.curves.notes]
+        has_curves = any(
+            (r.get("curves") or {}).get("train", {}).get("step") for r in ctx.exp.records.values()
+        )
+        if not has_curves:
+            blocks.append(Para("Skipped: no trial record holds training curves.", note=True))
         else:
-            notes.append(
-                f"Curves were asked per level of {requested}, which is not a varying "
-                "factor of this suite."
-            )
-    if factor is None:
-        factor = heat.cols if heat else (var[0] if var else None)
-        if requested and factor:
-            notes[-1] += f" They are drawn per {factor} instead."
-    facet = heat.rows if heat and heat.rows and heat.rows != factor else None
-    if facet and len(exp.levels[facet]) > MAX_CURVE_FACETS:
-        notes.append(f"{facet} has more than {MAX_CURVE_FACETS} levels; curves pool over it.")
-        facet = None
-    return factor, facet, notes
+            blocks.append(_curve_figure(ctx))
+        blocks += _steps_blocks(ctx)
+        return blocks
 
 
-# -- section 3 -----------------------------------------------------------------------------------
-def convergence(
-    exp: Experiment, factor: str | None, facet: str | None, notes: list[str]
-) -> Section:
-    """Section 3: loss and accuracy curves per level of one factor, then steps to target:
-    how fast things train, beside whether they do."""
-    sec = Section(3, "Convergence")
-    for note in notes:
-        sec.blocks.append(Para(note, note=True))
-    has_curves = any(
-        (r.get("curves") or {}).get("train", {}).get("step") for r in exp.records.values()
-    )
-    if not has_curves:
-        sec.blocks.append(Para("Skipped: no trial record holds training curves.", note=True))
-    else:
-        sec.blocks.append(_curve_figure(exp, factor, facet))
-    sec.blocks += _steps_blocks(exp)
-    return sec
-
-
-def _curve_figure(exp: Experiment, factor: str | None, facet: str | None) -> Figure:
-    th = thresholds(exp)
-    classification = _is_classification(exp)
+def _curve_figure(ctx: ReportContext) -> Figure:
+    exp, factor, facet = ctx.exp, ctx.curves.factor, ctx.curves.facet
+    th = ctx.thresholds
+    classification = _is_classification(ctx)
     line_levels = exp.levels[factor] if factor else ["all trials"]
     colours = figures.palette(len(line_levels))
     facet_levels: list[str | None] = list(exp.levels[facet]) if facet else [None]
@@ -142,7 +111,7 @@ def _curve_figure(exp: Experiment, factor: str | None, facet: str | None) -> Fig
                 ),
             ]
         )
-    over = [f for f in varying(exp) if f not in (factor, facet)]
+    over = [f for f in ctx.varying if f not in (factor, facet)]
     pooled = f" and over {join_and(over)}" if over else ""
     return Figure(
         name="convergence",
@@ -157,23 +126,22 @@ def _curve_figure(exp: Experiment, factor: str | None, facet: str | None) -> Fig
     )
 
 
-def _target_text(exp: Experiment) -> str:
-    th = thresholds(exp)
-    if _is_classification(exp) and th.get("target_accuracy") is not None:
+def _target_text(ctx: ReportContext) -> str:
+    th = ctx.thresholds
+    if _is_classification(ctx) and th.get("target_accuracy") is not None:
         return f"val. acc ≥ {th['target_accuracy']:g}"
     if th.get("target_loss") is not None:
         return f"val. loss ≤ {th['target_loss']:g}"
     return "target"
 
 
-def _steps_blocks(exp: Experiment) -> list[Any]:
-    t = exp.trials
+def _steps_blocks(ctx: ReportContext) -> list[Block]:
+    exp, t = ctx.exp, ctx.exp.trials
     reached = t["steps_to_target"].notna()
     if not reached.any():
         return [Para("No steps-to-target distribution: no trial reached the target.", note=True)]
-    var = varying(exp)
     panels = []
-    for f in var or [None]:
+    for f in ctx.varying or [None]:
         col = exp.fcol(f) if f else None
         levels = exp.levels[f] if f else ["all trials"]
         values, counts = {}, {}
@@ -182,7 +150,7 @@ def _steps_blocks(exp: Experiment) -> list[Any]:
             values[lv] = t.loc[m & reached, "steps_to_target"].to_numpy(dtype=float)
             counts[lv] = (int((m & reached).sum()), int(m.sum()))
         panels.append(figures.StepsPanel(f or "all trials", levels, values, counts))
-    target = _target_text(exp)
+    target = _target_text(ctx)
     return [
         Figure(
             name="steps-to-target",
@@ -197,17 +165,15 @@ def _steps_blocks(exp: Experiment) -> list[Any]:
     ]
 
 
-# -- section 4 -----------------------------------------------------------------------------------
-def _line_key_factors(exp: Experiment, fallback: str | None) -> list[str]:
-    keys = [f for f in ("activation", "init") if f in varying(exp)]
-    if not keys and fallback:
-        keys = [fallback]
-    return keys
+# -- gradient profiles ---------------------------------------------------------------------------
+LayerGroups = dict[int, list[tuple[dict[str, Any], dict[str, Any]]]]
 
 
-def _depth_groups(exp: Experiment) -> dict[int, list[Any]]:
-    """Trials grouped by their number of weight layers (profiles differ in length by depth)."""
-    groups: dict[int, list[Any]] = defaultdict(list)
+def _layer_groups(exp: Experiment) -> LayerGroups:
+    """Trials grouped by the number of weight layers their initialization profile has: profiles
+    of different lengths cannot share an axis, and the length is what the data says about depth
+    whatever the suite calls it."""
+    groups: LayerGroups = defaultdict(list)
     for row, rec in _trials(exp):
         prof = (rec.get("profiles") or {}).get("init") or {}
         n = len(prof.get("grad_norm") or [])
@@ -216,21 +182,82 @@ def _depth_groups(exp: Experiment) -> dict[int, list[Any]]:
     return dict(sorted(groups.items()))
 
 
-def _group_title(exp: Experiment, n_layers: int, members: list[Any]) -> str:
-    if "depth" in exp.factors:
-        depths = sorted({r[exp.fcol("depth")] for r, _ in members}, key=exp.levels["depth"].index)
-        return f"depth {', '.join(depths)} · {plural(n_layers, 'weight layer')}"
-    return plural(n_layers, "weight layer")
+def _layer_factors(ctx: ReportContext, groups: LayerGroups) -> list[str]:
+    """Varying factors with one level in every layer group: those the layer count stands for
+    (a depth factor), named in the panel titles instead of drawn as lines."""
+    if len(groups) < 2:
+        return []
+
+    def one_level(f: str, members: list[Any]) -> bool:
+        return len({row[ctx.exp.fcol(f)] for row, _ in members}) == 1
+
+    return [f for f in ctx.varying if all(one_level(f, m) for m in groups.values())]
+
+
+def _model_factors(ctx: ReportContext) -> list[str]:
+    """Varying factors that change the model a trial builds (its resolved ``config["model"]``):
+    the only ones that can change a profile taken at initialization. A factor counts when, with
+    the other factors held fixed, its levels build different models (not merely a different mix
+    of them, as when a fixed setting changed between sweeps)."""
+    exp = ctx.exp
+    rows = []
+    for row, rec in _trials(exp):
+        model = (rec.get("config") or {}).get("model")
+        if model is not None:
+            rows.append((row, canonical_json(model)))
+    found = []
+    for f in ctx.varying:
+        others = [exp.fcol(g) for g in exp.factors if g != f]
+        by_rest: dict[tuple[Any, ...], dict[Any, set[str]]] = defaultdict(lambda: defaultdict(set))
+        for row, model in rows:
+            by_rest[tuple(row[c] for c in others)][row[exp.fcol(f)]].add(model)
+        if any(len({frozenset(m) for m in lv.values()}) > 1 for lv in by_rest.values()):
+            found.append(f)
+    return found
+
+
+@dataclass(frozen=True)
+class ProfileLayout:
+    """How every profile figure of a report is laid out: one panel per layer count (titled with
+    the factors that count stands for), lines per level of ``lines`` (colour, then style)."""
+
+    groups: LayerGroups
+    panel_factors: list[str]
+    lines: list[str]
+
+
+def profile_layout(ctx: ReportContext) -> ProfileLayout:
+    """Panels from the profiles' lengths; lines per factor that changes the model, less those
+    the panels already separate (the curves' factor when none is left)."""
+    groups = _layer_groups(ctx.exp)
+    model = _model_factors(ctx)
+    # A factor that sets the layer count changes the model; one that only happens to line up
+    # with it (an unfinished sweep) is not named in the panel titles.
+    panel_factors = [f for f in _layer_factors(ctx, groups) if f in model]
+    lines = [f for f in model if f not in panel_factors][:MAX_LINE_FACTORS]
+    if not lines and ctx.curves.factor:
+        lines = [ctx.curves.factor]
+    return ProfileLayout(groups, panel_factors, lines)
+
+
+def _group_title(ctx: ReportContext, layout: ProfileLayout, n_layers: int) -> str:
+    named = []
+    for f in layout.panel_factors:
+        levels = {row[ctx.exp.fcol(f)] for row, _ in layout.groups[n_layers]}
+        named.append(f"{f} {', '.join(sorted(levels, key=ctx.levels[f].index))}")
+    return " · ".join([*named, plural(n_layers, "weight layer")])
 
 
 def _profile_panels(
-    exp: Experiment, key_factors: list[str], quantity: str, ylabel: str, xlabel: str, log: bool
+    ctx: ReportContext, layout: ProfileLayout, quantity: str, labels: tuple[str, str], log: bool
 ) -> list[figures.ProfilePanel]:
+    exp, key_factors = ctx.exp, layout.lines
+    ylabel, xlabel = labels
     acts = exp.levels.get(key_factors[0], [""]) if key_factors else [""]
     others = exp.levels.get(key_factors[1], [""]) if len(key_factors) > 1 else [""]
     colours = dict(zip(acts, figures.palette(len(acts)), strict=True))
     panels = []
-    for n_layers, members in _depth_groups(exp).items():
+    for n_layers, members in layout.groups.items():
         by_line: dict[tuple[str, str], list[Any]] = defaultdict(list)
         for row, rec in members:
             a = row[exp.fcol(key_factors[0])] if key_factors else ""
@@ -257,7 +284,7 @@ def _profile_panels(
         if lines:
             panels.append(
                 figures.ProfilePanel(
-                    _group_title(exp, n_layers, members),
+                    _group_title(ctx, layout, n_layers),
                     ylabel,
                     xlabel,
                     log,
@@ -268,78 +295,83 @@ def _profile_panels(
     return panels
 
 
-def gradients(exp: Experiment, fallback_factor: str | None) -> Section:
-    """Section 4: the mechanism behind the outcomes: per-layer gradient norm and saturation at
+# Per-site profiles that apply to one activation family each; a suite may have neither:
+# (record key, y label, figure name, caption, note when no trial has it or None to stay silent).
+SITE_PROFILES = [
+    (
+        "saturation",
+        "saturated fraction",
+        "saturation",
+        "Share of unit outputs in the flat tails of a bounded activation, per hidden layer at "
+        "initialization (median over seeds and other factors).",
+        f"No saturation profile: {BOUNDED_NOTE}, and this suite has none.",
+    ),
+    (
+        "dead",
+        "dead fraction",
+        "dead-units",
+        "ReLU family: share of units inactive on every probe example, per hidden layer at "
+        "initialization (median over seeds and other factors).",
+        None,
+    ),
+]
+
+
+class GradientProfiles:
+    """The mechanism behind the outcomes: per-layer gradient norm and saturation at
     initialization, and the gradient norm over training of one cell per outcome."""
-    sec = Section(4, "Gradient profiles")
-    keys = _line_key_factors(exp, fallback_factor)
-    legend = " · ".join(keys)
-    line_text = f"one line per {' x '.join(keys)}" if keys else "one line for all trials"
-    grad = _profile_panels(
-        exp, keys, "grad_norm", "gradient norm (log)", "weight layer (0 = input side)", True
-    )
-    if not grad:
-        sec.blocks.append(
-            Para("Skipped: no trial record holds an initialization profile.", note=True)
-        )
-        return sec
-    cols = min(3, len(grad))
-    sec.blocks.append(
-        Figure(
-            name="init-grad-profile",
-            draw=partial(figures.profile_grid, panels=grad, cols=cols, legend_title=legend),
-            size=figures.profiles_size(len(grad), cols),
-            caption=(
-                "Gradient norm of each weight layer at initialization (probe batch), "
-                f"{line_text}; median over seeds and other factors with interquartile band. The "
-                "picture of Glorot & Bengio (2010) and He et al. (2015): flat is healthy, a slope "
-                "toward the input is vanishing, a slope away from it exploding."
-            ),
-        )
-    )
-    # Per-site profiles that apply to one activation family each; a suite may have neither.
-    site_profiles = [
-        (
-            "saturation",
-            "saturated fraction",
-            "saturation",
-            "Share of unit outputs in the flat tails of a bounded activation, per hidden layer at "
-            "initialization (median over seeds and other factors).",
-            f"No saturation profile: {BOUNDED_NOTE}, and this suite has none.",
-        ),
-        (
-            "dead",
-            "dead fraction",
-            "dead-units",
-            "ReLU family: share of units inactive on every probe example, per hidden layer at "
-            "initialization (median over seeds and other factors).",
-            None,
-        ),
-    ]
-    for key, ylabel, name, caption, missing in site_profiles:
-        panels = _profile_panels(exp, keys, key, ylabel, "activation site (0 = input side)", False)
-        if panels:
-            cols = min(3, len(panels))
-            sec.blocks.append(
-                Figure(
-                    name=name,
-                    draw=partial(
-                        figures.profile_grid, panels=panels, cols=cols, legend_title=legend
-                    ),
-                    size=figures.profiles_size(len(panels), cols),
-                    caption=caption,
-                )
+
+    title = "Gradient profiles"
+
+    def build(self, ctx: ReportContext) -> list[Block]:
+        layout = profile_layout(ctx)
+        keys = layout.lines
+        legend = " · ".join(keys)
+        line_text = f"one line per {' x '.join(keys)}" if keys else "one line for all trials"
+        labels = ("gradient norm (log)", "weight layer (0 = input side)")
+        grad = _profile_panels(ctx, layout, "grad_norm", labels, True)
+        if not grad:
+            return [Para("Skipped: no trial record holds an initialization profile.", note=True)]
+        cols = min(3, len(grad))
+        blocks: list[Block] = [
+            Figure(
+                name="init-grad-profile",
+                draw=partial(figures.profile_grid, panels=grad, cols=cols, legend_title=legend),
+                size=figures.profiles_size(len(grad), cols),
+                caption=(
+                    "Gradient norm of each weight layer at initialization (probe batch), "
+                    f"{line_text}; median over seeds and other factors with interquartile band. "
+                    "The picture of Glorot & Bengio (2010) and He et al. (2015): flat is healthy, "
+                    "a slope toward the input is vanishing, a slope away from it exploding."
+                ),
             )
-        elif missing:
-            sec.blocks.append(Para(missing, note=True))
-    sec.blocks += _norms_over_training(exp)
-    return sec
+        ]
+        for key, ylabel, name, caption, missing in SITE_PROFILES:
+            labels = (ylabel, "activation site (0 = input side)")
+            panels = _profile_panels(ctx, layout, key, labels, False)
+            if panels:
+                cols = min(3, len(panels))
+                blocks.append(
+                    Figure(
+                        name=name,
+                        draw=partial(
+                            figures.profile_grid, panels=panels, cols=cols, legend_title=legend
+                        ),
+                        size=figures.profiles_size(len(panels), cols),
+                        caption=caption,
+                    )
+                )
+            elif missing:
+                blocks.append(Para(missing, note=True))
+        blocks += _norms_over_training(ctx)
+        return blocks
 
 
-def representative_cells(exp: Experiment, limit: int = 5) -> list[tuple[str, str, int, int]]:
+def representative_cells(cells: pd.DataFrame, limit: int = 5) -> list[tuple[str, str, int, int]]:
     """For each outcome that occurred, the cell where it was most frequent: (cell id, outcome,
-    k, n). A handful of cells that show every regime, instead of a spaghetti of all of them."""
-    table = stats.cell_table(exp)
+    k, n), from the per-cell table. A handful of cells that show every regime, instead of a
+    spaghetti of all of them."""
+    table = cells
     chosen: list[tuple[str, str, int, int]] = []
     for o in OUTCOMES:
         if table[o].sum() == 0:
@@ -354,10 +386,11 @@ def representative_cells(exp: Experiment, limit: int = 5) -> list[tuple[str, str
     return chosen[:limit]
 
 
-def _norms_over_training(exp: Experiment) -> list[Any]:
+def _norms_over_training(ctx: ReportContext) -> list[Block]:
+    exp = ctx.exp
     lines = []
     styles = iter(figures.LINESTYLES * 3)
-    for cell_id, outcome, k, n in representative_cells(exp):
+    for cell_id, outcome, k, n in representative_cells(ctx.cells):
         mask = (exp.trials["cell_id"] == cell_id).to_numpy()
         glob, first = [], []
         label = ""
@@ -381,7 +414,7 @@ def _norms_over_training(exp: Experiment) -> list[Any]:
         )
     if not lines:
         return [Para("No gradient-norm curves: no trial record holds them.", note=True)]
-    th = thresholds(exp)
+    th = ctx.thresholds
     return [
         Figure(
             name="grad-norm-training",

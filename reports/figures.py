@@ -162,7 +162,7 @@ def log_y(ax: Any) -> None:
     ax.yaxis.set_minor_formatter(mpl.ticker.FuncFormatter(minor))
 
 
-# -- section 2: outcome-rate heatmaps ------------------------------------------------------------
+# -- outcome rates: heatmaps ---------------------------------------------------------------------
 @dataclass
 class HeatSpec:
     """What one heatmap figure shows: ``data`` has columns facet, row, col, k, n."""
@@ -305,7 +305,7 @@ def _rotate_if_long(ax: Any, labels: Sequence[str], inch_per_label: float) -> No
             label.set_rotation_mode("anchor")
 
 
-# -- section 3: curves ---------------------------------------------------------------------------
+# -- convergence: curves -------------------------------------------------------------------------
 @dataclass
 class CurvePanel:
     title: str
@@ -508,7 +508,7 @@ def profile_grid(fig: Figure, panels: list[ProfilePanel], cols: int, legend_titl
         put_legend(strip, list(handles.values()), list(handles.keys()), ncol, legend_title)
 
 
-# -- section 5: factor effects -------------------------------------------------------------------
+# -- factor effects ------------------------------------------------------------------------------
 def effects_size(level_counts: Sequence[int]) -> tuple[float, float]:
     return WIDTH, 0.9 + sum(0.22 * n + 0.45 for n in level_counts)
 

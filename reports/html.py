@@ -128,15 +128,12 @@ def render_html(doc: Document) -> str:
     """The whole report as one HTML string (write it with UTF-8)."""
     counter = [0]
     toc = "".join(
-        f'<li><a href="#{s.anchor}">{s.number}. {html.escape(s.title)}</a></li>'
-        for s in doc.sections
+        f'<li><a href="#{s.anchor}">{html.escape(s.heading)}</a></li>' for s in doc.sections
     )
     body = []
     for s in doc.sections:
         inner = "".join(_block(b, counter) for b in s.blocks)
-        body.append(
-            f'<section id="{s.anchor}"><h2>{s.number}. {html.escape(s.title)}</h2>{inner}</section>'
-        )
+        body.append(f'<section id="{s.anchor}"><h2>{html.escape(s.heading)}</h2>{inner}</section>')
     return (
         "<!DOCTYPE html>\n"
         '<html lang="en"><head><meta charset="utf-8">'

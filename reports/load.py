@@ -22,17 +22,23 @@ from urllib.request import url2pathname
 
 import pandas as pd
 
-from gradatlas.runners.tracking import (
-    CELL_ID,
+from gradatlas.record import (
+    ENVIRONMENT_ARTIFACT,
+    FACTOR_LEVELS_ARTIFACT,
+    FACTOR_PREFIX,
     FINISHED_TRIALS,
-    KIND,
     OUTCOME,
+    SUITE_RESOLVED_ARTIFACT,
+    SUITE_YAML_ARTIFACT,
+    SWEEPS,
+    TRIAL_ARTIFACT,
     TRIAL_ID,
+    TrialRecord,
+    quiet_mlflow,
+    record_from_run_data,
     search_all,
 )
 
-SWEEP_FILTER = f"tags.`{KIND}` = 'sweep'"
-FACTOR_PREFIX = "factor."
 MAX_SWEEPS_READ = 20  # environments shown in the header; older sweeps are only counted
 
 
@@ -56,7 +62,8 @@ class Experiment:
     ``trials`` has one row per kept trial run: ``run_id``, ``trial_id``, ``cell_id``, ``cell``,
     ``seed``, ``outcome``, ``reason``, ``start_time``, one ``factor.<name>`` column per grid factor
     (level labels, as in the ``factor.*`` params) and one column per summary metric.
-    ``records`` maps run id -> the parsed ``trial.json`` (curves and profiles live there).
+    ``records`` maps run id -> its trial record as plain data (``TrialRecord.to_dict()``: every
+    key present, whatever version wrote it; curves and profiles live there).
     """
 
     name: str
@@ -103,9 +110,8 @@ def load_experiment(name: str, tracking_uri: str) -> Experiment:
     from mlflow.tracking import MlflowClient
 
     from gradatlas.errors import UserInputError
-    from gradatlas.runners.tracking import _quiet_mlflow
 
-    _quiet_mlflow()
+    quiet_mlflow()
     client = MlflowClient(tracking_uri=tracking_uri)
     exp = client.get_experiment_by_name(name)
     if exp is None:
@@ -116,11 +122,18 @@ def load_experiment(name: str, tracking_uri: str) -> Experiment:
             f"experiment {name!r} has no finished trial runs yet (run: gradatlas run {name})"
         )
     kept, set_aside = newest_per_trial(runs)
-    records = _read_records(client, kept, "trial.json")
+    records = _read_records(client, kept, TRIAL_ARTIFACT)
     entries = []
     for run in kept:
-        record = records.get(run.info.run_id)
-        entries.append((_run_meta(run), record if record is not None else fallback_record(run)))
+        raw = records.get(run.info.run_id)
+        record = (
+            TrialRecord.from_json(raw)
+            if raw is not None
+            else record_from_run_data(  # trial.json missing: its outcome still counts
+                run.data.tags, run.data.params, run.data.metrics, run.info.run_id
+            )
+        )
+        entries.append((_run_meta(run), record))
     experiment = experiment_from_records(
         entries, name=name, experiment_id=exp.experiment_id, tracking_uri=tracking_uri
     )
@@ -231,20 +244,20 @@ def _read_text(run: Any, client: Any, name: str) -> str | None:
 
 
 def _read_sweeps(client: Any, experiment_id: str) -> tuple[list[Sweep], int]:
-    runs = search_all(client, experiment_id, SWEEP_FILTER)
+    runs = search_all(client, experiment_id, SWEEPS)
     sweeps = []
     for run in runs[:MAX_SWEEPS_READ]:
-        env = _read_text(run, client, "environment.json")
-        resolved = _read_text(run, client, "suite.resolved.json")
+        env = _read_text(run, client, ENVIRONMENT_ARTIFACT)
+        resolved = _read_text(run, client, SUITE_RESOLVED_ARTIFACT)
         sweeps.append(
             Sweep(
                 run_id=run.info.run_id,
                 start_time=_timestamp(run.info.start_time),
                 status=run.info.status,
                 environment=_loads(env),
-                suite_yaml=_read_text(run, client, "suite.yaml"),
+                suite_yaml=_read_text(run, client, SUITE_YAML_ARTIFACT),
                 resolved=_loads(resolved),
-                factor_levels=_loads(_read_text(run, client, "factor_levels.json")),
+                factor_levels=_loads(_read_text(run, client, FACTOR_LEVELS_ARTIFACT)),
             )
         )
     return sweeps, len(runs)
@@ -273,33 +286,6 @@ def _run_meta(run: Any) -> dict[str, Any]:
     }
 
 
-def fallback_record(run: Any) -> dict[str, Any]:
-    """A record rebuilt from tags, ``factor.*`` params and summary metrics, for a run whose
-    ``trial.json`` is missing (an interrupted upload, a hand-made run): its outcome still counts,
-    it just has no curves or profiles to draw."""
-    tags, params = run.data.tags, run.data.params
-    return {
-        "schema": 0,
-        "trial_id": tags.get(TRIAL_ID, run.info.run_id),
-        "cell_id": tags.get(CELL_ID, ""),
-        "cell": tags.get("gradatlas.cell", ""),
-        "seed": _int(tags.get("gradatlas.seed")),
-        "suite": tags.get("gradatlas.suite", ""),
-        "factors": {
-            k[len(FACTOR_PREFIX) :]: v for k, v in params.items() if k.startswith(FACTOR_PREFIX)
-        },
-        "outcome": {"label": tags.get(OUTCOME, ""), "reason": tags.get("gradatlas.outcome_reason")},
-        "summary": dict(run.data.metrics),
-    }
-
-
-def _int(value: Any) -> int | None:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return None
-
-
 # -- frames --------------------------------------------------------------------------------------
 _NUMBERED = re.compile(r"^(\D*?)(-?\d+(?:\.\d*)?(?:[eE][-+]?\d+)?)(\D*)$")
 
@@ -318,13 +304,15 @@ def order_levels(labels: Iterable[str]) -> list[str]:
 
 
 def experiment_from_records(
-    entries: Iterable[tuple[dict[str, Any], dict[str, Any]]],
+    entries: Iterable[tuple[dict[str, Any], TrialRecord | dict[str, Any]]],
     *,
     name: str,
     experiment_id: str = "",
     tracking_uri: str = "",
 ) -> Experiment:
-    """Build the frames from (run metadata, trial record) pairs, already one per trial id.
+    """Build the frames from (run metadata, trial record) pairs, already one per trial id. A
+    record may be a ``TrialRecord`` or parsed ``trial.json`` of any version (read through
+    ``TrialRecord.from_json``).
 
     Kept apart from the MLflow read so the statistics and the section logic can be exercised on
     records made in memory.
@@ -332,26 +320,26 @@ def experiment_from_records(
     rows: list[dict[str, Any]] = []
     records: dict[str, dict[str, Any]] = {}
     factors: list[str] = []
-    for meta, record in entries:
+    for meta, given in entries:
         run_id = meta["run_id"]
-        records[run_id] = record
-        outcome = record.get("outcome") or {}
+        record = given if isinstance(given, TrialRecord) else TrialRecord.from_json(given)
+        records[run_id] = record.to_dict()
         row = {
             "run_id": run_id,
-            "trial_id": record.get("trial_id", run_id),
-            "cell_id": record.get("cell_id", ""),
-            "cell": record.get("cell", ""),
-            "seed": record.get("seed"),
-            "outcome": outcome.get("label") or meta.get("tag_outcome") or "",
-            "reason": outcome.get("reason") or "",
+            "trial_id": record.trial_id or run_id,
+            "cell_id": record.cell_id,
+            "cell": record.cell,
+            "seed": record.seed,
+            "outcome": record.outcome.label or meta.get("tag_outcome") or "",
+            "reason": record.outcome.reason,
             "start_time": meta.get("start_time"),
             "end_time": meta.get("end_time"),
         }
-        for key, level in (record.get("factors") or {}).items():
+        for key, level in record.factors.items():
             if key not in factors:
                 factors.append(key)
-            row[FACTOR_PREFIX + key] = str(level)
-        for key, value in (record.get("summary") or {}).items():
+            row[FACTOR_PREFIX + key] = level
+        for key, value in record.summary.items():
             if key not in row:
                 row[key] = value
         rows.append(row)

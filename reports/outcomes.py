@@ -1,77 +1,25 @@
-"""Sections 2, 5 and 6: outcome rates per cell, factor effects, leaderboards.
+"""The Outcome rates, Factor effects and Leaderboard sections: the report's numbers.
 
-These are the report's numbers. Rates are always shown with their Wilson interval and the raw
-k/n behind them (as ``data-*`` attributes in the HTML), so a reader can check any of them against
-MLflow and a test does.
+Rates are always shown with their Wilson interval and the raw k/n behind them (as ``data-*``
+attributes in the HTML), so a reader can check any of them against MLflow and a test does.
 """
 
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, field
 from functools import partial
 
 import numpy as np
 import pandas as pd
 
+from gradatlas.record import OUTCOMES
 from gradatlas.reports import figures, stats
-from gradatlas.reports.document import Cell, Column, Figure, Para, Section, Table
+from gradatlas.reports.context import HeatChoice, ReportContext
+from gradatlas.reports.document import Block, Cell, Column, Figure, Para, Table
 from gradatlas.reports.fmt import interval, join_and, num, pct, rate_cell
 from gradatlas.reports.load import Experiment
-from gradatlas.runners.outcome import OUTCOMES
 
-MAX_FACETS = 12  # more small multiples than this are unreadable; extra factors are pooled
-LEADERBOARD = 10
-
-
-@dataclass
-class HeatChoice:
-    """Which factors the outcome heatmaps put on rows, columns and facets, and why."""
-
-    rows: str | None
-    cols: str
-    facets: list[str]
-    pooled: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-
-
-def varying(exp: Experiment) -> list[str]:
-    """Factors with at least two levels in the data: the only ones that can show an effect."""
-    return [f for f in exp.factors if len(exp.levels[f]) >= 2]
-
-
-def choose_heat(exp: Experiment, wanted: tuple[str, ...]) -> HeatChoice | None:
-    """The requested pair where the suite has it; otherwise the factors with most levels."""
-    var = varying(exp)
-    present = [f for f in dict.fromkeys(wanted) if f in var]
-    notes = []
-    missing = [f for f in dict.fromkeys(wanted) if f not in var]
-    fill = sorted((f for f in var if f not in present), key=lambda f: -len(exp.levels[f]))
-    chosen = (present + fill)[:2]
-    if missing and var:
-        used = [f for f in chosen if f not in present]
-        notes.append(
-            f"The heatmaps were asked for {' x '.join(wanted)}, but "
-            f"{join_and(missing)} {'is' if len(missing) == 1 else 'are'} not a varying factor "
-            f"of this suite" + (f"; they use {join_and(used)} instead." if used else ".")
-        )
-    if not chosen:
-        return None
-    rows, cols = (chosen[0], chosen[1]) if len(chosen) == 2 else (None, chosen[0])
-    rest = [f for f in var if f not in chosen]
-    facets, pooled, count = [], [], 1
-    for f in rest:
-        if count * len(exp.levels[f]) <= MAX_FACETS:
-            facets.append(f)
-            count *= len(exp.levels[f])
-        else:
-            pooled.append(f)
-    if pooled:
-        notes.append(
-            f"Faceting by every remaining factor would need more than {MAX_FACETS} panels; the "
-            f"heatmaps pool over {join_and(pooled)} (each square counts all its trials)."
-        )
-    return HeatChoice(rows, cols, facets, pooled, notes)
+LEADERBOARD = 10  # rows per leaderboard
 
 
 def _heat_spec(exp: Experiment, choice: HeatChoice, outcome: str) -> figures.HeatSpec:
@@ -103,67 +51,77 @@ def _heat_spec(exp: Experiment, choice: HeatChoice, outcome: str) -> figures.Hea
     )
 
 
-def outcome_rates(exp: Experiment, choice: HeatChoice | None) -> Section:
-    """Section 2: the totals, the explosion and vanishing heatmaps, the per-cell rate table."""
-    sec = Section(2, "Outcome rates")
-    t = exp.trials
-    counts = t["outcome"].value_counts()
-    parts = [
-        f"{int(counts.get(o, 0))} {o} ({pct(counts.get(o, 0) / len(t))})"
-        for o in OUTCOMES
-        if counts.get(o, 0)
-    ]
-    sec.blocks.append(Para(f"Of the {len(t)} trials, {join_and(parts)}."))
-    if t.groupby("cell_id")["seed"].nunique().max() < 2:
-        sec.blocks.append(
-            Para(
-                "Each cell has one seed, so every rate below is 0% or 100% and its "
-                "interval is wide: the table records outcomes, not rates.",
-                note=True,
-            )
-        )
-    if choice is None:
-        sec.blocks.append(
-            Para("No heatmaps: this suite varies no factor (a single cell).", note=True)
-        )
-    else:
-        for note in choice.notes:
-            sec.blocks.append(Para(note, note=True))
-        over = f"{choice.rows} x {choice.cols}" if choice.rows else choice.cols
-        facet_text = f", one panel per {join_and(choice.facets)} level" if choice.facets else ""
-        for outcome, word in (("exploded", "Explosion"), ("vanished", "Vanishing")):
-            k = int(counts.get(outcome, 0))
-            if k == 0:
-                sec.blocks.append(
-                    Para(
-                        f"{word} rate: no trial {outcome}, so its heatmap (all 0%) is omitted.",
-                        note=True,
-                    )
-                )
-                continue
-            spec = _heat_spec(exp, choice, outcome)
-            sec.blocks.append(
-                Figure(
-                    name=f"heat-{outcome}",
-                    draw=partial(figures.rate_heatmaps, spec=spec),
-                    size=figures.heat_size(spec),
-                    caption=f"{word} rate over {over}{facet_text}: share of the cell's seeds that "
-                    f"{outcome}, with k/n. One colour scale for every panel (white is exactly "
-                    "0%); hatched squares were not run.",
+class OutcomeRates:
+    """The totals, the explosion and vanishing heatmaps, the per-cell rate table."""
+
+    title = "Outcome rates"
+
+    def build(self, ctx: ReportContext) -> list[Block]:
+        exp, choice = ctx.exp, ctx.heat
+        t = exp.trials
+        counts = t["outcome"].value_counts()
+        parts = [
+            f"{int(counts.get(o, 0))} {o} ({pct(counts.get(o, 0) / len(t))})"
+            for o in OUTCOMES
+            if counts.get(o, 0)
+        ]
+        blocks: list[Block] = [Para(f"Of the {len(t)} trials, {join_and(parts)}.")]
+        if ctx.cells["seeds"].max() < 2:
+            blocks.append(
+                Para(
+                    "Each cell has one seed, so every rate below is 0% or 100% and its "
+                    "interval is wide: the table records outcomes, not rates.",
+                    note=True,
                 )
             )
-    shared = shared_level_cells(exp)
-    if shared:
-        sec.blocks.append(
-            Para(
-                f"{shared} cells share all their factor levels with another cell: the suite's "
-                "fixed settings changed between runs. The table lists them apart (by cell id); "
-                "the heatmaps and factor effects pool them.",
-                note=True,
+        if choice is None:
+            blocks.append(
+                Para("No heatmaps: this suite varies no factor (a single cell).", note=True)
+            )
+        else:
+            blocks += [Para(note, note=True) for note in choice.notes]
+            blocks += _heatmaps(exp, choice, counts)
+        shared = shared_level_cells(exp)
+        if shared:
+            blocks.append(
+                Para(
+                    f"{shared} cells share all their factor levels with another cell: the "
+                    "suite's fixed settings changed between runs. The table lists them apart (by "
+                    "cell id); the heatmaps and factor effects pool them.",
+                    note=True,
+                )
+            )
+        blocks.append(cell_rate_table(ctx, with_id=bool(shared)))
+        return blocks
+
+
+def _heatmaps(exp: Experiment, choice: HeatChoice, counts: pd.Series) -> list[Block]:
+    """The explosion and vanishing heatmaps, or a note for an outcome that never occurred."""
+    blocks: list[Block] = []
+    over = f"{choice.rows} x {choice.cols}" if choice.rows else choice.cols
+    facet_text = f", one panel per {join_and(choice.facets)} level" if choice.facets else ""
+    for outcome, word in (("exploded", "Explosion"), ("vanished", "Vanishing")):
+        k = int(counts.get(outcome, 0))
+        if k == 0:
+            blocks.append(
+                Para(
+                    f"{word} rate: no trial {outcome}, so its heatmap (all 0%) is omitted.",
+                    note=True,
+                )
+            )
+            continue
+        spec = _heat_spec(exp, choice, outcome)
+        blocks.append(
+            Figure(
+                name=f"heat-{outcome}",
+                draw=partial(figures.rate_heatmaps, spec=spec),
+                size=figures.heat_size(spec),
+                caption=f"{word} rate over {over}{facet_text}: share of the cell's seeds that "
+                f"{outcome}, with k/n. One colour scale for every panel (white is exactly "
+                "0%); hatched squares were not run.",
             )
         )
-    sec.blocks.append(cell_rate_table(exp, with_id=bool(shared)))
-    return sec
+    return blocks
 
 
 def shared_level_cells(exp: Experiment) -> int:
@@ -175,9 +133,9 @@ def shared_level_cells(exp: Experiment) -> int:
     return int(dup.sum())
 
 
-def cell_rate_table(exp: Experiment, with_id: bool = False) -> Table:
+def cell_rate_table(ctx: ReportContext, with_id: bool = False) -> Table:
     """Per cell: its levels, seeds, and each outcome's rate with Wilson 95% interval."""
-    table = stats.cell_table(exp)
+    exp, table = ctx.exp, ctx.cells
     cols = [Column(f, weight=1.0) for f in exp.factors] or [Column("cell", weight=2.0)]
     if with_id:
         cols.append(Column("cell id", weight=1.0))
@@ -203,23 +161,31 @@ def cell_rate_table(exp: Experiment, with_id: bool = False) -> Table:
     )
 
 
-# -- section 5 -----------------------------------------------------------------------------------
-def factor_effects(exp: Experiment) -> Section:
-    """Section 5: which factor matters most, from the marginal rates of each level."""
-    sec = Section(5, "Factor effects")
-    var = varying(exp)
-    if not var:
-        sec.blocks.append(
-            Para(
-                "Skipped: this suite varies no factor, so there is no effect to compare.", note=True
-            )
-        )
-        return sec
+# -- factor effects ------------------------------------------------------------------------------
+class FactorEffects:
+    """Which factor matters most, from the marginal rates of each level."""
+
+    title = "Factor effects"
+
+    def build(self, ctx: ReportContext) -> list[Block]:
+        if not ctx.varying:
+            return [
+                Para(
+                    "Skipped: this suite varies no factor, so there is no effect to compare.",
+                    note=True,
+                )
+            ]
+        return _effects_blocks(ctx)
+
+
+def _effects_blocks(ctx: ReportContext) -> list[Block]:
+    exp, var = ctx.exp, ctx.varying
+    blocks: list[Block] = []
     effects = stats.level_effects(exp)
     effects = effects[effects["factor"].isin(var)]
-    with_acc = stats.accuracy_key(exp) is not None
+    with_acc = ctx.accuracy_key is not None
     if len(var) == 1:
-        sec.blocks.append(
+        blocks.append(
             Para(
                 f"Only {var[0]} varies, so there is no other factor to compare it "
                 "with; its levels' marginal rates are shown.",
@@ -229,14 +195,14 @@ def factor_effects(exp: Experiment) -> Section:
     ranges = stats.factor_ranges(effects)
     if len(var) > 1:
         top = ranges.iloc[0]
-        sec.blocks.append(
+        blocks.append(
             Para(
                 f"Pooling every trial at a level (all seeds, all levels of the other factors), "
                 f"{top['factor']} moves the convergence rate most: by {pct(top['conv_range'])} "
                 "between its best and worst level."
             )
         )
-    sec.blocks.append(
+    blocks.append(
         Figure(
             name="factor-effects",
             draw=partial(
@@ -262,7 +228,7 @@ def factor_effects(exp: Experiment) -> Section:
         ]
         for _, r in ranges.iterrows()
     ]
-    sec.blocks.append(
+    blocks.append(
         Table(
             [
                 Column("factor", weight=1.5),
@@ -296,7 +262,7 @@ def factor_effects(exp: Experiment) -> Section:
             ]
         )
         attrs.append({"factor": r["factor"], "level": r["level"]})
-    sec.blocks.append(
+    blocks.append(
         Table(
             [
                 Column("factor"),
@@ -313,7 +279,7 @@ def factor_effects(exp: Experiment) -> Section:
             "interval.",
         )
     )
-    return sec
+    return blocks
 
 
 def _acc_range(x: float) -> str:
@@ -331,18 +297,26 @@ def _acc_interval(lo: float, hi: float) -> str:
     return interval(lo, hi, scale=1.0, digits=3)
 
 
-# -- section 6 -----------------------------------------------------------------------------------
-def leaderboard(exp: Experiment) -> Section:
-    """Section 6: the best cells by accuracy and the fastest by steps to target."""
-    sec = Section(6, "Leaderboard")
-    table = stats.cell_table(exp)
+# -- leaderboard ---------------------------------------------------------------------------------
+class Leaderboard:
+    """The best cells by accuracy and the fastest by steps to target."""
+
+    title = "Leaderboard"
+
+    def build(self, ctx: ReportContext) -> list[Block]:
+        return _leaderboard_blocks(ctx)
+
+
+def _leaderboard_blocks(ctx: ReportContext) -> list[Block]:
+    exp, table = ctx.exp, ctx.cells
+    blocks: list[Block] = []
     label_cols = [Column(f) for f in exp.factors] or [Column("cell", weight=2.0)]
 
     def labels(r: pd.Series) -> list[Cell]:
         return [Cell(str(r[exp.fcol(f)])) for f in exp.factors] or [Cell(str(r["cell"]))]
 
-    if stats.accuracy_key(exp) is None:
-        sec.blocks.append(
+    if ctx.accuracy_key is None:
+        blocks.append(
             Para(
                 "No accuracy leaderboard: these trials recorded no validation "
                 "accuracy (a regression suite).",
@@ -357,7 +331,7 @@ def leaderboard(exp: Experiment) -> Section:
         )
         one_seed = int(best["acc_n"].max()) < 2 if len(best) else True
         if one_seed:
-            sec.blocks.append(Para("One seed per cell: accuracies have no interval.", note=True))
+            blocks.append(Para("One seed per cell: accuracies have no interval.", note=True))
         rows = [
             [
                 Cell(str(i + 1)),
@@ -371,7 +345,7 @@ def leaderboard(exp: Experiment) -> Section:
             ]
             for i, (_, r) in enumerate(best.iterrows())
         ]
-        sec.blocks.append(
+        blocks.append(
             Table(
                 [
                     Column("#", "right", 0.3),
@@ -388,8 +362,8 @@ def leaderboard(exp: Experiment) -> Section:
         )
     fast = table[table["n_target"] > 0].assign(share=lambda d: d["n_target"] / d["n"])
     if fast.empty:
-        sec.blocks.append(Para("No speed leaderboard: no trial reached the target.", note=True))
-        return sec
+        blocks.append(Para("No speed leaderboard: no trial reached the target.", note=True))
+        return blocks
     fast = fast.sort_values(["share", "steps_median"], ascending=[False, True], kind="stable").head(
         LEADERBOARD
     )
@@ -403,7 +377,7 @@ def leaderboard(exp: Experiment) -> Section:
         ]
         for i, (_, r) in enumerate(fast.iterrows())
     ]
-    sec.blocks.append(
+    blocks.append(
         Table(
             [
                 Column("#", "right", 0.3),
@@ -418,7 +392,7 @@ def leaderboard(exp: Experiment) -> Section:
             "target), then fewest median steps among the seeds that reached it.",
         )
     )
-    return sec
+    return blocks
 
 
 def _outcome_mix(r: pd.Series) -> str:

@@ -1,4 +1,5 @@
-"""Sections 1 and 7: what was run, where, with what, and by which rules it was judged.
+"""The Overview and Methods sections: what was run, where, with what, and by which rules it was
+judged.
 
 Everything here comes from the records (trial configs, ``environment.json`` and ``suite.yaml`` of
 the sweep runs), so the provenance printed is the provenance of the numbers, even when the suite
@@ -7,6 +8,7 @@ file has since changed.
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import json
 import re
@@ -16,12 +18,14 @@ from pathlib import Path
 from typing import Any
 
 from gradatlas.identity import canonical_json
+from gradatlas.reports.context import ReportContext
+from gradatlas.reports.document import Block, Column, KeyValues, Para, Pre, Table
 from gradatlas.reports.document import Cell as C
-from gradatlas.reports.document import Column, KeyValues, Para, Pre, Section, Table
 from gradatlas.reports.fmt import num, plural
 from gradatlas.reports.load import Experiment
 
 MISSING = object()
+RULES_MODULE = "gradatlas.runners.outcome"  # its docstring states the outcome rules
 
 
 def common(exp: Experiment, *path: str) -> Any:
@@ -54,28 +58,37 @@ def describe(value: Any) -> str:
     return str(value)
 
 
-def seeds_text(exp: Experiment) -> str:
+def seeds_text(ctx: ReportContext) -> str:
     """Seeds per cell: one number, or a range when cells differ (an unfinished sweep)."""
-    per_cell = exp.trials.groupby("cell_id")["seed"].nunique()
+    per_cell = ctx.cells["seeds"]
     lo, hi = int(per_cell.min()), int(per_cell.max())
     return f"{lo}" if lo == hi else f"{lo}–{hi} (cells differ)"
 
 
-def header(exp: Experiment, built_at: datetime) -> Section:
-    """Section 1: what was run, on what data and budget, where, and how to open it."""
-    sec = Section(1, "Overview")
-    t = exp.trials
-    description = _description(exp)
-    if description:
-        sec.blocks.append(Para(description))
-    cells = t["cell_id"].nunique()
+class Overview:
+    """What was run, on what data and budget, where, and how to open it."""
+
+    title = "Overview"
+
+    def build(self, ctx: ReportContext) -> list[Block]:
+        exp = ctx.exp
+        blocks: list[Block] = []
+        description = _description(exp)
+        if description:
+            blocks.append(Para(description))
+        blocks.append(KeyValues(_overview_items(ctx)))
+        return blocks
+
+
+def _overview_items(ctx: ReportContext) -> list[tuple[str, str]]:
+    exp, t = ctx.exp, ctx.exp.trials
     items = [
         ("Suite / experiment", f"{exp.name}"),
-        ("Report built", built_at.strftime("%Y-%m-%d %H:%M UTC")),
+        ("Report built", ctx.built_at.strftime("%Y-%m-%d %H:%M UTC")),
         (
             "Trials",
-            f"{len(t)} finished trials in {plural(cells, 'cell')}; "
-            f"seeds per cell: {seeds_text(exp)}",
+            f"{len(t)} finished trials in {plural(len(ctx.cells), 'cell')}; "
+            f"seeds per cell: {seeds_text(ctx)}",
         ),
         ("Re-runs", _set_aside_text(exp)),
         ("Trials ran", _span(t)),
@@ -96,8 +109,7 @@ def header(exp: Experiment, built_at: datetime) -> Section:
                 "trial.json; their outcomes count, but they have no curves or profiles",
             )
         )
-    sec.blocks.append(KeyValues(items))
-    return sec
+    return items
 
 
 def _description(exp: Experiment) -> str:
@@ -143,14 +155,16 @@ def _dataset_text(exp: Experiment) -> str:
 
 
 def _model_text(exp: Experiment) -> str:
-    model = common(exp, "model")
-    if model is not MISSING:
-        return describe(model)
-    parts = []
-    for key in ("family", "width", "depth", "activation", "init", "norm", "dropout", "residual"):
-        value = common(exp, "model", key)
-        parts.append(f"{key}={describe(value)}")
-    return ", ".join(parts)
+    """Every key of the resolved ``config["model"]``, in the record's order, each with its value
+    where all trials agree and "varies" where they do not (a factor, or a changed suite)."""
+    keys: dict[str, None] = {}
+    for record in exp.records.values():
+        model = (record.get("config") or {}).get("model")
+        if isinstance(model, dict):
+            keys.update(dict.fromkeys(model))
+    if not keys:
+        return "not recorded"
+    return ", ".join(f"{key}={describe(common(exp, 'model', key))}" for key in keys)
 
 
 def _budget_text(exp: Experiment) -> str:
@@ -237,22 +251,24 @@ def _mlflow_items(exp: Experiment) -> list[tuple[str, str]]:
     ]
 
 
-# -- section 7 -----------------------------------------------------------------------------------
-def methods(exp: Experiment) -> Section:
-    """Section 7: the rules and thresholds that labelled the trials, how the statistics are
-    computed, and the commands that reproduce the experiment."""
-    from gradatlas.runners import outcome
+# -- methods -------------------------------------------------------------------------------------
+class Methods:
+    """The rules and thresholds that labelled the trials, how the statistics are computed, and
+    the commands that reproduce the experiment."""
 
-    sec = Section(7, "Methods")
-    sec.blocks.append(
-        Para(
-            "Outcome rules, verbatim from gradatlas.runners.outcome (the code that "
-            "labelled every trial):"
-        )
-    )
-    sec.blocks.append(Pre((outcome.__doc__ or "").strip("\n")))
-    sec.blocks += _threshold_blocks(exp)
-    sec.blocks.append(
+    title = "Methods"
+
+    def build(self, ctx: ReportContext) -> list[Block]:
+        return _methods_blocks(ctx.exp)
+
+
+def _methods_blocks(exp: Experiment) -> list[Block]:
+    blocks: list[Block] = [
+        Para(f"Outcome rules, verbatim from {RULES_MODULE} (the code that labelled every trial):"),
+        Pre(outcome_rules()),
+    ]
+    blocks += _threshold_blocks(exp)
+    blocks.append(
         Para(
             "Statistics: a cell's rate is the share of its seeds with that outcome, with a "
             "Wilson score 95% interval. Factor effects pool every trial at a level (all seeds "
@@ -263,18 +279,32 @@ def methods(exp: Experiment) -> Section:
             "the newest is used."
         )
     )
-    sec.blocks.append(Para("Reproduce the whole experiment, then this report:"))
-    sec.blocks.append(Pre(_reproduce(exp)))
+    blocks.append(Para("Reproduce the whole experiment, then this report:"))
+    blocks.append(Pre(_reproduce(exp)))
     yaml_text = next((s.suite_yaml for s in exp.sweeps if s.suite_yaml), None)
     if yaml_text:
-        sec.blocks.append(
+        blocks.append(
             Para("The suite file as given to the newest sweep (archived in MLflow as suite.yaml):")
         )
-        sec.blocks.append(Pre(yaml_text.rstrip("\n")))
+        blocks.append(Pre(yaml_text.rstrip("\n")))
     envs = [s for s in exp.sweeps if s.environment]
     if len({_env_key(s.environment) for s in envs}) > 1:  # type: ignore[arg-type]
-        sec.blocks.append(_env_table(envs))
-    return sec
+        blocks.append(_env_table(envs))
+    return blocks
+
+
+def outcome_rules() -> str:
+    """The docstring of the module whose rules labelled the trials, read from its source rather
+    than imported: the report stays independent of the runners (and of torch), while the rules it
+    prints are still the code's own words, not a copy that could drift."""
+    package, _, module = RULES_MODULE.rpartition(".")
+    spec = importlib.util.find_spec(package)
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        path = Path(folder) / f"{module}.py"
+        if path.is_file():
+            doc = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8")), clean=False)
+            return (doc or "").strip("\n")
+    return f"(not available: {RULES_MODULE} is not installed beside this report's code)"
 
 
 def _threshold_blocks(exp: Experiment) -> list[Any]:

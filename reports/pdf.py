@@ -26,9 +26,9 @@ from gradatlas.reports.document import (
     Figure,
     Heading,
     KeyValues,
+    NumberedSection,
     Para,
     Pre,
-    Section,
     Table,
 )
 
@@ -451,7 +451,7 @@ def _min_height(block: Any) -> float:
     return 0.5
 
 
-def _section(p: Pager, s: Section, counter: list[int]) -> None:
+def _section(p: Pager, s: NumberedSection, counter: list[int]) -> None:
     # A section title never ends a page, nor sits (with its opening lines) above white space
     # left by a chart that did not fit: keep it with the leading paragraphs and the next block.
     keep = 0.75
@@ -462,7 +462,7 @@ def _section(p: Pager, s: Section, counter: list[int]) -> None:
     p.ensure(keep)
     if p.y > TOP + 0.01:
         p.y += 0.18
-    p.text(LEFT, None, f"{s.number}. {s.title}", 14, bold=True)
+    p.text(LEFT, None, s.heading, 14, bold=True)
     p.y += 0.3
     p.hline(p.y, INK, 1.0)
     p.y += 0.14

@@ -1,20 +1,47 @@
-"""Experiment -> Document: the seven sections, in order, with the choices they share.
+"""Experiment -> Document: the report's sections, in the one order they are shown and numbered.
 
-The choices made once here (which factors the heatmaps use, which factor the curves split by) are
-passed to every section that depends on them, so the report never contradicts itself.
+A section is one object with a ``title`` and ``build(ctx)``, the blocks it shows, given the
+``ReportContext`` that every section reads (so they never contradict each other). Its number is
+its place in ``SECTIONS`` and nothing else: adding a section is one class and one entry below.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
+from typing import Protocol
 
 from gradatlas.reports import dynamics, outcomes, overview
-from gradatlas.reports.document import Document
+from gradatlas.reports.context import DEFAULT_HEATMAP_FACTORS, ReportContext, make_context
+from gradatlas.reports.document import Block, Document, NumberedSection
 from gradatlas.reports.fmt import plural
 from gradatlas.reports.load import Experiment
 
-DEFAULT_HEATMAP_FACTORS = ("depth", "activation")
+__all__ = ["DEFAULT_HEATMAP_FACTORS", "SECTIONS", "Section", "build_document", "document_for"]
+
+
+class Section(Protocol):
+    """One part of the report: its title, and the blocks it shows for one report's context.
+
+    ``build`` reads the context and decides nothing another section also needs (that belongs
+    in ``context.make_context``); a part it cannot show is a ``Para(..., note=True)`` saying why,
+    never a silently missing block.
+    """
+
+    title: str
+
+    def build(self, ctx: ReportContext) -> list[Block]: ...
+
+
+SECTIONS: list[Section] = [
+    overview.Overview(),
+    outcomes.OutcomeRates(),
+    dynamics.Convergence(),
+    dynamics.GradientProfiles(),
+    outcomes.FactorEffects(),
+    outcomes.Leaderboard(),
+    overview.Methods(),
+]
 
 
 def build_document(
@@ -27,25 +54,25 @@ def build_document(
     """The whole report as blocks. ``heatmap_factors`` = (rows, columns) of the outcome
     heatmaps; ``curve_factor`` = the factor with one line per level in the convergence curves
     (default: the heatmaps' column factor)."""
-    built_at = built_at or datetime.now(UTC)
-    heat = outcomes.choose_heat(exp, tuple(heatmap_factors))
-    factor, facet, notes = dynamics.choose_curve_factor(exp, curve_factor, heat)
-    sections = [
-        overview.header(exp, built_at),
-        outcomes.outcome_rates(exp, heat),
-        dynamics.convergence(exp, factor, facet, notes),
-        dynamics.gradients(exp, factor),
-        outcomes.factor_effects(exp),
-        outcomes.leaderboard(exp),
-        overview.methods(exp),
+    ctx = make_context(
+        exp, heatmap_factors=heatmap_factors, curve_factor=curve_factor, built_at=built_at
+    )
+    return document_for(ctx, SECTIONS)
+
+
+def document_for(ctx: ReportContext, sections: Sequence[Section]) -> Document:
+    """``sections`` built for ``ctx`` and numbered from 1 in the order given."""
+    exp = ctx.exp
+    numbered = [
+        NumberedSection(number, section.title, section.build(ctx))
+        for number, section in enumerate(sections, start=1)
     ]
-    cells = exp.trials["cell_id"].nunique()
     subtitle = (
-        f"{plural(len(exp.trials), 'trial')} in {plural(cells, 'cell')} · "
-        f"MLflow experiment '{exp.name}' · built {built_at:%Y-%m-%d %H:%M} UTC"
+        f"{plural(len(exp.trials), 'trial')} in {plural(len(ctx.cells), 'cell')} · "
+        f"MLflow experiment '{exp.name}' · built {ctx.built_at:%Y-%m-%d %H:%M} UTC"
     )
     footer = (
         "Built by gradatlas from the MLflow records alone; every number can be traced to a "
         "run in the experiment above."
     )
-    return Document(f"gradatlas report: {exp.name}", subtitle, sections, footer)
+    return Document(f"gradatlas report: {exp.name}", subtitle, numbered, footer)

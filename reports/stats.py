@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from gradatlas.record import OUTCOMES
 from gradatlas.reports.load import Experiment
-from gradatlas.runners.outcome import OUTCOMES
 
 Z95 = 1.959963984540054  # two-sided 95% normal quantile
 ACC_BOUNDS = (0.0, 1.0)

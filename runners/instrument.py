@@ -18,6 +18,7 @@ import pytorch_lightning as pl
 import torch
 
 from gradatlas.models import GradModel
+from gradatlas.runners.outcome import explosion_mask
 
 
 class GradientInstrument(pl.Callback):
@@ -125,11 +126,8 @@ class GradientInstrument(pl.Callback):
         window = slice(self._checked_upto, step + 1)  # steps not yet checked
         self._checked_upto = step + 1
         loss, gn = self.step_loss[window], self.step_grad_norm[window]
-        finite = torch.isfinite(gn)
-        bad = (~torch.isfinite(loss)).any() | (finite & (gn > self.explode_grad_norm)).any()
-        if not self.grad_overflow_skipped:
-            bad = bad | (~finite).any()
-        if bool(bad):
+        bad = explosion_mask(loss, gn, self.explode_grad_norm, self.grad_overflow_skipped)
+        if bool(bad.any()):  # the one host sync of the check
             self.exploded = True
             trainer.should_stop = True
 

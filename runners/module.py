@@ -14,7 +14,8 @@ import torch
 from torch.nn import functional as F
 
 from gradatlas.models import GradModel
-from gradatlas.runners.optim import NATIVELY_DECOUPLED, SCHEDULES, build_optimizer
+from gradatlas.optim import SCHEDULES, build_optimizer, natively_decoupled
+from gradatlas.suites.spec import Named, OptimSpec
 
 
 def loss_for(task: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
@@ -26,21 +27,22 @@ class TrialModule(pl.LightningModule):
     def __init__(
         self,
         model: GradModel,
-        optim_cfg: dict[str, Any],
-        schedule_cfg: dict,
+        optim: OptimSpec,
+        schedule: Named,
         total_steps: int,
         task: str,
     ):
         super().__init__()
         self.model = model
-        self.optim_cfg = optim_cfg
-        self.schedule_cfg = schedule_cfg
+        self.optim = optim
+        self.schedule = schedule
         self.total_steps = total_steps
         self.loss_fn = loss_for(task)
         # Decoupled (AdamW-style) decay for optimizers that only know the coupled kind.
+        wd = optim.weight_decay
         self.decoupled_wd = (
-            optim_cfg["weight_decay"]
-            if optim_cfg["wd_mode"] == "decoupled" and optim_cfg["name"] not in NATIVELY_DECOUPLED
+            wd.value
+            if wd.mode == "decoupled" and not natively_decoupled(optim.optimizer.name)
             else 0.0
         )
 
@@ -52,9 +54,8 @@ class TrialModule(pl.LightningModule):
         return self.loss_fn(self.model(x), y)
 
     def configure_optimizers(self) -> dict[str, Any]:
-        optimizer = build_optimizer(self.model.parameters(), self.optim_cfg)
-        options = {k: v for k, v in self.schedule_cfg.items() if k != "name"}
-        multiplier = SCHEDULES.build(self.schedule_cfg["name"], self.total_steps, **options)
+        optimizer = build_optimizer(self.model.parameters(), self.optim)
+        multiplier = SCHEDULES.build(self.schedule.name, self.total_steps, **self.schedule.options)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, multiplier)
         return {
             "optimizer": optimizer,

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-OUTCOMES = ("converged", "unconverged", "stalled", "vanished", "exploded")
+from gradatlas.record import OUTCOMES as OUTCOMES  # re-exported; the names live in the record
 
 
 @dataclass
@@ -63,17 +63,38 @@ def _first(mask: np.ndarray) -> int | None:
     return int(hits[0]) if hits.size else None
 
 
+def _isfinite(x: Any) -> Any:
+    # A torch tensor has its own isfinite (and may live on a GPU); numpy arrays use np.isfinite.
+    return x.isfinite() if hasattr(x, "isfinite") else np.isfinite(x)
+
+
+def explosion_mask(
+    loss: Any, grad_norm: Any, threshold: float, grad_overflow_skipped: bool = False
+) -> Any:
+    """Rule 1, step by step: True at each step whose training loss is not finite, or whose global
+    gradient norm exceeds ``threshold`` or (unless ``grad_overflow_skipped``, see the module
+    docstring) is not finite. Elementwise on numpy arrays or on torch tensors of equal length,
+    wherever they live: the outcome rule and the instrument's early stop are this one test."""
+    finite_gn = _isfinite(grad_norm)
+    bad = ~_isfinite(loss) | (finite_gn & (grad_norm > threshold))
+    if not grad_overflow_skipped:
+        bad = bad | ~finite_gn
+    return bad
+
+
+def explosion_step(
+    loss: np.ndarray, grad_norm: np.ndarray, threshold: float, grad_overflow_skipped: bool = False
+) -> int | None:
+    """The first step ``explosion_mask`` flags, or None."""
+    with np.errstate(invalid="ignore"):
+        return _first(explosion_mask(loss, grad_norm, threshold, grad_overflow_skipped))
+
+
 def classify(trace: Trace, thresholds: dict[str, Any]) -> Outcome:
     t = thresholds
     # 1. exploded
     loss, gn = trace.step_loss, trace.step_grad_norm
-    with np.errstate(invalid="ignore"):
-        finite_gn = np.isfinite(gn)
-        too_big = finite_gn & (gn > t["explode_grad_norm"])
-        bad_step = ~np.isfinite(loss) | too_big
-        if not trace.grad_overflow_skipped:
-            bad_step |= ~finite_gn
-    first_bad = _first(bad_step)
+    first_bad = explosion_step(loss, gn, t["explode_grad_norm"], trace.grad_overflow_skipped)
     bad_eval = _first(~np.isfinite(trace.val_loss))
     if first_bad is not None or bad_eval is not None:
         step = first_bad if first_bad is not None else int(trace.eval_steps[bad_eval])

@@ -16,9 +16,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import TextIO
 
+from gradatlas.record import OUTCOME, OUTCOME_ORDER, final_label
 from gradatlas.suites import Suite
-
-OUTCOME_ORDER = ("converged", "unconverged", "stalled", "vanished", "exploded", "killed")
 
 
 @dataclass
@@ -145,7 +144,7 @@ def run_suite(
                 summary.fit_s += result.timing["fit_time_s"]
                 summary.instrument_s += result.timing["instrument_time_s"]
                 summary.trial_s += result.timing["wall_time_s"]
-                label = "killed" if result.interrupted else result.outcome.label
+                label = final_label(result.outcome.label, result.interrupted)
                 summary.ran += 1
                 progress.update(trial.run_name, label, time.perf_counter() - t_trial)
                 if result.interrupted:
@@ -164,7 +163,7 @@ def run_suite(
 
 def outcome_table(tracking_uri: str, suite: Suite) -> tuple[list[str], list[tuple[str, Counter]]]:
     """Outcome counts per cell over every finished trial of this suite's current plan."""
-    from gradatlas.runners.tracking import OUTCOME, Tracker
+    from gradatlas.runners.tracking import Tracker
 
     tracker = Tracker(tracking_uri)
     exp_id = tracker.ensure_experiment(suite.name)

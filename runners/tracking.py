@@ -8,30 +8,48 @@ per metric: on SQLite that costs seconds per trial).
 
 from __future__ import annotations
 
-import json
-import logging
-import math
 import os
 import platform
 import socket
 import subprocess
 import time
-from datetime import UTC, datetime
+from collections.abc import Sequence
+from dataclasses import replace
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from gradatlas.identity import flatten
-
-KIND, TRIAL_ID, CELL_ID, OUTCOME = (
-    "gradatlas.kind",
-    "gradatlas.trial_id",
-    "gradatlas.cell_id",
-    "gradatlas.outcome",
+from gradatlas.record import CELL_ID as CELL_ID
+from gradatlas.record import (
+    ENVIRONMENT_ARTIFACT,
+    FACTOR_LEVELS_ARTIFACT,
+    FINISHED_TRIALS,
+    MAX_REASON_TAG,
+    OVERRIDES,
+    OVERRIDES_ARTIFACT,
+    SUITE,
+    SUITE_RESOLVED_ARTIFACT,
+    SUITE_YAML_ARTIFACT,
+    TRIAL_ARTIFACT,
+    TRIAL_ID,
+    RecordedOutcome,
+    SweepRecord,
+    TrialRecord,
+    factor_levels,
+    final_label,
+    quiet_mlflow,
+    search_all,
+    trial_metrics,
+    trial_params,
+    trial_tags,
+    utc_now,
 )
-FINISHED_TRIALS = f"tags.`{KIND}` = 'trial' and attributes.status = 'FINISHED'"
+from gradatlas.record import KIND as KIND
+from gradatlas.record import OUTCOME as OUTCOME
+
+# CELL_ID, KIND, OUTCOME, FINISHED_TRIALS and search_all are re-exported for callers written
+# before gradatlas.record existed; new code imports the record's names from there.
 DEFAULT_DIR = Path("runs")
-CURVE_KEYS = {"loss": "train_loss", "grad_norm": "grad_norm", "lr": "lr"}
 
 
 def default_tracking_uri(root: Path | None = None) -> str:
@@ -44,36 +62,9 @@ def sqlite_path(uri: str) -> Path | None:
     return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
 
 
-def search_all(client: Any, experiment_id: str, filter_string: str) -> list[Any]:
-    """Every active run matching ``filter_string``, newest first, across result pages."""
-    from mlflow.entities import ViewType
-
-    runs: list[Any] = []
-    token = None
-    while True:
-        page = client.search_runs(
-            [experiment_id],
-            filter_string=filter_string,
-            run_view_type=ViewType.ACTIVE_ONLY,
-            max_results=1000,
-            order_by=["attributes.start_time DESC"],
-            page_token=token,
-        )
-        runs.extend(page)
-        token = page.token
-        if not token:
-            return runs
-
-
 def resolve_tracking_uri(cli_uri: str | None = None) -> str:
     """``--tracking-uri`` beats ``MLFLOW_TRACKING_URI`` beats the local SQLite default."""
     return cli_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
-
-
-def _quiet_mlflow() -> None:
-    # Alembic announces every migration of a new SQLite store at INFO; users need none of it.
-    for name in ("alembic", "mlflow.store.db.utils", "mlflow.tracking"):
-        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def environment() -> dict[str, Any]:
@@ -118,7 +109,7 @@ class Tracker:
     already done, and a way to record one trial."""
 
     def __init__(self, tracking_uri: str):
-        _quiet_mlflow()
+        quiet_mlflow()
         from mlflow.tracking import MlflowClient
 
         self.uri = tracking_uri
@@ -136,9 +127,7 @@ class Tracker:
         artifacts = None
         if self.db is not None:  # artifacts beside the local store, not in the cwd
             artifacts = (self.db.parent / "artifacts").resolve().as_uri()
-        return self.client.create_experiment(
-            name, artifact_location=artifacts, tags={"gradatlas.suite": name}
-        )
+        return self.client.create_experiment(name, artifact_location=artifacts, tags={SUITE: name})
 
     def finished_trials(self, experiment_id: str) -> dict[str, dict[str, str]]:
         """trial id -> tags of its newest FINISHED trial run: what resume skips."""
@@ -148,134 +137,137 @@ class Tracker:
         return done
 
     def start_sweep(self, experiment_id: str, suite: Any, planned: int, todo: int) -> str:
-        run = self.client.create_run(
+        return log_sweep(
+            self.client,
             experiment_id,
-            run_name=f"sweep-{time.strftime('%Y%m%d-%H%M%S')}",
-            tags={
-                KIND: "sweep",
-                "gradatlas.suite": suite.name,
-                "gradatlas.planned_trials": str(planned),
-                "gradatlas.todo_trials": str(todo),
-            },
+            SweepRecord(suite.name, planned=planned, todo=todo),
+            suite_yaml=suite.text,
+            resolved=suite.spec.model_dump(mode="json"),
+            environment=environment(),
+            levels=factor_levels(trial.factors for trial in suite.trials),
+            overrides=getattr(suite, "overrides", ()),
         )
-        rid = run.info.run_id
-        self.client.log_text(rid, suite.text, "suite.yaml")
-        self.client.log_dict(rid, suite.spec.model_dump(mode="json"), "suite.resolved.json")
-        self.client.log_dict(rid, environment(), "environment.json")
-        # The suite's own level order per factor (reports sort axes by it).
-        levels: dict[str, list[str]] = {}
-        for trial in suite.trials:
-            for factor, label in trial.factors.items():
-                if label not in levels.setdefault(factor, []):
-                    levels[factor].append(label)
-        self.client.log_dict(rid, levels, "factor_levels.json")
-        return rid
 
     def end_sweep(self, run_id: str, status: str = "FINISHED") -> None:
         self.client.set_terminated(run_id, status=status)
 
     def record_trial(self, experiment_id: str, sweep_id: str | None, result: Any) -> str:
         """One trial run: tags, params, summary and curves in few ``log_batch`` calls, the whole
-        record as ``trial.json``. Returns the run id."""
-        from mlflow.entities import Metric, Param, RunTag
-
+        record as ``trial.json``. The run spans the trial's own time (its start is the trial's
+        wall time before now), so the MLflow UI's Duration is the trial's. Returns the run id."""
         t0 = time.perf_counter()
-        trial = result.trial
-        outcome = "killed" if result.interrupted else result.outcome.label
-        tags = {
-            KIND: "trial",
-            TRIAL_ID: trial.trial_id,
-            CELL_ID: trial.cell_id,
-            OUTCOME: outcome,
-            "gradatlas.cell": trial.cell,
-            "gradatlas.suite": trial.suite,
-            "gradatlas.seed": str(trial.seed),
-            "gradatlas.device": result.device,
-        }
-        if sweep_id:
-            tags["mlflow.parentRunId"] = sweep_id
-        run = self.client.create_run(experiment_id, run_name=trial.run_name, tags=tags)
-        rid = run.info.run_id
-        now = int(time.time() * 1000)
-        params = {k: _param(v) for k, v in flatten(trial.config).items()}
-        params |= {f"factor.{k}": v for k, v in trial.factors.items()}
-        metrics = [Metric(k, float(v), now, 0) for k, v in result.summary.items() if _finite(v)]
-        metrics += _curve_metrics(result.curves, now)
-        self.client.log_batch(
-            rid,
-            metrics=metrics,
-            params=[Param(k, v) for k, v in params.items()],
-            tags=[RunTag("gradatlas.outcome_reason", result.outcome.reason[:5000])],
+        start_ms = int(time.time() * 1000) - round(1000 * result.timing.get("wall_time_s", 0.0))
+        return log_trial(
+            self.client,
+            experiment_id,
+            trial_record(result),
+            run_name=result.trial.run_name,
+            parent_run=sweep_id,
+            start_ms=start_ms,
+            t0=t0,
         )
-        record = trial_record(result)
-        logging_s = time.perf_counter() - t0
-        record["timing"]["logging_time_s"] = logging_s
-        self.client.log_text(rid, json.dumps(record, allow_nan=False), "trial.json")
-        self.client.log_metric(rid, "logging_time_s", time.perf_counter() - t0, now, 0)
-        self.client.set_terminated(rid, status="KILLED" if result.interrupted else "FINISHED")
-        return rid
 
 
-def trial_record(result: Any) -> dict[str, Any]:
-    """The ``trial.json`` artifact: everything reports need, in one file (docs/record.md)."""
+def trial_record(result: Any) -> TrialRecord:
+    """The record of a finished (or interrupted) ``runners.trial.TrialResult``."""
     trial = result.trial
-    return {
-        "schema": 1,
-        "trial_id": trial.trial_id,
-        "cell_id": trial.cell_id,
-        "cell": trial.cell,
-        "seed": trial.seed,
-        "suite": trial.suite,
-        "config": trial.config,
-        "factors": trial.factors,
-        "outcome": {
-            "label": "killed" if result.interrupted else result.outcome.label,
-            "reason": result.outcome.reason,
-            "thresholds": trial.config["outcomes"],
-        },
-        "summary": {k: (v if _finite(v) else None) for k, v in result.summary.items()},
-        "task": result.task,
-        "num_classes": result.num_classes,
-        "device": result.device,
-        "curves": result.curves,
-        "profiles": result.profiles,
-        "timing": dict(result.timing),
-        "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
-    }
+    return TrialRecord(
+        trial_id=trial.trial_id,
+        cell_id=trial.cell_id,
+        cell=trial.cell,
+        seed=trial.seed,
+        suite=trial.suite,
+        config=trial.config,
+        factors=trial.factors,
+        outcome=RecordedOutcome(
+            label=final_label(result.outcome.label, result.interrupted),
+            reason=result.outcome.reason,
+            thresholds=trial.config["outcomes"],
+        ),
+        summary=dict(result.summary),
+        task=result.task,
+        num_classes=result.num_classes,
+        device=result.device,
+        curves=result.curves,
+        profiles=result.profiles,
+        timing=dict(result.timing),
+        finished_at=utc_now(),
+    )
 
 
-def _finite(v: Any) -> bool:
-    return isinstance(v, int | float) and math.isfinite(v)
+# -- the writers: the one place the record's layout meets MLflow ---------------------------------
+def log_sweep(
+    client: Any,
+    experiment_id: str,
+    sweep: SweepRecord,
+    *,
+    suite_yaml: str,
+    resolved: dict[str, Any],
+    environment: dict[str, Any],
+    levels: dict[str, list[str]],
+    run_name: str | None = None,
+    overrides: Sequence[str] = (),
+) -> str:
+    """Create the sweep run with its tags and its artifacts; returns its run id (the run
+    stays RUNNING until ``set_terminated``). Command-line ``--set`` overrides, when there are
+    any, are archived too (``overrides.json`` and the ``gradatlas.overrides`` tag): the suite
+    file alone would not reproduce the sweep."""
+    tags = sweep.tags()
+    if overrides:
+        tags[OVERRIDES] = " ".join(f"--set {o}" for o in overrides)[:MAX_REASON_TAG]
+    run = client.create_run(
+        experiment_id,
+        run_name=run_name or f"sweep-{time.strftime('%Y%m%d-%H%M%S')}",
+        tags=tags,
+    )
+    rid = run.info.run_id
+    client.log_text(rid, suite_yaml, SUITE_YAML_ARTIFACT)
+    client.log_dict(rid, resolved, SUITE_RESOLVED_ARTIFACT)
+    client.log_dict(rid, environment, ENVIRONMENT_ARTIFACT)
+    client.log_dict(rid, levels, FACTOR_LEVELS_ARTIFACT)
+    if overrides:
+        client.log_dict(rid, {"overrides": list(overrides)}, OVERRIDES_ARTIFACT)
+    return rid
 
 
-def _param(v: Any) -> str:
-    return json.dumps(v) if isinstance(v, list | dict) else str(v)
+def log_trial(
+    client: Any,
+    experiment_id: str,
+    record: TrialRecord,
+    *,
+    run_name: str,
+    parent_run: str | None = None,
+    start_ms: int | None = None,
+    t0: float | None = None,
+    last_points_only: bool = False,
+) -> str:
+    """Write one trial run from its record: tags at creation, params and metrics in one
+    ``log_batch`` (MLflow splits it into its own batch limits), ``trial.json``, then the run's
+    status (FINISHED, or KILLED for a ``killed`` record). ``timing.logging_time_s`` and the
+    ``logging_time_s`` metric are the time spent here (from ``t0`` when given). With
+    ``last_points_only`` each curve metric is logged at its last step only (the synthetic
+    benchmark store: reports read ``trial.json``, never metric history). Returns the run id."""
+    from mlflow.entities import Metric, Param
 
-
-def _curve_metrics(curves: dict[str, Any], now: int) -> list:
-    from mlflow.entities import Metric
-
-    out = []
-    train = curves["train"]
-    for src, key in CURVE_KEYS.items():
-        out += [
-            Metric(key, v, now, s)
-            for s, v in zip(train["step"], train[src], strict=True)
-            if v is not None
-        ]
-    ev = curves["eval"]
-    for key, values in ev.items():
-        if key != "step":
-            out += [
-                Metric(key, v, now, s)
-                for s, v in zip(ev["step"], values, strict=True)
-                if v is not None
-            ]
-    layers = curves["layers"]
-    for name in ("grad_norm", "update_ratio"):
-        prefix = "layer_grad_norm" if name == "grad_norm" else "update_ratio"
-        for s, row in zip(layers["step"], layers[name], strict=True):
-            out += [
-                Metric(f"{prefix}/{i:02d}", v, now, s) for i, v in enumerate(row) if v is not None
-            ]
-    return out
+    t0 = time.perf_counter() if t0 is None else t0
+    run = client.create_run(
+        experiment_id,
+        run_name=run_name,
+        tags=trial_tags(record, parent_run),
+        start_time=start_ms,
+    )
+    rid = run.info.run_id
+    now = int(time.time() * 1000)
+    points = trial_metrics(record)
+    if last_points_only:  # the summary (step 0) and each curve's last point
+        points = list({key: (key, v, s) for key, v, s in points}.values())
+    client.log_batch(
+        rid,
+        metrics=[Metric(key, v, now, s) for key, v, s in points],
+        params=[Param(k, v) for k, v in trial_params(record).items()],
+    )
+    timing = record.timing | {"logging_time_s": time.perf_counter() - t0}
+    client.log_text(rid, replace(record, timing=timing).to_json(), TRIAL_ARTIFACT)
+    client.log_metric(rid, "logging_time_s", time.perf_counter() - t0, now, 0)
+    client.set_terminated(rid, status=record.status)
+    return rid

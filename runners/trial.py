@@ -8,6 +8,7 @@ sweep, in a worker claiming trials from a queue, or in a test.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import threading
@@ -63,24 +64,24 @@ def run_trial(
     trial: Trial, *, accelerator: str = "auto", stop: threading.Event | None = None
 ) -> TrialResult:
     t_start = time.perf_counter()
-    cfg = trial.config
+    spec = trial.spec  # resolved and validated once by the suites layer: trusted here
     quiet_lightning()
     device = pick_device(accelerator)
 
     # Data: built once per process (cached), held on the training device.
-    ds = cfg["dataset"]
-    data = load_dataset(ds["name"], ds["seed"], ds["options"]).to(device)
-    train_cfg = cfg["train"]
-    loader = TensorBatches(data.x_train, data.y_train, train_cfg["batch_size"], seed=cfg["seed"])
+    ds = spec.dataset
+    data = load_dataset(ds.name, ds.seed, ds.options).to(device)
+    train = spec.train
+    loader = TensorBatches(data.x_train, data.y_train, train.batch_size, seed=spec.seed)
     steps_per_epoch = len(loader)
-    max_steps = train_cfg["steps"] or train_cfg["epochs"] * steps_per_epoch
-    eval_every = train_cfg["eval_every"] or steps_per_epoch
+    max_steps = train.steps or train.epochs * steps_per_epoch
+    eval_every = train.eval_every or steps_per_epoch
 
     # Model: seeded, so the same trial on the same machine is the same run.
-    pl.seed_everything(cfg["seed"], workers=False, verbose=False)
-    model = build_model(cfg["model"], data.input_shape, data.num_outputs)
-    module = TrialModule(model, cfg["optim"], train_cfg["schedule"], max_steps, data.task)
-    probe_n = cfg["instrument"]["probe_batch"]
+    pl.seed_everything(spec.seed, workers=False, verbose=False)
+    model = build_model(spec.model, data.input_shape, data.num_outputs)
+    module = TrialModule(model, spec.optim, train.schedule, max_steps, data.task)
+    probe_n = spec.instrument.probe_batch
     profiles = probe_init(
         model.to(device), data.x_train[:probe_n], data.y_train[:probe_n], module.loss_fn
     )
@@ -96,18 +97,18 @@ def run_trial(
     instrument = GradientInstrument(
         model,
         max_steps=max_steps,
-        every=cfg["instrument"]["every"],
+        every=spec.instrument.every,
         eval_every=eval_every,
         evaluate=evaluate,
-        explode_grad_norm=cfg["outcomes"]["explode_grad_norm"],
+        explode_grad_norm=spec.outcomes.explode_grad_norm,
         stop=stop,
-        grad_overflow_skipped=train_cfg["precision"] == "16-mixed",
+        grad_overflow_skipped=train.precision == "16-mixed",
     )
-    clip = train_cfg["grad_clip"]
+    clip = train.grad_clip
     trainer = pl.Trainer(
         accelerator="gpu" if device.type == "cuda" else "cpu",
         devices=1,
-        precision=PRECISION[train_cfg["precision"]],
+        precision=PRECISION[train.precision],
         max_steps=max_steps,
         max_epochs=-1,
         logger=False,
@@ -117,8 +118,8 @@ def run_trial(
         enable_model_summary=False,
         num_sanity_val_steps=0,
         limit_val_batches=0,
-        gradient_clip_val=clip["max"] if clip["mode"] != "none" else None,
-        gradient_clip_algorithm=clip["mode"] if clip["mode"] != "none" else None,
+        gradient_clip_val=clip.max if clip.mode != "none" else None,
+        gradient_clip_algorithm=clip.mode if clip.mode != "none" else None,
     )
     t_fit = time.perf_counter()
     with warnings.catch_warnings():
@@ -146,8 +147,8 @@ def run_trial(
         layer_grad_norm=rec["layer_grad_norm"],
         grad_overflow_skipped=instrument.grad_overflow_skipped,
     )
-    outcome = classify(trace, cfg["outcomes"])
-    max_points = cfg["instrument"]["max_points"]
+    outcome = classify(trace, dataclasses.asdict(spec.outcomes))
+    max_points = spec.instrument.max_points
     curves = _curves(rec, max_points)
     summary = _summary(rec, outcome, profiles, instrument.steps_run)
     timing = {

@@ -1,47 +1,67 @@
-"""Load a suite file, validate all of it, and expand it into trials.
+"""Load a suite file, validate all of it, and expand it into resolved trials.
 
-Validation collects every problem it can find and reports them together, each as
-``file: field.path: message``; nothing runs and nothing is written before it passes. Expansion is
-a pure function of the suite: the same file gives the same trials with the same ids anywhere.
+Validation runs once, here, and is complete: the schema, every setting and grid level (types,
+ranges, registry names and options), every combination (model x dataset, norm x family), the
+plan's size against ``limits``, and the cells that would collapse into one trial. All problems
+are collected in one pass and reported together as ``file: field.path: message``; nothing runs
+and nothing is written before it passes. Expansion is a pure function of the suite: the same
+file gives the same trials with the same ids anywhere. No torch is imported.
 """
 
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, field
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import ValidationError
 
-from gradatlas.errors import SuiteErrors, UserInputError
-from gradatlas.identity import cell_id, trial_id
-from gradatlas.suites.factors import FACTORS, resolve_lr
-from gradatlas.suites.schema import SuiteSpec, loc_to_path
+from gradatlas.errors import SuiteErrors, UserInputError, field_key, short_repr
+from gradatlas.suites.schema import Budget, SuiteSpec, loc_to_path
+from gradatlas.suites.spec import (
+    FACTORS,
+    DatasetSpec,
+    InstrumentSpec,
+    ModelSpec,
+    OutcomeThresholds,
+    TrialSpec,
+    resolve_trial,
+)
 
 BUILTIN_DIR = Path(__file__).resolve().parent
+BUDGET_FIELDS = tuple(Budget.model_fields)
 
 
 @dataclass(frozen=True)
 class Trial:
-    """One trial: its resolved config is its identity (``trial_id``); everything else here is
+    """One trial: its resolved spec is its identity (``trial_id``); everything else here is
     derived from it or from the suite, for display and grouping."""
 
-    config: dict[str, Any]
+    spec: TrialSpec
     factors: dict[str, str]  # factor name -> level label, for the factors this suite varies
     cell: str  # readable cell label, e.g. "d20-sigmoid-xavier_normal"
     suite: str
-    trial_id: str = field(init=False)
-    cell_id: str = field(init=False)
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "trial_id", trial_id(self.config))
-        object.__setattr__(self, "cell_id", cell_id(self.config))
+    @cached_property
+    def config(self) -> dict[str, Any]:
+        """The canonical nested dict of the spec (what MLflow records and workers receive)."""
+        return self.spec.to_config()
+
+    @property
+    def trial_id(self) -> str:
+        return self.spec.trial_id
+
+    @property
+    def cell_id(self) -> str:
+        return self.spec.cell_id
 
     @property
     def seed(self) -> int:
-        return int(self.config["seed"])
+        return self.spec.seed
 
     @property
     def run_name(self) -> str:
@@ -54,6 +74,8 @@ class Suite:
     source: str  # path as the user gave it, or "builtin:<name>"
     text: str  # the YAML as read, archived with every sweep
     trials: tuple[Trial, ...]
+    overrides: tuple[str, ...] = ()  # --set / --seeds, as given; archived with the sweep
+    levels: dict[str, list[str]] = field(default_factory=dict)  # factor -> labels, suite order
 
     @property
     def name(self) -> str:
@@ -68,55 +90,70 @@ def builtin_suites() -> dict[str, Path]:
 def find_suite(ref: str) -> Path:
     """A path, or the name of a built-in suite (``quickstart``)."""
     path = Path(ref)
-    if path.exists():
+    if path.is_file():
         return path
     builtins = builtin_suites()
     if ref in builtins:
         return builtins[ref]
     if path.suffix in (".yaml", ".yml") and path.stem in builtins and not path.parent.exists():
         return builtins[path.stem]
+    if path.exists():
+        raise UserInputError("not a file (a suite is a YAML file)", source=ref)
     raise UserInputError(
         f"no such suite file (built-in suites: {', '.join(builtins) or 'none'})", source=ref
     )
 
 
 def read_yaml(path: Path) -> tuple[str, Any]:
-    text = path.read_text(encoding="utf-8")
-    try:
-        return text, yaml.safe_load(text)  # safe loader: a suite can never execute code
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "YAML"
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise UserInputError(f"not valid YAML: {problem}", source=str(path), field=where) from None
+    """(text, data) of a suite file, through the hardened reader (bounded size, depth and alias
+    expansion; no tags; duplicate keys are errors)."""
+    from gradatlas.suites.yamlsafe import read_suite_yaml
+
+    return read_suite_yaml(path)
 
 
-def load_suite(ref: str) -> Suite:
-    """Read, validate and expand; raises ``UserInputError``/``SuiteErrors`` naming the file."""
+def load_suite(ref: str, overrides: Sequence[str] = ()) -> Suite:
+    """Read, apply ``--set`` overrides, validate and expand; raises ``UserInputError`` /
+    ``SuiteErrors`` naming the file (and the override) of every problem."""
+    from gradatlas.suites.overrides import apply_overrides
+
     path = find_suite(ref)
     source = str(path)
     text, data = read_yaml(path)
+    data = apply_overrides(data, overrides, source)
+    return expand_suite(data, source=source, text=text, overrides=tuple(overrides))
+
+
+def expand_suite(
+    data: Any, *, source: str, text: str = "", overrides: tuple[str, ...] = ()
+) -> Suite:
+    """Validate a suite given as data and expand it (see the module docstring)."""
     if not isinstance(data, dict):
         raise UserInputError("a suite must be a YAML mapping with at least 'name'", source=source)
+    errors: list[UserInputError] = []
     try:
         spec = SuiteSpec.model_validate(data)
     except ValidationError as exc:
-        errors = _pydantic_errors(exc, source)
-        # Report bad grid levels in the same pass, so one edit fixes everything.
-        grid = data.get("grid")
-        if isinstance(grid, dict) and all(isinstance(v, list) for v in grid.values()):
-            level_errors: list[UserInputError] = []
-            _resolve_levels(SuiteSpec.model_construct(grid=grid), level_errors)
-            errors += [e.located(source=source) for e in level_errors]
-        raise SuiteErrors(_dedupe(errors)) from None
-    errors: list[UserInputError] = []
-    trials = _expand(spec, errors)
+        errors += _pydantic_errors(exc)
+        # Check what can still be checked, so one pass reports every problem.
+        spec = SuiteSpec.model_construct(
+            **{k: v for k, v in data.items() if k in ("model", "train", "grid") and _ok(k, v)}
+        )
+        _Expander(spec, errors, partial=True).run()
+        raise SuiteErrors([e.located(source=source) for e in _dedupe(errors)]) from None
+    trials, levels = _Expander(spec, errors).run()
     if errors:
         raise SuiteErrors([e.located(source=source) for e in _dedupe(errors)])
-    return Suite(spec=spec, source=source, text=text, trials=tuple(trials))
+    return Suite(spec, source, text, tuple(trials), overrides, levels)
 
 
-def _pydantic_errors(exc: ValidationError, source: str) -> list[UserInputError]:
+def _ok(key: str, value: Any) -> bool:
+    if key == "grid":
+        return isinstance(value, dict) and all(isinstance(v, list) for v in value.values())
+    return isinstance(value, dict)
+
+
+def _pydantic_errors(exc: ValidationError) -> list[UserInputError]:
     out = []
     for err in exc.errors():
         path = loc_to_path(err["loc"])
@@ -125,12 +162,13 @@ def _pydantic_errors(exc: ValidationError, source: str) -> list[UserInputError]:
             parent = path.rsplit(".", 1)[0] if "." in path else "top level"
             msg = f"unknown field (not allowed in {parent})"
         elif "input" in err and not isinstance(err["input"], dict | list):
-            msg = f"{msg} (got {err['input']!r})"
-        out.append(UserInputError(msg, source=source, field=path or None))
-    return _dedupe(out)
+            msg = f"{msg} (got {short_repr(err['input'])})"
+        out.append(UserInputError(msg, field=path or None))
+    return out
 
 
 def _dedupe(errors: list[UserInputError]) -> list[UserInputError]:
+    """One problem per field is enough to fix it (a bad level is also a bad cell)."""
     seen: dict[str | None, UserInputError] = {}
     for e in errors:
         seen.setdefault(e.field, e)
@@ -138,24 +176,382 @@ def _dedupe(errors: list[UserInputError]) -> list[UserInputError]:
 
 
 # -- expansion -----------------------------------------------------------------------------------
-def _resolve_levels(spec: SuiteSpec, errors: list[UserInputError]) -> dict[str, list[Any]]:
-    levels: dict[str, list[Any]] = {}
-    for name, raw_levels in spec.grid.items():
-        if name not in FACTORS:
-            errors.append(
+class _Expander:
+    """One pass over a validated ``SuiteSpec``: settings, levels, plan size, cells, trials.
+
+    Every problem is appended to ``errors`` (fields relative to the suite) and the pass goes on
+    where it still can; ``partial`` marks a spec whose top-level shape already failed, so only
+    the per-field checks run.
+    """
+
+    def __init__(self, spec: SuiteSpec, errors: list[UserInputError], partial: bool = False):
+        self.spec, self.errors, self.partial = spec, errors, partial
+
+    def error(self, message: str, field: str | None) -> None:
+        self.errors.append(UserInputError(message, field=field))
+
+    def run(self) -> tuple[list[Trial], dict[str, list[str]]]:
+        spec = self.spec
+        fixed, family, family_options, budget = self._fixed_settings()
+        levels, labels = self._grid_levels()
+        self._check_lr_sources(fixed)
+        if self.partial:
+            return [], {}
+        dataset, shape = self._dataset()
+        if self.errors:
+            return [], {}
+        if not self._plan_fits(levels):
+            return [], {}
+        cells = self._cells(levels)
+        if self.errors:
+            return [], {}
+        if not cells:
+            self.error(
+                "these rules exclude every cell of the grid, so the suite has no trial",
+                "exclude",
+            )
+            return [], {}
+        instrument = InstrumentSpec(**spec.instrument.model_dump())
+        outcomes = OutcomeThresholds(**spec.outcomes.model_dump())
+        trials: list[Trial] = []
+        first_origin: dict[str, str] = {}
+        seeds = spec.seed_list()
+        for cell, origin in cells:
+            base = resolve_trial(
+                {**fixed, **cell},
+                family=family,
+                family_options=family_options,
+                budget=budget,
+                dataset=dataset,
+                instrument=instrument,
+                outcomes=outcomes,
+                seed=seeds[0],
+            )
+            if not self._check_cell(base, shape, origin):
+                continue
+            where = ", ".join(origin.values()) or "the suite"
+            if base.cell_id in first_origin:
+                if first_origin[base.cell_id] != where and not where.startswith("include["):
+                    self.error(
+                        f"gives the same trials as {first_origin[base.cell_id]}: a level that "
+                        "changes nothing in the resolved config (remove one of them)",
+                        next(iter(origin.values()), None),
+                    )
+                continue  # an include may repeat a grid cell: run it once
+            first_origin[base.cell_id] = where
+            factor_labels = {n: FACTORS[n].label(v) for n, v in cell.items()}
+            label = "-".join(factor_labels.values())
+            for seed in seeds:
+                trial_spec = base if seed == base.seed else replace(base, seed=seed)
+                trials.append(Trial(trial_spec, factor_labels, label, spec.name))
+        return trials, labels
+
+    # -- the fixed blocks --------------------------------------------------------------------
+    def _fixed_settings(self) -> tuple[dict[str, Any], str, dict[str, Any], dict[str, Any]]:
+        """Every factor's fixed value (the suite's setting, else the factor's default), the
+        model family and its own options, and the training budget."""
+        model_errors: list[UserInputError] = []
+        fixed, family, family_options = fixed_model_settings(self.spec.model or {}, model_errors)
+        self.errors += [e.located(prefix="model") for e in model_errors]
+        train = dict(self.spec.train or {})
+        for name, factor in FACTORS.items():
+            if factor.section == "train":
+                raw = train.pop(name, _UNSET)
+                fixed[name] = _resolve_setting(factor, raw, self.errors, "train.")
+        budget_raw = {k: train.pop(k) for k in list(train) if k in BUDGET_FIELDS}
+        for key in train:
+            allowed = [*BUDGET_FIELDS, *(f for f, x in FACTORS.items() if x.section == "train")]
+            self.error(
+                f"unknown field (not allowed in train; {_hint(key, allowed)})",
+                f"train.{field_key(key)}",
+            )
+        budget: dict[str, Any] = Budget().model_dump()
+        try:
+            budget = Budget.model_validate(budget_raw).model_dump()
+        except ValidationError as exc:
+            self.errors += [e.located(prefix="train") for e in _pydantic_errors(exc)]
+        steps = budget.get("steps") or budget.get("epochs") or 0
+        limit = self.spec.limits.max_steps
+        if not self.partial and steps > limit:
+            key = "steps" if budget.get("steps") else "epochs"
+            self.error(
+                f"{steps} exceeds limits.max_steps = {limit} (raise it in the suite's limits "
+                "block if you mean it)",
+                f"train.{key}",
+            )
+        return fixed, family, family_options, budget
+
+    def _resolve(self, resolve: Any, level: Any, field: str) -> Any:
+        try:
+            return resolve(level)
+        except UserInputError as exc:
+            self.errors.append(exc.located(prefix=field))
+            return None
+
+    def _check_lr_sources(self, fixed: dict[str, Any]) -> None:
+        """An lr factor and an optimizer level with its own lr would silently override each
+        other (the level's lr wins): the learning rate must be set in one place."""
+        if "lr" not in (self.spec.grid or {}):
+            return
+        opt = fixed.get("optimizer")
+        if opt is not None and "lr" in opt.options and "optimizer" not in self.spec.grid:
+            self.error(
+                "this optimizer sets its own lr, which would override grid.lr; set the "
+                "learning rate in one place (drop grid.lr or this lr)",
+                "train.optimizer.lr",
+            )
+        for i, level in enumerate(self.spec.grid.get("optimizer", [])):
+            if isinstance(level, dict) and "lr" in level:
+                self.error(
+                    "this level sets its own lr, which would override grid.lr; set the learning "
+                    "rate in one place (drop grid.lr or this level's lr)",
+                    f"grid.optimizer[{i}].lr",
+                )
+
+    # -- the grid ----------------------------------------------------------------------------
+    def _grid_levels(self) -> tuple[dict[str, list[Any]], dict[str, list[str]]]:
+        levels: dict[str, list[Any]] = {}
+        labels: dict[str, list[str]] = {}
+        for name, raw_levels in (self.spec.grid or {}).items():
+            if name not in FACTORS:
+                self.error(
+                    f"unknown factor {short_repr(name)} (factors: {', '.join(FACTORS)})",
+                    f"grid.{field_key(name)}",
+                )
+                continue
+            factor = FACTORS[name]
+            resolved, seen = [], {}
+            for i, level in enumerate(raw_levels):
+                before = len(self.errors)
+                value = self._resolve(factor.resolve, level, f"grid.{name}[{i}]")
+                if len(self.errors) > before:
+                    continue
+                label = factor.label(value)
+                if label in seen:
+                    self.error(
+                        f"repeats grid.{name}[{seen[label]}] ({label}): each level once",
+                        f"grid.{name}[{i}]",
+                    )
+                    continue
+                seen[label] = i
+                resolved.append(value)
+            levels[name] = resolved
+            labels[name] = list(seen)
+        return levels, labels
+
+    def _plan_fits(self, levels: dict[str, list[Any]]) -> bool:
+        """The plan's size from the level counts alone, before anything is expanded (a
+        ``seeds: 10**9`` or a 10^7-cell grid must be refused in microseconds, not built)."""
+        cells = math.prod(len(v) for v in levels.values()) + len(self.spec.include)
+        trials = cells * self.spec.seed_count
+        limit = self.spec.limits.max_trials
+        if trials > limit:
+            self.error(
+                f"the plan has {cells:,} cells x {self.spec.seed_count:,} seeds = {trials:,} "
+                f"trials (before exclude rules), above limits.max_trials = {limit:,}; shrink the "
+                "grid or seeds, or raise limits.max_trials in the suite if you mean it",
+                "seeds" if self.spec.seed_count > cells else "grid",
+            )
+            return False
+        return True
+
+    def _cells(self, levels: dict[str, list[Any]]) -> list[tuple[dict[str, Any], dict[str, str]]]:
+        """The full cross of the grid, minus excluded cells, plus included ones. Each cell keeps
+        where each of its levels was written, so a combination error can point at it."""
+        names = list(levels)
+        rules = [self._exclude_rule(i, rule, levels) for i, rule in enumerate(self.spec.exclude)]
+        if self.errors:
+            return []
+        cells = []
+        for combo in itertools.product(*(range(len(levels[n])) for n in names)):
+            if any(rule and all(combo[names.index(f)] in hit for f, hit in rule.items())
+                   for rule in rules):  # fmt: skip
+                continue
+            cell = {n: levels[n][i] for n, i in zip(names, combo, strict=True)}
+            origin = {n: f"grid.{n}[{i}]" for n, i in zip(names, combo, strict=True)}
+            cells.append((cell, origin))
+        for i, rule in enumerate(self.spec.include):
+            extra = self._include(i, rule, levels)
+            if extra is not None:
+                origin = {n: f"include[{i}].{n}" if n in rule else f"grid.{n}[0]" for n in extra}
+                cells.append((extra, origin))
+        return cells
+
+    def _exclude_rule(
+        self, i: int, rule: dict[str, Any], levels: dict[str, list[Any]]
+    ) -> dict[str, set[int]]:
+        """factor -> indices of the levels the rule's value matches (by name, label or value)."""
+        hits: dict[str, set[int]] = {}
+        for factor, value in rule.items():
+            if factor not in levels:
+                self.error(
+                    f"{short_repr(factor)} is not a factor of this grid (grid factors: "
+                    f"{', '.join(levels) or 'none'})",
+                    f"exclude[{i}].{field_key(factor)}",
+                )
+                continue
+            matched = {j for j, lv in enumerate(levels[factor]) if _matches(value, factor, lv)}
+            if not matched:
+                labels = ", ".join(FACTORS[factor].label(lv) for lv in levels[factor])
+                self.error(
+                    f"{short_repr(value)} matches no level of grid.{factor} (levels: {labels})",
+                    f"exclude[{i}].{factor}",
+                )
+            hits[factor] = matched
+        return hits
+
+    def _include(self, i: int, rule: dict[str, Any], levels: dict[str, list[Any]]) -> dict | None:
+        """An include entry adds one cell; factors it does not name take the grid's first level."""
+        cell = {n: lv[0] for n, lv in levels.items()}
+        for factor, value in rule.items():
+            if factor not in FACTORS:
+                self.error(
+                    f"unknown factor {short_repr(factor)} (factors: {', '.join(FACTORS)})",
+                    f"include[{i}].{field_key(factor)}",
+                )
+                return None
+            before = len(self.errors)
+            resolved = self._resolve(FACTORS[factor].resolve, value, f"include[{i}].{factor}")
+            if len(self.errors) > before:
+                return None
+            cell[factor] = resolved
+        return cell
+
+    # -- one cell against its dataset and the limits -----------------------------------------
+    def _dataset(self) -> tuple[DatasetSpec, tuple[int, ...]]:
+        from gradatlas.datasets import DATASETS, describe
+
+        ds = self.spec.dataset
+        try:
+            options = DATASETS.check_options(ds.name, ds.options)
+        except UserInputError as exc:
+            prefix = "dataset.name" if ds.name not in DATASETS else "dataset.options"
+            self.errors.append(exc.located(prefix=prefix))
+            return DatasetSpec(ds.name, ds.seed, {}), ()
+        _, shape, outputs = describe(ds.name, options)
+        self.num_outputs = outputs
+        return DatasetSpec(ds.name, ds.seed, options), shape
+
+    def _check_cell(self, trial: TrialSpec, shape: tuple[int, ...], origin: dict[str, str]) -> bool:
+        """Model x dataset, norm x family, and the size limits, located at the level that caused
+        the problem (or the fixed setting when no grid level did)."""
+        from gradatlas.models import check_model_input, estimate_parameters
+        from gradatlas.models.norms import check_norm_family
+
+        model, limits = trial.model, self.spec.limits
+        where = {f: origin.get(f, f"model.{f}") for f in ("depth", "width", "norm", "family")}
+        problems: list[UserInputError] = []
+        try:
+            check_model_input(model, shape)
+        except UserInputError as exc:
+            problems.append(UserInputError(exc.message, field="model.family"))
+        try:
+            check_norm_family(model.norm.name, 0 if model.family == "mlp" else 1)
+        except UserInputError as exc:
+            problems.append(UserInputError(exc.message, field=where["norm"]))
+        if model.depth > limits.max_depth:
+            problems.append(
                 UserInputError(
-                    f"unknown factor {name!r} (factors: {', '.join(FACTORS)})", field=f"grid.{name}"
+                    f"depth {model.depth:,} exceeds limits.max_depth = {limits.max_depth:,} "
+                    "(raise it in the suite's limits block if you mean it)",
+                    field=where["depth"],
                 )
             )
-            continue
-        resolved = []
-        for i, level in enumerate(raw_levels):
-            try:
-                resolved.append(FACTORS[name].resolve(level))
-            except UserInputError as exc:
-                errors.append(exc.located(prefix=f"grid.{name}[{i}]"))
-        levels[name] = resolved
-    return levels
+        elif not problems:
+            params = estimate_parameters(model, shape, self.num_outputs)
+            if params > limits.max_parameters:
+                blame = (
+                    where["width"] if "width" in origin or "depth" not in origin else where["depth"]
+                )
+                problems.append(
+                    UserInputError(
+                        f"depth {model.depth:,} x width {model.width:,} makes about {params:,} "
+                        f"parameters, above limits.max_parameters = {limits.max_parameters:,} "
+                        "(raise it in the suite's limits block if you mean it)",
+                        field=blame,
+                    )
+                )
+        self.errors += problems
+        return not problems
+
+
+_UNSET = object()
+
+
+def _resolve_setting(factor: Any, raw: Any, errors: list[UserInputError], prefix: str) -> Any:
+    """A fixed setting (``model.depth``, ``train.lr``) through its factor's resolver; an absent
+    one takes the factor's default. Null is a value like any other (``grad_clip: null`` is
+    "off"), except for a factor whose default is None (``lr``: "unset", so the optimizer's own
+    default_lr applies when the trial is resolved)."""
+    raw = factor.default if raw is _UNSET else raw
+    if raw is None and factor.default is None:
+        return None
+    try:
+        return factor.resolve(raw)
+    except UserInputError as exc:
+        errors.append(exc.located(prefix=f"{prefix}{factor.name}"))
+        return None
+
+
+def fixed_model_settings(
+    block: Any, errors: list[UserInputError]
+) -> tuple[dict[str, Any], str, dict[str, Any]]:
+    """A suite's ``model`` block -> (model factor values, family, the family's own options).
+    Error fields are relative to the block (``depth``, ``init.std``)."""
+    from gradatlas.models import MODELS
+
+    model = dict(block) if isinstance(block, dict) else {}
+    fixed = {
+        name: _resolve_setting(factor, model.pop(name, _UNSET), errors, "")
+        for name, factor in FACTORS.items()
+        if factor.section == "model"
+    }
+    family = model.pop("family", "mlp")
+    try:
+        MODELS.check_name(family)
+    except UserInputError as exc:
+        errors.append(exc.located(prefix="family"))
+        return fixed, "mlp", {}
+    try:
+        family_options = MODELS.check_options(family, model)
+    except UserInputError as exc:
+        if exc.message.startswith("unknown option"):
+            allowed = ["family", *(f for f, x in FACTORS.items() if x.section == "model")]
+            allowed += list(MODELS.options(family))
+            exc = UserInputError(
+                f"unknown field (not allowed in model for family {family!r}; "
+                f"{_hint(exc.field or '', allowed)})",
+                field=exc.field,
+            )
+        errors.append(exc)
+        family_options = {}
+    return fixed, family, family_options
+
+
+def resolve_model(block: dict[str, Any]) -> ModelSpec:
+    """A model block as a suite writes it -> the resolved ``ModelSpec``, by the same resolvers
+    validation uses (for scripts, notebooks and tests). Raises ``SuiteErrors`` with fields
+    relative to the block; the norm is checked against the family."""
+    from gradatlas.models.norms import check_norm_family
+
+    errors: list[UserInputError] = []
+    fixed, family, options = fixed_model_settings(block, errors)
+    if not errors:
+        try:
+            check_norm_family(fixed["norm"].name, 0 if family == "mlp" else 1)
+        except UserInputError as exc:
+            errors.append(exc.located(prefix="norm"))
+    if errors:
+        errors = _dedupe(errors)
+        raise errors[0] if len(errors) == 1 else SuiteErrors(errors)
+    return ModelSpec(family=family, options=options, **fixed)
+
+
+def _hint(key: Any, allowed: list[str]) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(str(key), allowed, n=1, cutoff=0.6)
+    return (f"did you mean {close[0]!r}? " if close else "") + f"allowed: {', '.join(allowed)}"
 
 
 def _matches(rule_value: Any, factor: str, resolved_level: Any) -> bool:
@@ -163,9 +559,9 @@ def _matches(rule_value: Any, factor: str, resolved_level: Any) -> bool:
     candidates = rule_value if isinstance(rule_value, list) else [rule_value]
     label = FACTORS[factor].label(resolved_level)
     for cand in candidates:
-        if cand == resolved_level or str(cand) == label:
+        if isinstance(cand, str) and cand == label:
             return True
-        if isinstance(resolved_level, dict) and cand == resolved_level.get("name"):
+        if isinstance(cand, str) and getattr(resolved_level, "name", None) == cand:
             return True
         try:
             if FACTORS[factor].resolve(cand) == resolved_level:
@@ -173,193 +569,3 @@ def _matches(rule_value: Any, factor: str, resolved_level: Any) -> bool:
         except UserInputError:
             continue
     return False
-
-
-def _expand(spec: SuiteSpec, errors: list[UserInputError]) -> list[Trial]:
-    base_model, base_train = _base_sections(spec, errors)
-    levels = _resolve_levels(spec, errors)
-    _check_lr_conflict(spec, errors)
-    dataset_options = _dataset_options(spec, errors)
-    if errors:
-        return []
-
-    # The full cross of the grid, minus excluded cells, plus included ones. Each cell keeps
-    # where each of its levels was written, so a combination error can point at it.
-    cells: list[tuple[dict[str, Any], dict[str, str]]] = []  # (factor -> level, factor -> path)
-    names = list(levels)
-    for combo in itertools.product(*(range(len(levels[n])) for n in names)):
-        cell = {n: levels[n][i] for n, i in zip(names, combo, strict=True)}
-        origin = {n: f"grid.{n}[{i}]" for n, i in zip(names, combo, strict=True)}
-        cells.append((cell, origin))
-    cells = [c for c in cells if not _excluded(spec, levels, c[0], errors)]
-    for i, rule in enumerate(spec.include):
-        extra = _resolve_include(spec, levels, rule, i, errors)
-        if extra is not None:
-            origin = {n: f"include[{i}].{n}" if n in rule else f"grid.{n}[0]" for n in extra}
-            cells.append((extra, origin))
-    if errors:
-        return []
-
-    trials: list[Trial] = []
-    seen: set[str] = set()
-    for cell, origin in cells:
-        config = _cell_config(spec, base_model, base_train, dataset_options, cell, origin, errors)
-        if config is None:
-            continue
-        factors = {n: FACTORS[n].label(v) for n, v in cell.items()}
-        label = "-".join(factors.values())
-        for seed in spec.seed_list():
-            trial = Trial({**config, "seed": seed}, factors, label, spec.name)
-            if trial.trial_id not in seen:  # an include may repeat a grid cell: run it once
-                seen.add(trial.trial_id)
-                trials.append(trial)
-    return trials
-
-
-def _excluded(
-    spec: SuiteSpec, levels: dict[str, list[Any]], cell: dict[str, Any], errors: list
-) -> bool:
-    for i, rule in enumerate(spec.exclude):
-        ok = True
-        for factor, value in rule.items():
-            if factor not in levels:
-                errors.append(
-                    UserInputError(
-                        f"{factor!r} is not a factor of this grid (grid factors: "
-                        f"{', '.join(levels) or 'none'})",
-                        field=f"exclude[{i}].{factor}",
-                    )
-                )
-                return False
-            if not any(_matches(value, factor, lv) for lv in levels[factor]):
-                labels = ", ".join(FACTORS[factor].label(lv) for lv in levels[factor])
-                errors.append(
-                    UserInputError(
-                        f"{value!r} matches no level of grid.{factor} (levels: {labels})",
-                        field=f"exclude[{i}].{factor}",
-                    )
-                )
-                return False
-            ok = ok and _matches(value, factor, cell[factor])
-        if ok and rule:
-            return True
-    return False
-
-
-def _resolve_include(
-    spec: SuiteSpec, levels: dict[str, list[Any]], rule: dict[str, Any], i: int, errors: list
-) -> dict[str, Any] | None:
-    """An include entry adds one cell; factors it does not name take the grid's first level."""
-    cell = {n: lv[0] for n, lv in levels.items()}
-    for factor, value in rule.items():
-        if factor not in FACTORS:
-            errors.append(
-                UserInputError(
-                    f"unknown factor {factor!r} (factors: {', '.join(FACTORS)})",
-                    field=f"include[{i}].{factor}",
-                )
-            )
-            return None
-        try:
-            cell[factor] = FACTORS[factor].resolve(value)
-        except UserInputError as exc:
-            errors.append(exc.located(prefix=f"include[{i}].{factor}"))
-            return None
-    return cell
-
-
-def _base_sections(spec: SuiteSpec, errors: list) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The suite's fixed model and train settings, resolved like grid levels."""
-    model = dict(spec.model)
-    model.setdefault("family", "mlp")
-    train = spec.train.model_dump()
-    for name in ("optimizer", "weight_decay", "grad_clip", "schedule"):
-        try:
-            train[name] = FACTORS[name].resolve(train[name])
-        except UserInputError as exc:
-            errors.append(exc.located(prefix=f"train.{name}"))
-    return model, train
-
-
-def _check_lr_conflict(spec: SuiteSpec, errors: list) -> None:
-    """An lr factor and an optimizer level with its own lr would silently override each other."""
-    if "lr" not in spec.grid:
-        return
-    for i, level in enumerate(spec.grid.get("optimizer", [])):
-        if isinstance(level, dict) and "lr" in level:
-            errors.append(
-                UserInputError(
-                    "this level sets its own lr, which would override grid.lr; set the learning "
-                    "rate in one place (drop grid.lr or this level's lr)",
-                    field=f"grid.optimizer[{i}].lr",
-                )
-            )
-
-
-def _dataset_options(spec: SuiteSpec, errors: list) -> dict[str, Any]:
-    """The dataset's options resolved once (defaults filled in, as the trial id needs them)."""
-    from gradatlas.datasets import DATASETS
-
-    try:
-        return DATASETS.check_options(spec.dataset.name, spec.dataset.options)
-    except UserInputError as exc:
-        prefix = "dataset.name" if exc.field is None else "dataset.options"
-        errors.append(exc.located(prefix=prefix))
-        return {}
-
-
-def _cell_config(
-    spec: SuiteSpec,
-    base_model: dict[str, Any],
-    base_train: dict[str, Any],
-    dataset_options: dict[str, Any],
-    cell: dict[str, Any],
-    origin: dict[str, str],
-    errors: list,
-) -> dict[str, Any] | None:
-    """Merge one cell's levels over the fixed sections and resolve the whole trial config.
-    A combination that cannot be built is reported at the grid level that caused it."""
-    from gradatlas.models import check_model_config
-
-    model = {**base_model, **{k: v for k, v in cell.items() if FACTORS[k].section == "model"}}
-    train = {**base_train, **{k: v for k, v in cell.items() if FACTORS[k].section == "train"}}
-    try:
-        model = check_model_config(model)
-    except UserInputError as exc:
-        top = (exc.field or "").split(".")[0].split("[")[0]
-        if top in origin:
-            prefix = origin[top]
-            rest = (exc.field or "")[len(top) :].lstrip(".")
-            located = UserInputError(exc.message, field=f"{prefix}.{rest}" if rest else prefix)
-        else:
-            located = exc.located(prefix="model")
-        errors.append(located)
-        return None
-
-    optimizer = train["optimizer"]
-    optim = {
-        **{k: v for k, v in optimizer.items() if k != "lr"},
-        "lr": resolve_lr(optimizer, cell.get("lr"), spec.train.lr),
-        "weight_decay": train["weight_decay"]["value"],
-        "wd_mode": train["weight_decay"]["mode"],
-    }
-    return {
-        "dataset": {
-            "name": spec.dataset.name,
-            "seed": spec.dataset.seed,
-            "options": dataset_options,
-        },
-        "model": model,
-        "optim": optim,
-        "train": {
-            "epochs": train["epochs"],
-            "steps": train["steps"],
-            "batch_size": train["batch_size"],
-            "schedule": train["schedule"],
-            "precision": train["precision"],
-            "eval_every": train["eval_every"],
-            "grad_clip": train["grad_clip"],
-        },
-        "instrument": spec.instrument.model_dump(),
-        "outcomes": spec.outcomes.model_dump(),
-    }

@@ -1,19 +1,37 @@
-"""The suite language: what a YAML suite may say, with defaults, checked by pydantic.
+"""The suite language's fixed shape: sections, field names, types and ranges, checked by pydantic.
 
-Only the *shape* is checked here (sections, field names, types, ranges). What a factor level means
-(an activation name, an optimizer's options) is checked against the registries in
-``gradatlas.suites.factors``, so the two can never disagree about what exists.
+The ``model`` and ``train`` blocks are mostly grid-factor settings (``model.depth``,
+``train.lr``), which the factors' own resolvers check (``gradatlas.suites.spec.FACTORS``), so a
+fixed setting and a grid level of the same name are checked by the same code; the few settings
+that are not factors (``model.family``, the training budget) are typed here.
+
+Numbers are lax about strings (PyYAML reads ``1e-3`` as a string) but never take booleans, and
+floats must be finite. ``limits`` guards against a typo that would run for years or fill the
+disk: a plan beyond them is refused at validation, naming the limit to raise.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
-PositiveInt = Annotated[int, Field(gt=0)]
-NonNegInt = Annotated[int, Field(ge=0)]
-Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
+MAX_SEED = 2**32 - 1  # numpy, Lightning and CUDA generators all take 32-bit seeds
+
+
+def _not_bool(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise ValueError(f"expected a number, got {value!r} (a boolean is not a number)")
+    return value
+
+
+Int = Annotated[int, BeforeValidator(_not_bool)]
+PositiveInt = Annotated[Int, Field(gt=0)]
+NonNegInt = Annotated[Int, Field(ge=0)]
+Seed = Annotated[Int, Field(ge=0, le=MAX_SEED)]
+Finite = Annotated[float, BeforeValidator(_not_bool), Field(allow_inf_nan=False)]
+PositiveFloat = Annotated[Finite, Field(gt=0.0)]
+Fraction = Annotated[Finite, Field(ge=0.0, le=1.0)]
 
 
 class Section(BaseModel):
@@ -21,29 +39,22 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=False)
 
 
-class DatasetSpec(Section):
+class DatasetSection(Section):
     name: str = "mnist1d"
-    seed: NonNegInt = 0
+    seed: Seed = 0
     options: dict[str, Any] = Field(default_factory=dict)
 
 
-class TrainSpec(Section):
-    """How each trial trains. ``optimizer``, ``lr``, ``weight_decay`` and ``grad_clip`` are the
-    defaults that grid factors of the same name override."""
+class Budget(Section):
+    """The training budget and numerics: the ``train`` settings that are not grid factors."""
 
     epochs: PositiveInt | None = None
     steps: PositiveInt | None = None
-    batch_size: PositiveInt = 128
-    optimizer: str | dict[str, Any] = "sgd"
-    lr: Annotated[float, Field(gt=0)] | None = None
-    weight_decay: Annotated[float, Field(ge=0)] | dict[str, Any] = 0.0
-    grad_clip: Annotated[float, Field(ge=0)] | dict[str, Any] | None = None
-    schedule: str | dict[str, Any] = "constant"
     precision: Literal["32", "64", "16-mixed", "bf16-mixed"] = "32"
     eval_every: NonNegInt = 0
 
     @model_validator(mode="after")
-    def _one_budget(self) -> TrainSpec:
+    def _one_budget(self) -> Budget:
         if self.epochs is not None and self.steps is not None:
             raise ValueError("set either train.epochs or train.steps, not both")
         if self.epochs is None and self.steps is None:
@@ -51,55 +62,74 @@ class TrainSpec(Section):
         return self
 
 
-class InstrumentSpec(Section):
+class InstrumentSection(Section):
     """What the runner records. Per-step scalars (loss, global grad norm) are always kept on the
     device; per-layer statistics are taken every ``every`` steps; curves sent to MLflow are
     thinned to at most ``max_points`` points each."""
 
     every: PositiveInt = 10
-    max_points: Annotated[int, Field(ge=10)] = 200
+    max_points: Annotated[Int, Field(ge=10)] = 200
     probe_batch: PositiveInt = 256
 
 
-class OutcomeSpec(Section):
+class OutcomeSection(Section):
     """Thresholds of the outcome rules (see ``gradatlas.runners.outcome``); printed in reports."""
 
-    target_accuracy: Annotated[float, Field(gt=0.0, le=1.0)] = 0.6
-    target_loss: Annotated[float, Field(gt=0.0)] = 0.2
-    explode_grad_norm: Annotated[float, Field(gt=0.0)] = 1e5
-    vanish_grad_norm: Annotated[float, Field(gt=0.0)] = 1e-7
-    vanish_ratio: Annotated[float, Field(gt=0.0)] = 1e-5
+    target_accuracy: Annotated[Finite, Field(gt=0.0, le=1.0)] = 0.6
+    target_loss: PositiveFloat = 0.2
+    explode_grad_norm: PositiveFloat = 1e5
+    vanish_grad_norm: PositiveFloat = 1e-7
+    vanish_ratio: PositiveFloat = 1e-5
     loss_progress: Fraction = 0.05
     chance_margin: Fraction = 0.05
+
+
+class Limits(Section):
+    """Sizes beyond which a plan is refused before anything runs; raise them here, deliberately."""
+
+    max_trials: PositiveInt = 100_000
+    max_depth: PositiveInt = 10_000
+    max_parameters: PositiveInt = 1_000_000_000
+    max_steps: PositiveInt = 100_000_000
 
 
 class SuiteSpec(Section):
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=80)]
     description: str = ""
-    dataset: DatasetSpec = Field(default_factory=DatasetSpec)
-    model: dict[str, Any] = Field(default_factory=lambda: {"family": "mlp"})
+    dataset: DatasetSection = Field(default_factory=DatasetSection)
+    model: dict[str, Any] = Field(default_factory=dict)
     grid: dict[str, Annotated[list[Any], Field(min_length=1)]] = Field(default_factory=dict)
     exclude: list[dict[str, Any]] = Field(default_factory=list)
     include: list[dict[str, Any]] = Field(default_factory=list)
-    seeds: PositiveInt | Annotated[list[NonNegInt], Field(min_length=1)] = 1
-    train: TrainSpec = Field(default_factory=TrainSpec)
-    instrument: InstrumentSpec = Field(default_factory=InstrumentSpec)
-    outcomes: OutcomeSpec = Field(default_factory=OutcomeSpec)
+    seeds: PositiveInt | Annotated[list[Seed], Field(min_length=1)] = 1
+    train: dict[str, Any] = Field(default_factory=dict)
+    instrument: InstrumentSection = Field(default_factory=InstrumentSection)
+    outcomes: OutcomeSection = Field(default_factory=OutcomeSection)
+    limits: Limits = Field(default_factory=Limits)
+
+    @property
+    def seed_count(self) -> int:
+        return self.seeds if isinstance(self.seeds, int) else len(self.seeds)
 
     def seed_list(self) -> list[int]:
+        """The seeds; call only after the plan size was checked (``seeds: 10**9`` is valid
+        YAML)."""
         return list(range(self.seeds)) if isinstance(self.seeds, int) else list(self.seeds)
 
 
 def loc_to_path(loc: tuple[Any, ...]) -> str:
     """pydantic's ('grid', 'activation', 2) -> 'grid.activation[2]'."""
+    from gradatlas.errors import field_key
+
     path = ""
     for part in loc:
         if isinstance(part, int):
             path += f"[{part}]"
-        elif part in ("function-after", "function-before") or str(part).startswith(
-            ("constrained-", "list[", "dict[", "int", "float", "str", "bool", "none")
-        ):
+        elif str(part).startswith(
+            ("function-", "constrained-", "list[", "dict[", "int", "float", "str", "bool", "none")
+        ) or str(part).startswith(("lax-", "strict-", "json-")):
             continue  # union-branch names pydantic adds to loc; not fields the user wrote
         else:
-            path += f".{part}" if path else str(part)
+            key = field_key(part)
+            path += f".{key}" if path else key
     return path

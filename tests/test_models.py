@@ -15,13 +15,27 @@ from gradatlas.models import (
     ACTIVATIONS,
     MODELS,
     NORMS,
-    build_model,
-    check_input_shape,
-    check_model_config,
+    check_model_input,
     is_relu_family,
     is_saturating,
     output_bounds,
 )
+from gradatlas.models import build_model as build_from_spec
+from gradatlas.suites.expand import resolve_model
+
+
+def build_model(block: dict, input_shape: tuple[int, ...], num_outputs: int) -> nn.Module:
+    """A model block as a suite writes it, resolved like validation does, then built."""
+    return build_from_spec(resolve_model(block), input_shape, num_outputs)
+
+
+def check_model_config(block: dict) -> dict:
+    return resolve_model(block).to_config()
+
+
+def check_input_shape(block: dict, input_shape: tuple[int, ...]) -> None:
+    check_model_input(resolve_model(block), input_shape)
+
 
 NUM_OUTPUTS = 7
 
@@ -292,9 +306,12 @@ def test_check_model_config_builds_nothing(monkeypatch):
         ({"family": "mlp", "init": "xavier_nromal"}, "init", "did you mean 'xavier_normal'"),
         ({"family": "mlp", "norm": "batchnrom"}, "norm", "did you mean 'batchnorm'"),
         ({"family": "mpl"}, "family", "did you mean 'mlp'"),
-        ({"depth": 3}, "family", "missing"),
         ({"family": "mlp", "init": {"name": "normal", "std": "big"}}, "init.std", "number"),
-        ({"family": "mlp", "init": {"name": "normal", "std": -1}}, "init.std", ">= 0"),
+        (
+            {"family": "mlp", "init": {"name": "normal", "std": -1}},
+            "init.std",
+            "greater than or equal to 0",
+        ),
         ({"family": "mlp", "init": {"name": "normal", "sdt": 1}}, "init.sdt", "'std'"),
         ({"family": "mlp", "init": {"std": 1}}, "init.name", "needs a 'name'"),
         ({"family": "mlp", "init": {"name": "kaiming_normal", "mode": "x"}}, "init.mode", "fan"),
@@ -303,15 +320,19 @@ def test_check_model_config_builds_nothing(monkeypatch):
             "activation.alpha",
             "number",
         ),
-        ({"family": "cnn", "norm": {"name": "groupnorm", "groups": 0}}, "norm.groups", ">= 1"),
-        ({"family": "mlp", "depth": 0}, "depth", ">= 1"),
+        (
+            {"family": "cnn", "norm": {"name": "groupnorm", "groups": 0}},
+            "norm.groups",
+            "greater than or equal to 1",
+        ),
+        ({"family": "mlp", "depth": 0}, "depth", "positive integer"),
         ({"family": "mlp", "depth": True}, "depth", "integer"),
-        ({"family": "mlp", "width": 0}, "width", ">= 1"),
+        ({"family": "mlp", "width": 0}, "width", "positive integer"),
         ({"family": "mlp", "dropout": 1.0}, "dropout", r"\[0, 1\)"),
         ({"family": "mlp", "dropout": -0.1}, "dropout", r"\[0, 1\)"),
-        ({"family": "cnn", "kernel_size": 0}, "kernel_size", ">= 1"),
+        ({"family": "cnn", "kernel_size": 0}, "kernel_size", "greater than or equal to 1"),
         ({"family": "cnn", "kernel_size": 4}, "kernel_size", "odd"),
-        ({"family": "mlp", "kernel_size": 3}, "kernel_size", "unknown option"),
+        ({"family": "mlp", "kernel_size": 3}, "kernel_size", "unknown field"),
         ({"family": "mlp", "dept": 3}, "dept", "did you mean 'depth'"),
     ],
 )

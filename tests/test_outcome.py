@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from gradatlas.runners.outcome import Trace, classify
-from gradatlas.suites.schema import OutcomeSpec
+from gradatlas.suites.schema import OutcomeSection
 
-T = OutcomeSpec().model_dump() | {"target_accuracy": 0.6}
+T = OutcomeSection().model_dump() | {"target_accuracy": 0.6}
 
 
 def trace(loss, grad=None, val_acc=None, val_loss=None, layers=None, task="classification"):
@@ -101,3 +101,28 @@ def test_fp16_overflow_steps_are_not_explosions():
     assert classify(t, T).label != "exploded"
     t.step_loss[2] = np.nan  # a non-finite loss still is an explosion
     assert classify(t, T).label == "exploded"
+
+
+def test_explosion_rule_is_one_function_on_arrays_and_tensors():
+    import torch
+
+    from gradatlas.runners.outcome import explosion_mask, explosion_step
+
+    loss = [2.3, 2.2, 2.1, np.nan]
+    grad = [1.0, np.inf, 50.0, 1.0]
+    assert explosion_step(np.asarray(loss), np.asarray(grad), 10.0) == 1
+    assert explosion_step(np.asarray(loss), np.asarray(grad), 10.0, True) == 2  # inf skipped
+    assert explosion_step(np.asarray(loss), np.asarray(grad), 100.0, True) == 3  # nan loss
+    assert explosion_step(np.ones(3), np.ones(3), 10.0) is None
+    for skipped in (False, True):
+        on_numpy = explosion_mask(np.asarray(loss), np.asarray(grad), 10.0, skipped)
+        on_torch = explosion_mask(torch.tensor(loss), torch.tensor(grad), 10.0, skipped)
+        assert isinstance(on_torch, torch.Tensor)
+        assert on_torch.tolist() == on_numpy.tolist()
+
+
+def test_outcome_names_live_in_the_record():
+    from gradatlas import record
+    from gradatlas.runners import outcome
+
+    assert outcome.OUTCOMES is record.OUTCOMES

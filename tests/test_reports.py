@@ -36,10 +36,21 @@ from gradatlas.reports.load import (
     order_levels,
 )
 from gradatlas.reports.pdf import render_pdf
-from gradatlas.reports.sections import build_document
+from gradatlas.reports.sections import SECTIONS, build_document
 from gradatlas.reports.stats import band, mean_ci, wilson
 
 OUTCOMES = ("converged", "unconverged", "stalled", "vanished", "exploded")
+# The report's sections in order; their numbers are their places (1-based), as a reader sees them.
+SECTION_TITLES = [
+    "Overview",
+    "Outcome rates",
+    "Convergence",
+    "Gradient profiles",
+    "Factor effects",
+    "Leaderboard",
+    "Methods",
+]
+HEADINGS = [f"{number}. {title}" for number, title in enumerate(SECTION_TITLES, start=1)]
 SUITE = """\
 name: report-test
 description: Two depths x two activations x two inits on digits, a tiny budget, thresholds set
@@ -219,15 +230,7 @@ def test_report_says_how_many_runs_it_set_aside(report) -> None:
 def test_html_is_self_contained_and_has_every_section(report) -> None:
     text = report["html"].read_text(encoding="utf-8")
     page = parse(text)
-    assert page.headings == [
-        "1. Overview",
-        "2. Outcome rates",
-        "3. Convergence",
-        "4. Gradient profiles",
-        "5. Factor effects",
-        "6. Leaderboard",
-        "7. Methods",
-    ]
+    assert page.headings == HEADINGS
     assert page.tags["script"] == page.tags["link"] == page.tags["img"] == 0
     assert page.tags["svg"] >= 7  # heatmaps, curves, steps, profiles, norms, effects
     assert all(u.startswith("#") for u in page.urls), page.urls  # in-page anchors only
@@ -401,15 +404,7 @@ def test_pdf_renders_to_pages_and_its_text_extracts(report, store, tmp_path: Pat
         text=True,
         timeout=120,
     ).stdout
-    for heading in (
-        "1. Overview",
-        "2. Outcome rates",
-        "3. Convergence",
-        "4. Gradient profiles",
-        "5. Factor effects",
-        "6. Leaderboard",
-        "7. Methods",
-    ):
+    for heading in HEADINGS:
         assert heading in text
     assert f"gradatlas report: {store['name']}" in text
     assert "explode_grad_norm" in text and "Wilson" in text
@@ -610,7 +605,7 @@ def test_single_cell_suite_skips_what_needs_factors() -> None:
     text = notes(doc)
     assert "No heatmaps: this suite varies no factor" in text
     assert "Skipped: this suite varies no factor" in text
-    assert len(doc.sections) == 7
+    assert [s.title for s in doc.sections] == [s.title for s in SECTIONS] == SECTION_TITLES
 
 
 def test_heatmaps_fall_back_to_the_factors_the_suite_has() -> None:
@@ -619,7 +614,8 @@ def test_heatmaps_fall_back_to_the_factors_the_suite_has() -> None:
     )
     doc = build_document(exp, heatmap_factors=("depth", "activation"))
     assert "they use width and optimizer instead" in notes(doc)
-    heat = [b for b in doc.sections[1].blocks if getattr(b, "name", "") == "heat-exploded"]
+    rates = next(s for s in doc.sections if s.title == "Outcome rates")
+    heat = [b for b in rates.blocks if getattr(b, "name", "") == "heat-exploded"]
     assert heat and heat[0].draw.keywords["spec"].facets == ["lr = 0.01", "lr = 0.1"]
     html_text = render_html(doc)
     assert html_text.count("<svg") >= 5

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace as NS
 
 from mlflow.tracking import MlflowClient
 
+from gradatlas import record as R
+from gradatlas.record import TrialRecord
 from gradatlas.runners.sweep import outcome_table, run_suite
+from gradatlas.runners.tracking import Tracker
 from gradatlas.suites import load_suite
 
 
@@ -17,6 +21,10 @@ def _trial_runs(client: MlflowClient, exp_id: str, status: str = "FINISHED"):
         filter_string=f"tags.`gradatlas.kind` = 'trial' and attributes.status = '{status}'",
         max_results=1000,
     )
+
+
+def _read(client: MlflowClient, run_id: str, name: str, tmp: Path) -> str:
+    return Path(client.download_artifacts(run_id, name, str(tmp))).read_text()
 
 
 def test_sweep_records_every_trial_and_resumes(tiny_suite: Path, tmp_path: Path):
@@ -49,14 +57,23 @@ def test_sweep_records_every_trial_and_resumes(tiny_suite: Path, tmp_path: Path)
     assert 10 <= len(history) <= 50 and history[0].step == 0
     assert client.get_metric_history(run.info.run_id, "layer_grad_norm/00")
 
-    # The whole record as one artifact.
-    path = Path(client.download_artifacts(run.info.run_id, "trial.json", str(tmp_path)))
-    record = json.loads(path.read_text())
+    # The whole record as one artifact, in the layout gradatlas.record reads and writes.
+    text = _read(client, run.info.run_id, "trial.json", tmp_path)
+    record = json.loads(text)
+    assert TrialRecord.from_json(record).to_json() == text
+    assert list(record) == list(TrialRecord().to_dict()) and record["schema"] == R.SCHEMA
     assert record["trial_id"] == tags["gradatlas.trial_id"]
     assert record["outcome"]["label"] == tags["gradatlas.outcome"]
     assert record["outcome"]["thresholds"]["target_accuracy"] == 0.3
     assert len(record["profiles"]["init"]["grad_norm"]) == 13
     assert record["timing"]["logging_time_s"] > 0
+    assert (
+        tags[R.DEVICE] == record["device"]
+        and tags[R.OUTCOME_REASON] == (record["outcome"]["reason"])
+    )
+    # The run spans the trial, not just the time its record took to write.
+    info = run.info
+    assert info.end_time - info.start_time >= 1000 * record["timing"]["wall_time_s"] - 2
 
     # The sweep run archives the suite and the environment.
     arts = {a.path for a in client.list_artifacts(sweep_id)}
@@ -67,7 +84,9 @@ def test_sweep_records_every_trial_and_resumes(tiny_suite: Path, tmp_path: Path)
         "activation": ["relu", "sigmoid"],
     }
     assert record["finished_at"].endswith("+00:00")
-    assert client.get_run(sweep_id).info.status == "FINISHED"
+    sweep = client.get_run(sweep_id)
+    assert sweep.info.status == "FINISHED"
+    assert R.SweepRecord.from_tags(sweep.data.tags) == R.SweepRecord("tiny", planned=8, todo=8)
 
     # Resume: nothing left to do, no new runs, not even an empty sweep run.
     n_runs = len(client.search_runs([exp.experiment_id], max_results=1000))
@@ -91,3 +110,38 @@ def test_partial_sweep_resumes_where_it_stopped(tiny_suite: Path, tmp_path: Path
     assert (rest.ran, rest.skipped) == (5, 3)
     columns, _rows = outcome_table(uri, load_suite(str(tiny_suite)))
     assert "pending" not in columns
+
+
+def test_an_interrupted_trial_is_recorded_killed(tiny_suite: Path, tmp_path: Path):
+    """record_trial on a result the user interrupted: outcome ``killed``, status KILLED, and the
+    run is not one resume counts as done."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    trial = load_suite(str(tiny_suite)).trials[0]
+    curves = {
+        "train": {"step": [0, 1], "loss": [2.3, 2.2], "grad_norm": [1.0, 1.0], "lr": [0.1, 0.1]},
+        "eval": {"step": [0], "val_loss": [2.3]},
+        "layers": {"step": [0], "grad_norm": [[1.0]], "update_ratio": [[0.1]]},
+    }
+    result = NS(
+        trial=trial,
+        outcome=NS(label="unconverged", reason="learned, but not enough"),
+        task="classification",
+        num_classes=10,
+        summary={"initial_loss": 2.3, "final_val_loss": float("nan")},
+        curves=curves,
+        profiles={},
+        timing={"wall_time_s": 3.0, "fit_time_s": 2.0, "instrument_time_s": 0.1},
+        device="cpu",
+        interrupted=True,
+    )
+    tracker = Tracker(uri)
+    exp_id = tracker.ensure_experiment("tiny")
+    rid = tracker.record_trial(exp_id, None, result)
+    run = tracker.client.get_run(rid)
+    assert run.info.status == "KILLED" and run.data.tags[R.OUTCOME] == R.KILLED
+    assert R.PARENT_RUN not in run.data.tags
+    assert run.info.end_time - run.info.start_time >= 3000 - 2
+    rec = TrialRecord.from_json(_read(tracker.client, rid, "trial.json", tmp_path))
+    assert rec.outcome.label == "killed" and rec.outcome.reason == "learned, but not enough"
+    assert rec.summary["final_val_loss"] is None and "final_val_loss" not in run.data.metrics
+    assert tracker.finished_trials(exp_id) == {}
