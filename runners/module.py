@@ -15,7 +15,7 @@ from torch.nn import functional as F
 
 from gradatlas.models import GradModel
 from gradatlas.optim import SCHEDULES, build_optimizer, natively_decoupled
-from gradatlas.suites.spec import Named, OptimSpec
+from gradatlas.suites.spec import OptimSpec, TrainSpec
 
 
 def loss_for(task: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
@@ -28,14 +28,15 @@ class TrialModule(pl.LightningModule):
         self,
         model: GradModel,
         optim: OptimSpec,
-        schedule: Named,
+        train: TrainSpec,
         total_steps: int,
         task: str,
     ):
         super().__init__()
         self.model = model
         self.optim = optim
-        self.schedule = schedule
+        self.train_spec = train
+        self.schedule = train.schedule
         self.total_steps = total_steps
         self.loss_fn = loss_for(task)
         # Decoupled (AdamW-style) decay for optimizers that only know the coupled kind.

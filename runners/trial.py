@@ -80,7 +80,7 @@ def run_trial(
     # Model: seeded, so the same trial on the same machine is the same run.
     pl.seed_everything(spec.seed, workers=False, verbose=False)
     model = build_model(spec.model, data.input_shape, data.num_outputs)
-    module = TrialModule(model, spec.optim, train.schedule, max_steps, data.task)
+    module = TrialModule(model, spec.optim, train, max_steps, data.task)
     probe_n = spec.instrument.probe_batch
     profiles = probe_init(
         model.to(device), data.x_train[:probe_n], data.y_train[:probe_n], module.loss_fn

@@ -114,11 +114,19 @@ def non_negative_int(level: Any) -> int:
     return value
 
 
-def dropout(level: Any) -> float:
-    value = number(level, "a dropout probability in [0, 1)")
-    if not 0.0 <= value < 1.0:
-        raise UserInputError(f"dropout must be in [0, 1), got {short_repr(level)}")
-    return value
+def in_unit_interval(what: str) -> Callable[[Any], float]:
+    """A resolver for a probability-like setting in [0, 1) (dropout, label smoothing)."""
+
+    def resolve(level: Any) -> float:
+        value = number(level, f"a {what} in [0, 1)")
+        if not 0.0 <= value < 1.0:
+            raise UserInputError(f"{what} must be in [0, 1), got {short_repr(level)}")
+        return value
+
+    return resolve
+
+
+dropout = in_unit_interval("dropout probability")
 
 
 def learning_rate(level: Any) -> float:
