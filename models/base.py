@@ -110,7 +110,7 @@ def _describe(layer: nn.Module) -> str:
 
 # -- assembling a model --------------------------------------------------------------------
 def build_hidden_blocks(
-    make_layer: Callable[[int, int], nn.Module], in_features: int, spatial_dims: int, spec: Any
+    make_layer: Callable[..., nn.Module], in_features: int, spatial_dims: int, spec: Any
 ) -> list[HiddenBlock]:
     """``spec.depth`` hidden blocks of ``spec.width`` units (``spec`` is a resolved ModelSpec);
     with ``residual`` the first is a plain stem (linear/conv -> norm -> act, changing the
@@ -121,7 +121,7 @@ def build_hidden_blocks(
         is_stem = spec.residual and i == 0
         blocks.append(
             HiddenBlock(
-                layer=make_layer(in_features if i == 0 else spec.width, spec.width),
+                layer=make_layer(in_features if i == 0 else spec.width, spec.width, bias=spec.bias),
                 norm=NORMS.build(spec.norm.name, spec.width, spatial_dims, **spec.norm.options),
                 act=ACTIVATIONS.build(spec.activation.name, **spec.activation.options),
                 dropout=nn.Dropout(spec.dropout)

@@ -52,6 +52,9 @@ class TrialModule(pl.LightningModule):
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int):
         x, y = batch
+        smoothing = self.train_spec.label_smoothing
+        if smoothing and y.dim() == 1:  # the training loss only: evaluation stays plain CE
+            return F.cross_entropy(self.model(x), y, label_smoothing=smoothing)
         return self.loss_fn(self.model(x), y)
 
     def configure_optimizers(self) -> dict[str, Any]:

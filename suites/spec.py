@@ -89,6 +89,7 @@ class ModelSpec:
     norm: Named
     dropout: float
     residual: bool
+    bias: bool = late(True)
     options: Mapping[str, Any] = field(default_factory=dict)
 
     def to_config(self) -> dict[str, Any]:
@@ -134,6 +135,7 @@ class TrainSpec:
     batch_size: int
     schedule: Named
     grad_clip: Clip
+    label_smoothing: float = late(0.0)
 
     def to_config(self) -> dict[str, Any]:
         return section_config(self)
@@ -260,6 +262,9 @@ FACTORS: dict[str, Factor] = {
         _factor("residual", "model.residual", False, lv.boolean,
                 lambda v: "res" if v else "plain", "skip connections around hidden layers",
                 "Residual", (False, True)),
+        _factor("bias", "model.bias", True, lv.boolean, lambda v: "bias" if v else "nobias",
+                "learned biases in the hidden layers (false: weights only)", "Hidden biases",
+                (True, False)),
         _factor("optimizer", "optim.optimizer", "sgd", lv.optimizer, lv.label_optimizer,
                 "a name, or a mapping with lr and hyper-parameters", "Optimizer",
                 ("momentum", "nesterov")),
@@ -273,6 +278,10 @@ FACTORS: dict[str, Factor] = {
                 (None, 1.0)),
         _factor("batch_size", "train.batch_size", 128, lv.positive_int, lambda v: f"bs{v}",
                 "minibatch size", "Batch size", (64, 128)),
+        _factor("label_smoothing", "train.label_smoothing", 0.0,
+                lv.in_unit_interval("label smoothing"), lambda v: f"ls{lv.fmt(v)}",
+                "label smoothing of the training loss (classification)", "Label smoothing",
+                (0.0, 0.1)),
         _factor("schedule", "train.schedule", "constant", lv.schedule, lv.label_schedule,
                 "learning-rate schedule", "LR schedule", ("constant", "cosine")),
     ]

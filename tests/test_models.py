@@ -340,3 +340,12 @@ def test_check_model_config_errors(cfg, field, message):
     with pytest.raises(UserInputError, match=message) as err:
         check_model_config(cfg)
     assert err.value.field == field
+
+
+def test_bias_false_builds_hidden_layers_without_biases():
+    for family, shape in (("mlp", (10,)), ("cnn", (2, 12))):
+        model = build_model({"family": family, "depth": 3, "width": 8, "bias": False}, shape, 2)
+        layers = model.weight_layers()
+        assert all(layer.bias is None for _, layer in layers[:-1])
+        assert layers[-1][1].bias is not None  # the head keeps its bias
+        assert _forward(model, shape).shape == (4, 2)

@@ -138,3 +138,13 @@ def test_thin_keeps_first_and_last():
     idx = thin(1000, 10)
     assert idx[0] == 0 and idx[-1] == 999 and len(idx) == 10
     assert list(thin(5, 10)) == [0, 1, 2, 3, 4]
+
+
+def test_label_smoothing_smooths_the_training_loss_only(write):
+    plain, smooth = _trials(write, BASE + "grid: {label_smoothing: [0.0, 0.5]}\n")
+    a, b = run_trial(plain, accelerator="cpu"), run_trial(smooth, accelerator="cpu")
+    # Same init and batch: smoothing towards uniform moves the step-0 loss towards ln(10)...
+    la, lb = a.curves["train"]["loss"][0], b.curves["train"]["loss"][0]
+    assert la != lb and abs(lb - math.log(10)) < abs(la - math.log(10))
+    # ...while the evaluation at step 0 is the plain cross-entropy in both.
+    assert a.curves["eval"]["val_loss"][0] == b.curves["eval"]["val_loss"][0]
