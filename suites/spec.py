@@ -147,22 +147,25 @@ class TrainSpec:
 
 @dataclass(frozen=True)
 class InstrumentSpec:
-    every: int = 10
-    max_points: int = 200
-    probe_batch: int = 256
+    """What the runner records (defaults and ranges: ``schema.InstrumentSection``)."""
+
+    every: int
+    max_points: int
+    probe_batch: int
 
 
 @dataclass(frozen=True)
 class OutcomeThresholds:
-    """Thresholds of the outcome rules (``gradatlas.runners.outcome``); printed in reports."""
+    """Thresholds of the outcome rules (``gradatlas.runners.outcome``), printed in reports;
+    their defaults and ranges live in one place, ``schema.OutcomeSection``."""
 
-    target_accuracy: float = 0.6
-    target_loss: float = 0.2
-    explode_grad_norm: float = 1e5
-    vanish_grad_norm: float = 1e-7
-    vanish_ratio: float = 1e-5
-    loss_progress: float = 0.05
-    chance_margin: float = 0.05
+    target_accuracy: float
+    target_loss: float
+    explode_grad_norm: float
+    vanish_grad_norm: float
+    vanish_ratio: float
+    loss_progress: float
+    chance_margin: float
 
 
 @dataclass(frozen=True)
