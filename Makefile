@@ -3,10 +3,11 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 SUITE  ?= quickstart
+WORKERS ?= auto
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
 .DEFAULT_GOAL := help
-.PHONY: help venv bench test test-fast lint format ui report perf clean
+.PHONY: help venv bench test test-fast lint format ui report perf full clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -21,7 +22,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)  ## create .venv and install gradatlas into it
 
 bench: $(STAMP)  ## run the default suite (SUITE=quickstart) on MNIST-1D, then build its report
-	$(BIN)/gradatlas run $(SUITE)
+	$(BIN)/gradatlas run $(SUITE) --workers $(WORKERS)
 	$(BIN)/gradatlas report $(SUITE)
 
 test: $(STAMP)  ## run the whole test suite (end-to-end tests included)
@@ -46,6 +47,37 @@ report: $(STAMP)  ## build the report for SUITE from MLflow
 
 perf: $(STAMP)  ## benchmarks: runner overhead vs plain PyTorch, MLflow share, report build time
 	$(BIN)/python benchmarks/run_all.py
+
+# `make full`: suites/atlas.yaml on every dataset x model, one MLflow experiment each
+# (atlas-<dataset>-<family>); rerunning resumes. Trials go to --workers auto, or to the Ray
+# cluster at RAY_ADDRESS. `make full SCALE=smoke`: one small slice of the same cross on MNIST-1D
+# (64 trials; about a minute on a 2-core CPU), with a target the 8-epoch budget can reach.
+SCALE  ?= full
+ATLAS  := mnist:mlp fashion_mnist:mlp cifar10:mlp mnist:cnn fashion_mnist:cnn cifar10:cnn
+SMOKE  := --set name=atlas-smoke --set dataset.name=mnist1d --set seeds=2 --set train.epochs=8 \
+          --set outcomes.target_accuracy=0.4 --set 'grid.depth=[2, 20]' \
+          --set 'grid.activation=[relu, sigmoid]' \
+          --set 'grid.init=[kaiming_normal, {name: normal, std: 1.0}]' \
+          --set 'grid.norm=[none, batchnorm]' --set 'grid.weight_decay=[0]' \
+          --set 'grid.dropout=[0.0]' \
+          --set 'grid.optimizer=[{name: sgd, lr: 0.1}, {name: adam, lr: 1.0e-3}]'
+WHERE  = --workers auto $(if $(RAY_ADDRESS),--ray-address $(RAY_ADDRESS))
+
+full: $(STAMP)  ## the full atlas: 6 dataset x model sweeps (SCALE=smoke: a slice on MNIST-1D)
+ifeq ($(SCALE),smoke)
+	$(BIN)/gradatlas run atlas $(SMOKE) $(WHERE)
+	$(BIN)/gradatlas report atlas-smoke
+else ifeq ($(SCALE),full)
+	@set -e; for combo in $(ATLAS); do \
+	  ds=$${combo%%:*}; family=$${combo##*:}; \
+	  echo "== atlas-$$ds-$$family"; \
+	  $(BIN)/gradatlas run atlas --set name=atlas-$$ds-$$family --set dataset.name=$$ds \
+	    --set model.family=$$family $(WHERE); \
+	  $(BIN)/gradatlas report atlas-$$ds-$$family; \
+	done
+else
+	$(error SCALE must be full or smoke, not '$(SCALE)')
+endif
 
 clean:  ## remove the local MLflow store and reports (keeps .venv)
 	rm -rf runs

@@ -18,9 +18,12 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from gradatlas import __version__
 from gradatlas.errors import EXIT_USAGE, UserInputError
+
+PLAN_CELLS_SHOWN = 200  # beyond this the cell list is cut (an atlas has thousands)
 
 LS_KINDS = (
     "activations",
@@ -94,7 +97,35 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--limit", type=int, metavar="N", help="run at most N of the pending trials")
     run.add_argument(
-        "--threads", type=int, metavar="N", help="torch intra-op threads (default: torch's choice)"
+        "--threads",
+        type=_positive_int,
+        metavar="N",
+        help="torch threads per worker (default: 1 per Ray worker on CPU; in-process, the "
+        "cores this process may use, at most 4)",
+    )
+    run.add_argument(
+        "--workers",
+        default="1",
+        metavar="N|auto",
+        help="parallel workers (default 1: this process, no Ray). N > 1 or auto starts a local "
+        "Ray instance: auto = one per GPU, else one per physical core",
+    )
+    run.add_argument(
+        "--gpus-per-worker",
+        type=float,
+        metavar="F",
+        help="GPU share of each Ray worker, e.g. 0.25 packs 4 small trials on one GPU",
+    )
+    run.add_argument(
+        "--ray-address",
+        metavar="ADDR|auto",
+        help="join an existing Ray cluster (started with `ray start --head`) instead of a "
+        "local instance; $RAY_ADDRESS works too",
+    )
+    run.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="run again the trials recorded as failed (they are skipped otherwise)",
     )
 
     val = sub.add_parser(
@@ -156,6 +187,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         for line in exc.render().splitlines():
             print(f"error: {line}", file=sys.stderr)
         return EXIT_USAGE
+    except KeyboardInterrupt as exc:  # Ctrl-C while starting up: one line, not a traceback
+        print("\ninterrupted; nothing was left half-written", file=sys.stderr)
+        return getattr(exc, "exit_code", 130)
+
+
+def entry_point() -> None:
+    """The console script: Ctrl-C during imports (before ``main`` runs) is one line too."""
+    try:
+        code = main()
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        code = 130
+    sys.exit(code)
 
 
 # -- commands ------------------------------------------------------------------------------------
@@ -206,9 +250,15 @@ def cmd_plan(args: argparse.Namespace) -> int:
         for name in first.factors:
             levels = list(dict.fromkeys(t.factors.get(name, "-") for t in cells.values()))
             print(f"  {name:<13} {len(levels):>3} levels: {', '.join(levels)}")
-    print("\ncells:")
-    for t in cells.values():
+    from gradatlas.cost import estimate_cost, format_cost
+
+    print(f"\n{format_cost(estimate_cost(suite.trials))}")
+    shown = list(cells.values())
+    print(f"\ncells ({len(shown)}):")
+    for t in shown[:PLAN_CELLS_SHOWN]:
         print(f"  {t.cell_id}  {t.cell or '(single cell)'}")
+    if len(shown) > PLAN_CELLS_SHOWN:
+        print(f"  ... and {len(shown) - PLAN_CELLS_SHOWN} more (--json lists every trial)")
     return 0
 
 
@@ -257,45 +307,108 @@ def cmd_ls(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _make_executor(args: argparse.Namespace) -> Any:
+    """In-process for one local worker (no Ray start-up), else Ray."""
+    from gradatlas.runners.executor import InProcessExecutor, RayExecutor, plan_workers
+    from gradatlas.runners.trial import default_threads
+
+    address = args.ray_address or os.environ.get("RAY_ADDRESS") or None
+    if args.workers in ("1", 1) and not address:
+        threads = args.threads or default_threads()
+        return InProcessExecutor(accelerator=args.accelerator, threads=threads)
+    if args.workers != "auto":
+        try:
+            _positive_int(args.workers)
+        except (ValueError, argparse.ArgumentTypeError):
+            raise UserInputError(
+                f"--workers: expected a positive integer or auto, got {args.workers!r}"
+            ) from None
+    plan = plan_workers(
+        args.workers,
+        accelerator=args.accelerator,
+        gpus_per_worker=args.gpus_per_worker,
+        threads=args.threads,
+    )
+    return RayExecutor(plan, accelerator=args.accelerator, address=address)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
-    from gradatlas.runners.sweep import outcome_table, run_suite
+    import signal
+
+    from gradatlas.runners.sweep import outcome_table, raise_interrupted, run_suite
     from gradatlas.runners.tracking import resolve_tracking_uri
     from gradatlas.suites import load_suite
 
     # Everything is validated before anything is written.
     suite = load_suite(args.suite, _overrides(args))
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
     uri = resolve_tracking_uri(args.tracking_uri)
+    executor = None
     try:
+        from gradatlas.runners import store
+
+        store.open_store(uri)  # a store that cannot be used is said before Ray starts
+        # SIGTERM during start-up (Ray, imports) ends like Ctrl-C: one line, exit 143.
+        signal.signal(signal.SIGTERM, raise_interrupted)
+        executor = _make_executor(args)
         summary = run_suite(
-            suite, uri, force=args.force, accelerator=args.accelerator, limit=args.limit
+            suite,
+            uri,
+            force=args.force,
+            retry_failed=args.retry_failed,
+            accelerator=args.accelerator,
+            limit=args.limit,
+            executor=executor,
         )
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
+        if executor is not None:
+            executor.close()
         print(
             "\naborted; finished trials are recorded, rerun the same command to resume",
             file=sys.stderr,
         )
-        return 130
+        return getattr(exc, "exit_code", 130)
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
     columns, rows = outcome_table(uri, suite)
     _print_table(suite.name, columns, rows)
     print(f"\nMLflow store: {uri}  (experiment '{suite.name}', id {summary.experiment_id})")
     print(f"Open the UI:  make ui   (or: mlflow ui --backend-store-uri {uri} --host 127.0.0.1)")
+    print(f"The report:   gradatlas report {suite.name}")
     if summary.ran:
         print(
-            f"This run: {summary.ran} trials in {summary.wall_s:.1f}s; of that, "
-            f"instrumentation {summary.instrument_s:.1f}s "
-            f"({100 * summary.instrument_s / max(summary.wall_s, 1e-9):.1f}%), MLflow logging "
-            f"{summary.logging_s:.1f}s ({100 * summary.logging_s / max(summary.wall_s, 1e-9):.1f}%)"
+            f"This run: {summary.ran} trials in {summary.wall_s:.1f}s on {summary.executor}; "
+            f"in the trials, instrumentation {summary.instrument_s:.1f}s "
+            f"({100 * summary.instrument_s / max(summary.trial_s, 1e-9):.1f}% of trial time), "
+            f"MLflow logging {summary.logging_s:.1f}s "
+            f"({100 * summary.logging_s / max(summary.wall_s, 1e-9):.1f}% of the wall time)"
         )
+    if summary.failures:
+        print(f"\nFailed: {len(summary.failures)} trials raised (recorded FAILED, with traceback):")
+        for failure in summary.failures[:20]:
+            print(f"  {failure.trial.run_name}  [{failure.trial.trial_id}]  {failure.error}")
+        if len(summary.failures) > 20:
+            print(f"  ... and {len(summary.failures) - 20} more (MLflow: status FAILED)")
+    if summary.lost_units:
+        print(f"Lost: {summary.lost_units} units never returned; their trials stay pending.")
+    if summary.duplicates:
+        print(f"Skipped {summary.duplicates} results already recorded (a retried unit).")
+    if summary.write_error:
+        print(f"\nerror: {uri}: {summary.write_error}", file=sys.stderr)
+        print("Finished trials are recorded; fix the store and rerun to resume.", file=sys.stderr)
+        return 2
     if summary.interrupted:
         print(
-            "Interrupted: the trial in progress is recorded as killed; run the same command "
+            "Interrupted: trials in progress are not recorded as done; run the same command "
             "to resume."
         )
-        return 130
+        return 143 if summary.signal_name == "SIGTERM" else 130
     return 0
 
 
@@ -338,3 +451,7 @@ COMMANDS = {
     "report": cmd_report,
     "ui": cmd_ui,
 }
+
+
+if __name__ == "__main__":
+    entry_point()

@@ -39,6 +39,9 @@ DEVICE = "gradatlas.device"
 PLANNED_TRIALS = "gradatlas.planned_trials"  # sweep runs: trials in the suite's plan
 TODO_TRIALS = "gradatlas.todo_trials"  # sweep runs: trials this invocation set out to run
 OVERRIDES = "gradatlas.overrides"  # sweep runs: the --set overrides, as a command line
+DRIVER_HOST = "gradatlas.driver.host"  # sweep runs: host of the driver process writing the sweep
+DRIVER_PID = "gradatlas.driver.pid"  # sweep runs: that process's id on its host
+DRIVER_HEARTBEAT = "gradatlas.driver.heartbeat"  # sweep runs: its last sign of life, unix seconds
 PARENT_RUN = "mlflow.parentRunId"
 KIND_TRIAL, KIND_SWEEP = "trial", "sweep"
 MAX_REASON_TAG = 5000  # characters of the outcome reason kept in its tag (trial.json has it all)
@@ -57,12 +60,19 @@ OVERRIDES_ARTIFACT = "overrides.json"  # sweep runs started with --set: {"overri
 # -- run statuses and the filters that find runs -------------------------------------------------
 FINISHED, KILLED_STATUS = "FINISHED", "KILLED"
 FINISHED_TRIALS = f"tags.`{KIND}` = '{KIND_TRIAL}' and attributes.status = '{FINISHED}'"
+FAILED_TRIALS = f"tags.`{KIND}` = '{KIND_TRIAL}' and attributes.status = 'FAILED'"
 SWEEPS = f"tags.`{KIND}` = '{KIND_SWEEP}'"
+RUNNING_STATUS = "RUNNING"  # a run still being written, or left so by a driver that died
+RUNNING_SWEEPS = f"{SWEEPS} and attributes.status = '{RUNNING_STATUS}'"
+RUNNING_TRIALS = f"tags.`{KIND}` = '{KIND_TRIAL}' and attributes.status = '{RUNNING_STATUS}'"
 
 # -- outcomes ------------------------------------------------------------------------------------
 # The verdicts of the outcome rules (gradatlas.runners.outcome), in the order reports show them.
 OUTCOMES = ("converged", "unconverged", "stalled", "vanished", "exploded")
 KILLED = "killed"  # not a verdict: the trial was interrupted and is rerun on resume
+FAILED_OUTCOME = "failed"  # not a verdict: the trial raised (run status FAILED, error recorded)
+ERROR = "gradatlas.error"  # trial runs that raised: "ValueError: ..." (one line)
+ERROR_ARTIFACT = "error.txt"  # trial runs that raised: the traceback
 OUTCOME_ORDER = (*OUTCOMES, KILLED)
 
 

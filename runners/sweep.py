@@ -1,23 +1,52 @@
-"""Run a suite: expand, skip what is done, run the rest one trial at a time, record each.
+"""Run a suite: check the store, skip what is done, run the rest on an executor, record each.
 
-"Expand the suite", "run one trial" and "record one trial" stay separate functions; this module
-only sequences them, shows progress and handles Ctrl-C. The first Ctrl-C stops the current trial
-at the next step (recorded as KILLED, so a resume reruns it) and ends the sweep; nothing that
-finished is lost, because each trial is recorded the moment it ends.
+"Expand the suite", "run one unit of trials" (``runners.executor``) and "record one trial"
+(``runners.tracking``) stay separate; this module only sequences them on the driver, which alone
+writes MLflow, shows progress, and handles signals:
+
+- the first Ctrl-C or SIGTERM (what ``timeout``, Slurm and Kubernetes send) stops the trial in
+  progress at its next step (in-process: recorded KILLED, rerun on resume) or cancels the units
+  in flight (Ray: they stay pending) and ends the sweep; the command then exits 130 (Ctrl-C) or
+  143 (SIGTERM), never 0;
+- a second Ctrl-C aborts at once, but never in the middle of a store write (so SQLite is not
+  left locked, and the sweep run is still closed as KILLED).
+
+Nothing that finished is lost, because each trial is recorded the moment its unit returns, and
+nothing is recorded twice: each trial id is checked against the store right before recording
+(a unit Ray retried after it had finished, or another driver, may have recorded it already).
 """
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TextIO
+from typing import Any, TextIO
 
-from gradatlas.record import OUTCOME, OUTCOME_ORDER, final_label
+from gradatlas.errors import UserInputError
+from gradatlas.record import FAILED_OUTCOME, OUTCOME, OUTCOME_ORDER, final_label
 from gradatlas.suites import Suite
+
+HEARTBEAT_S = 30.0
+
+
+class Interrupted(KeyboardInterrupt):
+    """An abort by signal; ``exit_code`` is what the shell expects (130 Ctrl-C, 143 SIGTERM),
+    so a scheduler never takes a stopped sweep for a finished one."""
+
+    def __init__(self, signum: int = signal.SIGINT):
+        super().__init__(signal.Signals(signum).name)
+        self.exit_code = 128 + int(signum)
+
+
+def raise_interrupted(signum: int, frame: Any) -> None:
+    """A signal handler for start-up (before the sweep's own): abort with one line."""
+    raise Interrupted(signum)
 
 
 @dataclass
@@ -26,9 +55,16 @@ class SweepSummary:
     tracking_uri: str
     planned: int
     skipped: int
+    executor: str = ""
     ran: int = 0
     interrupted: bool = False
+    signal_name: str = ""  # "SIGINT" | "SIGTERM" when a signal stopped the sweep
     counts: Counter = field(default_factory=Counter)
+    failures: list[Any] = field(default_factory=list)  # executor.TrialFailure
+    lost_units: int = 0
+    duplicates: int = 0  # results not recorded because the trial was already recorded
+    closed_stale: tuple[int, int] = (0, 0)
+    write_error: str = ""
     wall_s: float = 0.0
     fit_s: float = 0.0
     instrument_s: float = 0.0
@@ -46,51 +82,92 @@ def _fmt_time(seconds: float) -> str:
 
 
 class Progress:
-    """One line per trial: done/total, elapsed, ETA, outcome counts so far."""
+    """One line per trial: done/total, elapsed, ETA from the measured rate, throughput per
+    worker, outcome counts so far, and where the trial ran."""
 
-    def __init__(self, total: int, stream: TextIO = sys.stderr):
-        self.total, self.stream = total, stream
+    def __init__(self, total: int, workers: int = 1, stream: TextIO = sys.stderr):
+        self.total, self.workers, self.stream = total, workers, stream
         self.done = 0
         self.counts: Counter = Counter()
         self.start = time.perf_counter()
 
-    def update(self, name: str, outcome: str, seconds: float) -> None:
+    def update(self, name: str, outcome: str, seconds: float, where: str = "") -> None:
         self.done += 1
         self.counts[outcome] += 1
         elapsed = time.perf_counter() - self.start
-        eta = elapsed / self.done * (self.total - self.done)
+        rate = self.done / max(elapsed, 1e-9)  # trials per second, all workers together
+        eta = (self.total - self.done) / rate
         counts = " ".join(f"{k} {self.counts[k]}" for k in OUTCOME_ORDER if self.counts[k])
+        speed = ""
+        if self.workers > 1:
+            speed = f" | {self.workers} workers, {60 * rate / self.workers:.1f} trials/min each"
         line = (
-            f"[{self.done}/{self.total}] {_fmt_time(elapsed)} elapsed, ETA {_fmt_time(eta)} | "
-            f"{counts} | {name}: {outcome} ({seconds:.1f}s)"
+            f"[{self.done}/{self.total}] {_fmt_time(elapsed)} elapsed, ETA {_fmt_time(eta)}"
+            f"{speed} | {counts} | {name}: {outcome} ({seconds:.1f}s"
+            + (f" on {where}" if where and self.workers > 1 else "")
+            + ")"
         )
         self.stream.write(line + "\n")
         self.stream.flush()
 
 
-class _StopOnSigint:
-    """First Ctrl-C: ask the running trial to stop (Lightning would otherwise catch it and
-    exit the process). Second Ctrl-C: the default behaviour, immediately."""
+class StopOnSignals:
+    """First Ctrl-C or SIGTERM: set ``event`` (the running trial stops at its next step; no
+    new unit starts). Second Ctrl-C (or SIGTERM): abort with ``KeyboardInterrupt``, but never
+    inside ``writing()`` (a store write): then right after it."""
 
-    def __init__(self) -> None:
+    def __init__(self, stream: TextIO = sys.stderr) -> None:
         self.event = threading.Event()
-        self._previous = None
+        self.signal_name = ""
+        self.stream = stream
+        self._abort = 0  # the signal number of a second signal, once one came
+        self._in_write = 0
+        self._previous: dict[int, Any] = {}
 
-    def __enter__(self) -> threading.Event:
+    def __enter__(self) -> StopOnSignals:
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-        return self.event
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
 
-    def _handle(self, signum, frame) -> None:
+    def _handle(self, signum: int, frame: Any) -> None:
+        name = signal.Signals(signum).name
         if self.event.is_set():
-            signal.signal(signal.SIGINT, signal.default_int_handler)
-            raise KeyboardInterrupt
+            self._abort = signum
+            if not self._in_write:
+                raise Interrupted(signum)
+            return
+        self.signal_name = name
         self.event.set()
-        sys.stderr.write("\nInterrupted: stopping the current trial (Ctrl-C again to abort)\n")
+        what = "Ctrl-C again to abort" if signum == signal.SIGINT else "SIGTERM again to abort"
+        self.stream.write(f"\n{name}: stopping after the current trial's next step ({what})\n")
+        self.stream.flush()
 
-    def __exit__(self, *exc) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[None]:
+        """A store write that a second signal must not cut in half."""
+        self._in_write += 1
+        try:
+            yield
+        finally:
+            self._in_write -= 1
+            if self._abort and not self._in_write:
+                raise Interrupted(self._abort)
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
+
+
+def pending_trials(
+    suite: Suite, done: set[str], failed: set[str], limit: int | None
+) -> tuple[list[Any], int]:
+    """The trials still to run (finished ones, and failed ones unless retried, are skipped),
+    the first ``limit`` of them in plan order. Returns (todo, pending count)."""
+    pending = [t for t in suite.trials if t.trial_id not in done and t.trial_id not in failed]
+    if limit is None or limit >= len(pending):
+        return pending, len(pending)
+    return pending[:limit], len(pending)
 
 
 def run_suite(
@@ -98,80 +175,169 @@ def run_suite(
     tracking_uri: str,
     *,
     force: bool = False,
+    retry_failed: bool = False,
     accelerator: str = "auto",
     limit: int | None = None,
+    executor: Any = None,
     stream: TextIO = sys.stderr,
 ) -> SweepSummary:
+    """Run what is pending of ``suite`` on ``executor`` (default: in this process) and record
+    it in ``tracking_uri``. Raises ``UserInputError`` (exit 2) for a store that cannot be used
+    or another live driver of this suite, before any trial trains."""
+    from gradatlas.runners import store
+    from gradatlas.runners.executor import InProcessExecutor, make_units
     from gradatlas.runners.tracking import Tracker
-    from gradatlas.runners.trial import run_trial
 
-    tracker = Tracker(tracking_uri)  # creates the store once, before any trial runs
+    store.open_store(tracking_uri)  # probes and creates the store once, before anything runs
+    tracker = Tracker(tracking_uri)
     exp_id = tracker.ensure_experiment(suite.name)
-    done = {} if force else tracker.finished_trials(exp_id)
-    pending = [t for t in suite.trials if t.trial_id not in done]
-    todo = pending[:limit] if limit is not None else pending
-    summary = SweepSummary(
-        exp_id, tracking_uri, len(suite.trials), len(suite.trials) - len(pending)
+    closed = store.close_dead_runs(tracker.client, exp_id)
+    others = store.live_drivers(tracker.client, exp_id)
+    if others:
+        raise UserInputError(
+            f"another gradatlas run of '{suite.name}' is driving this store: "
+            + "; ".join(d.describe() for d in others)
+            + ". Wait for it to finish or stop it; two drivers of one suite would run the same "
+            "trials twice",
+            source=tracking_uri,
+        )
+    done = set() if force else set(tracker.finished_trials(exp_id))
+    failed = set() if (force or retry_failed) else tracker.failed_trials(exp_id)
+    todo, pending = pending_trials(suite, done, failed, limit)
+    summary = SweepSummary(exp_id, tracking_uri, len(suite.trials), len(suite.trials) - pending)
+    summary.closed_stale = closed
+    if closed != (0, 0):
+        stream.write(
+            f"Closed {closed[0]} sweep and {closed[1]} trial runs left RUNNING by a driver "
+            "that died (now KILLED; their trials run again)\n"
+        )
+    skipped_failed = len(
+        [t for t in suite.trials if t.trial_id in failed and t.trial_id not in done]
     )
     if not todo:
         stream.write(
-            f"All {len(suite.trials)} trials of '{suite.name}' are already recorded "
-            "(use --force to rerun).\n"
+            f"All {len(suite.trials)} trials of '{suite.name}' are already recorded"
+            + (
+                f" ({skipped_failed} as failed; --retry-failed runs them again)"
+                if skipped_failed
+                else ""
+            )
+            + " (use --force to rerun).\n"
         )
         return summary
+    executor = executor or InProcessExecutor(accelerator=accelerator)
+    summary.executor = executor.description
     stream.write(
         f"Running {len(todo)} of {len(suite.trials)} trials of '{suite.name}'"
         + (f" ({summary.skipped} already recorded)" if summary.skipped else "")
         + (
-            f"; --limit leaves {len(pending) - len(todo)} for later"
-            if len(todo) < len(pending)
+            f"; {skipped_failed} failed before (--retry-failed reruns them)"
+            if skipped_failed
             else ""
         )
-        + "\n"
+        + (f"; --limit leaves {pending - len(todo)} for later" if len(todo) < pending else "")
+        + f"\n  on {executor.description}\n"
     )
     sweep_id = tracker.start_sweep(exp_id, suite, len(suite.trials), len(todo))
-    progress = Progress(len(todo), stream)
+    store.claim_sweep(tracker.client, sweep_id)  # host, pid, heartbeat: whose sweep this is
+    progress = Progress(len(todo), executor.workers, stream)
     t0 = time.perf_counter()
+    last_beat = time.monotonic()
     status = "FINISHED"
+    signals = StopOnSignals(stream)
     try:
-        with _StopOnSigint() as stop:
-            for trial in todo:
-                t_trial = time.perf_counter()
-                result = run_trial(trial, accelerator=accelerator, stop=stop)
-                t_log = time.perf_counter()
-                tracker.record_trial(exp_id, sweep_id, result)
-                summary.logging_s += time.perf_counter() - t_log
-                summary.fit_s += result.timing["fit_time_s"]
-                summary.instrument_s += result.timing["instrument_time_s"]
-                summary.trial_s += result.timing["wall_time_s"]
-                label = final_label(result.outcome.label, result.interrupted)
-                summary.ran += 1
-                progress.update(trial.run_name, label, time.perf_counter() - t_trial)
-                if result.interrupted:
-                    summary.interrupted = True
-                    status = "KILLED"
+        with signals:
+            for unit in executor.run(make_units(todo), signals.event):
+                if unit.lost:
+                    summary.lost_units += 1
+                    stream.write(
+                        f"lost: a unit of {len(unit.unit.trials)} trials ({unit.lost}); they "
+                        "stay pending, rerun the same command to resume\n"
+                    )
+                for result in unit.results:
+                    _record(
+                        tracker, exp_id, sweep_id, result, summary, progress, signals, unit, force
+                    )
+                for failure in unit.failures:
+                    with signals.writing():
+                        tracker.record_failure(exp_id, sweep_id, failure)
+                    summary.failures.append(failure)
+                    summary.counts[FAILED_OUTCOME] += 1
+                    progress.update(failure.trial.run_name, FAILED_OUTCOME, 0.0, failure.worker)
+                if time.monotonic() - last_beat > HEARTBEAT_S:
+                    with signals.writing():
+                        store.heartbeat(tracker.client, sweep_id)
+                    last_beat = time.monotonic()
+                if summary.interrupted:
                     break
+            if signals.event.is_set():
+                summary.interrupted = True
+    except store.StoreWriteError as exc:
+        summary.write_error = str(exc)
+        status = "KILLED"
     except BaseException:
         status = "KILLED"
         summary.interrupted = True
         raise
     finally:
-        tracker.end_sweep(sweep_id, status)
+        executor.close()
+        summary.signal_name = signals.signal_name
+        if summary.interrupted:
+            status = "KILLED"
+        with contextlib.suppress(Exception):  # the store may be the thing that failed
+            tracker.end_sweep(sweep_id, status)
         summary.wall_s = time.perf_counter() - t0
     return summary
 
 
+def _record(tracker, exp_id, sweep_id, result, summary, progress, signals, unit, force) -> None:
+    """Record one result unless its trial is already recorded (a retried unit, another driver;
+    ``--force`` records reruns on purpose, and reports keep the newest). A failed write (disk
+    full, read-only) ends the sweep with a clear message, not a traceback."""
+    from gradatlas.runners import store
+
+    label = final_label(result.outcome.label, result.interrupted)
+    t_log = time.perf_counter()
+    with signals.writing():
+        if not (force or result.interrupted) and store.already_recorded(
+            tracker.client, exp_id, result.trial.trial_id
+        ):
+            summary.duplicates += 1
+            return
+        try:
+            tracker.record_trial(exp_id, sweep_id, result)
+        except Exception as exc:
+            why = store.classify_write_error(exc)
+            if why is None:
+                raise
+            raise store.StoreWriteError(why) from exc
+    summary.logging_s += time.perf_counter() - t_log
+    summary.fit_s += result.timing["fit_time_s"]
+    summary.instrument_s += result.timing["instrument_time_s"]
+    summary.trial_s += result.timing["wall_time_s"]
+    summary.ran += 1
+    summary.counts[label] += 1
+    progress.update(result.trial.run_name, label, result.timing["wall_time_s"], unit.worker)
+    if result.interrupted:
+        summary.interrupted = True
+
+
 def outcome_table(tracking_uri: str, suite: Suite) -> tuple[list[str], list[tuple[str, Counter]]]:
-    """Outcome counts per cell over every finished trial of this suite's current plan."""
+    """Outcome counts per cell over every finished (or failed) trial of this suite's plan."""
     from gradatlas.runners.tracking import Tracker
 
     tracker = Tracker(tracking_uri)
     exp_id = tracker.ensure_experiment(suite.name)
     finished = tracker.finished_trials(exp_id)
+    failed = tracker.failed_trials(exp_id)
     cells: dict[str, Counter] = {}
     for trial in suite.trials:
         counter = cells.setdefault(trial.cell, Counter())
         tags = finished.get(trial.trial_id)
-        counter[tags[OUTCOME] if tags else "pending"] += 1
-    columns = [k for k in (*OUTCOME_ORDER, "pending") if any(c[k] for c in cells.values())]
+        if tags:
+            counter[tags[OUTCOME]] += 1
+        else:
+            counter[FAILED_OUTCOME if trial.trial_id in failed else "pending"] += 1
+    order = (*OUTCOME_ORDER, FAILED_OUTCOME, "pending")
+    columns = [k for k in order if any(c[k] for c in cells.values())]
     return columns, list(cells.items())

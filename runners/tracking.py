@@ -21,8 +21,13 @@ from typing import Any
 
 from gradatlas.record import CELL_ID as CELL_ID
 from gradatlas.record import (
+    DEVICE,
     ENVIRONMENT_ARTIFACT,
+    ERROR,
+    ERROR_ARTIFACT,
     FACTOR_LEVELS_ARTIFACT,
+    FAILED_OUTCOME,
+    FAILED_TRIALS,
     FINISHED_TRIALS,
     MAX_REASON_TAG,
     OVERRIDES,
@@ -136,6 +141,43 @@ class Tracker:
             done.setdefault(run.data.tags.get(TRIAL_ID, ""), run.data.tags)
         return done
 
+    def failed_trials(self, experiment_id: str) -> set[str]:
+        """Trial ids with a FAILED run and no FINISHED one: resume skips them unless asked to
+        retry (a trial that raises would raise again; it is reported, not retried forever)."""
+        failed = {
+            run.data.tags.get(TRIAL_ID, "")
+            for run in search_all(self.client, experiment_id, FAILED_TRIALS)
+        }
+        return failed - set(self.finished_trials(experiment_id))
+
+    def record_failure(self, experiment_id: str, sweep_id: str | None, failure: Any) -> str:
+        """A trial that raised: a FAILED trial run with its config as params, the error as a
+        tag and the traceback as ``error.txt``, so it is listed, findable and not lost."""
+        trial = failure.trial
+        record = TrialRecord(
+            trial_id=trial.trial_id,
+            cell_id=trial.cell_id,
+            cell=trial.cell,
+            seed=trial.seed,
+            suite=trial.suite,
+            config=trial.config,
+            factors=trial.factors,
+            outcome=RecordedOutcome(FAILED_OUTCOME, failure.error, trial.config["outcomes"]),
+            finished_at=utc_now(),
+        )
+        tags = {**trial_tags(record, sweep_id), ERROR: failure.error[:MAX_REASON_TAG]}
+        tags[DEVICE] = failure.worker
+        run = self.client.create_run(experiment_id, run_name=trial.run_name, tags=tags)
+        rid = run.info.run_id
+        from mlflow.entities import Param
+
+        params = [Param(k, v) for k, v in trial_params(record).items()]
+        for i in range(0, len(params), 100):
+            self.client.log_batch(rid, params=params[i : i + 100])
+        self.client.log_text(rid, failure.traceback, ERROR_ARTIFACT)
+        self.client.set_terminated(rid, status="FAILED")
+        return rid
+
     def start_sweep(self, experiment_id: str, suite: Any, planned: int, todo: int) -> str:
         return log_sweep(
             self.client,
@@ -156,7 +198,14 @@ class Tracker:
         record as ``trial.json``. The run spans the trial's own time (its start is the trial's
         wall time before now), so the MLflow UI's Duration is the trial's. Returns the run id."""
         t0 = time.perf_counter()
-        start_ms = int(time.time() * 1000) - round(1000 * result.timing.get("wall_time_s", 0.0))
+        # The trial's own clock times (a worker's, possibly minutes before this record);
+        # results without them span the trial's wall time up to now.
+        end_ms = round(1000 * result.ended_at) if getattr(result, "ended_at", 0) else None
+        start_ms = (
+            round(1000 * result.started_at)
+            if getattr(result, "started_at", 0)
+            else int(time.time() * 1000) - round(1000 * result.timing.get("wall_time_s", 0.0))
+        )
         return log_trial(
             self.client,
             experiment_id,
@@ -164,6 +213,7 @@ class Tracker:
             run_name=result.trial.run_name,
             parent_run=sweep_id,
             start_ms=start_ms,
+            end_ms=end_ms,
             t0=t0,
         )
 
@@ -238,6 +288,7 @@ def log_trial(
     run_name: str,
     parent_run: str | None = None,
     start_ms: int | None = None,
+    end_ms: int | None = None,
     t0: float | None = None,
     last_points_only: bool = False,
 ) -> str:
@@ -269,5 +320,5 @@ def log_trial(
     timing = record.timing | {"logging_time_s": time.perf_counter() - t0}
     client.log_text(rid, replace(record, timing=timing).to_json(), TRIAL_ARTIFACT)
     client.log_metric(rid, "logging_time_s", time.perf_counter() - t0, now, 0)
-    client.set_terminated(rid, status=record.status)
+    client.set_terminated(rid, status=record.status, end_time=end_ms)
     return rid

@@ -45,6 +45,8 @@ class TrialResult:
     timing: dict[str, float]
     device: str
     interrupted: bool = False
+    started_at: float = 0.0  # unix seconds on the machine that ran it (MLflow run start/end)
+    ended_at: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -52,6 +54,24 @@ def quiet_lightning() -> None:
     """Lightning announces devices and tips on every Trainer; a sweep builds hundreds."""
     for name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric"):
         logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def set_threads(threads: int) -> None:
+    """torch's intra-op threads for this process (its default, one per logical CPU, makes
+    small trials many times slower when several workers share a machine)."""
+    torch.set_num_threads(max(1, int(threads)))
+
+
+def default_threads() -> int:
+    """What a single-process sweep uses: every core this process may run on, capped at 4
+    (these small networks stop scaling there, and a shared machine keeps some room)."""
+    import os
+
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cores = os.cpu_count() or 1
+    return max(1, min(4, cores))
 
 
 def pick_device(accelerator: str) -> torch.device:
@@ -63,7 +83,7 @@ def pick_device(accelerator: str) -> torch.device:
 def run_trial(
     trial: Trial, *, accelerator: str = "auto", stop: threading.Event | None = None
 ) -> TrialResult:
-    t_start = time.perf_counter()
+    t_start, started_at = time.perf_counter(), time.time()
     spec = trial.spec  # resolved and validated once by the suites layer: trusted here
     quiet_lightning()
     device = pick_device(accelerator)
@@ -121,6 +141,11 @@ def run_trial(
         gradient_clip_val=clip.max if clip.mode != "none" else None,
         gradient_clip_algorithm=clip.mode if clip.mode != "none" else None,
     )
+    # The sweep owns SIGINT/SIGTERM (first: stop at the next step and record; second: abort).
+    # Lightning's own SIGTERM handler would end the whole process with exit status 0 (its
+    # SIGTERMException is a SystemExit), so a scheduler would take a stopped sweep for a
+    # finished one: keep it from installing handlers for this Trainer.
+    trainer._signal_connector.register_signal_handlers = lambda: None
     t_fit = time.perf_counter()
     with warnings.catch_warnings():
         # Our TensorBatches is not a torch DataLoader, so Lightning's advice about DataLoader
@@ -168,6 +193,8 @@ def run_trial(
         timing=timing,
         device=str(device),
         interrupted=instrument.interrupted,
+        started_at=started_at,
+        ended_at=time.time(),
     )
 
 

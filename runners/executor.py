@@ -1,0 +1,297 @@
+"""Where trials train: in this process, or on Ray workers across GPUs and machines.
+
+One interface, two implementations. A work unit is the list of pending trials of one cell (its
+seeds), so a worker builds the data once per unit and the batched-seed mode can later train the
+unit as one stacked model. Executors only *run*: results come back to the driver, which alone
+writes MLflow (one writer keeps the default SQLite store safe with any number of workers).
+
+``InProcessExecutor`` is today's path: no Ray start-up, Ctrl-C stops the trial in progress at
+its next step. ``RayExecutor`` submits units as Ray tasks (one CPU, or a fraction of a GPU,
+each), retries a unit whose worker process or node died (``max_retries``; a trial that raises
+is a result, not a retry), and hands results back the moment each unit returns.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+import traceback
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from gradatlas.suites import Trial
+
+
+@dataclass(frozen=True)
+class WorkUnit:
+    """The pending trials of one cell, run one after another by one worker."""
+
+    cell_id: str
+    trials: tuple[Trial, ...]
+
+
+@dataclass(frozen=True)
+class TrialFailure:
+    """A trial that raised: recorded FAILED with its error, once; the sweep goes on."""
+
+    trial: Trial
+    error: str  # "ValueError: ..." (one line)
+    traceback: str
+    worker: str
+
+
+@dataclass
+class UnitResult:
+    unit: WorkUnit
+    results: list[Any] = field(default_factory=list)  # TrialResult, in trial order
+    failures: list[TrialFailure] = field(default_factory=list)
+    worker: str = ""
+    seconds: float = 0.0
+    lost: str = ""  # why the unit never returned (retries exhausted); its trials stay pending
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def run_unit(
+    unit: WorkUnit,
+    *,
+    accelerator: str = "auto",
+    threads: int | None = None,
+    stop: threading.Event | None = None,
+) -> UnitResult:
+    """Run every trial of a unit; a trial that raises becomes a ``TrialFailure`` and the next
+    one still runs. ``threads`` sets torch's intra-op threads for this process first."""
+    from gradatlas.runners.trial import run_trial, set_threads
+
+    if threads:
+        set_threads(threads)
+    t0 = time.perf_counter()
+    out = UnitResult(unit, worker=worker_name())
+    for trial in unit.trials:
+        if stop is not None and stop.is_set():
+            break
+        try:
+            result = run_trial(trial, accelerator=accelerator, stop=stop)
+        except Exception as exc:  # a trial that blows up is a result, not a crash
+            out.failures.append(
+                TrialFailure(
+                    trial,
+                    f"{type(exc).__name__}: {exc}".splitlines()[0][:500],
+                    traceback.format_exc()[-20000:],
+                    out.worker,
+                )
+            )
+            continue
+        out.results.append(result)
+        if result.interrupted:
+            break
+    out.seconds = time.perf_counter() - t0
+    return out
+
+
+class Executor(Protocol):
+    """Runs work units; yields each unit's result as soon as it is done (any order)."""
+
+    description: str  # what it runs on, for the user: "2 Ray workers (1 CPU, 1 thread each)"
+    workers: int
+
+    def run(self, units: Sequence[WorkUnit], stop: threading.Event) -> Iterator[UnitResult]: ...
+
+    def close(self) -> None: ...
+
+
+class InProcessExecutor:
+    """One worker: this process, one unit after another (no Ray start-up)."""
+
+    workers = 1
+
+    def __init__(self, *, accelerator: str = "auto", threads: int | None = None):
+        self.accelerator, self.threads = accelerator, threads
+        self.description = "this process" + (f" ({threads} torch threads)" if threads else "")
+
+    def run(self, units: Sequence[WorkUnit], stop: threading.Event) -> Iterator[UnitResult]:
+        for unit in units:
+            if stop.is_set():
+                return
+            yield run_unit(unit, accelerator=self.accelerator, threads=self.threads, stop=stop)
+
+    def close(self) -> None:
+        pass
+
+
+def physical_cores() -> int:
+    """Physical cores (hyper-threads share a core's floating-point units, so one torch worker
+    per logical CPU only adds contention)."""
+    try:
+        cores = set()
+        with open("/proc/cpuinfo") as fh:
+            phys = core = None
+            for line in fh:
+                if line.startswith("physical id"):
+                    phys = line.split(":")[1].strip()
+                elif line.startswith("core id"):
+                    core = line.split(":")[1].strip()
+                elif not line.strip() and core is not None:
+                    cores.add((phys, core))
+                    phys = core = None
+        if cores:
+            return min(len(cores), len(os.sched_getaffinity(0)))
+    except (OSError, AttributeError):
+        pass
+    return os.cpu_count() or 1
+
+
+def gpu_count() -> int:
+    """Visible CUDA GPUs, without initializing CUDA in the driver (asks torch lazily)."""
+    try:
+        import torch
+
+        return torch.cuda.device_count()
+    except Exception:
+        return 0
+
+
+@dataclass(frozen=True)
+class RayPlan:
+    """How many Ray workers and what each one takes."""
+
+    workers: int
+    num_cpus: float
+    num_gpus: float
+    threads: int
+
+
+def plan_workers(
+    workers: str | int, *, accelerator: str, gpus_per_worker: float | None, threads: int | None
+) -> RayPlan:
+    """``auto``: one worker per GPU (or ``1 / gpus_per_worker`` per GPU), else one per physical
+    core with one torch thread each. An explicit count is taken as given."""
+    gpus = gpu_count() if accelerator in ("auto", "gpu") else 0
+    if gpus and gpus_per_worker is None:
+        gpus_per_worker = 1.0
+    on_gpu = bool(gpus) and bool(gpus_per_worker)
+    if workers == "auto":
+        count = int(gpus / gpus_per_worker) if on_gpu else physical_cores()  # type: ignore[operator]
+    else:
+        count = int(workers)
+    return RayPlan(
+        workers=max(1, count),
+        num_cpus=1.0,
+        num_gpus=float(gpus_per_worker) if on_gpu else 0.0,
+        threads=threads or 1,
+    )
+
+
+class RayExecutor:
+    """Units as Ray tasks on a local instance (``address=None``: started here, on 127.0.0.1) or
+    an existing cluster (``address="auto"`` or ``"HOST:PORT"``).
+
+    At most ``2 x workers`` units are in flight, so a stop leaves little to cancel and a late
+    joining node still gets work. A unit whose worker died is resubmitted by Ray itself
+    (``max_retries``); the driver checks each trial id against the store before recording, so a
+    retried unit that had already finished is never recorded twice.
+    """
+
+    def __init__(
+        self,
+        plan: RayPlan,
+        *,
+        accelerator: str = "auto",
+        address: str | None = None,
+        max_retries: int = 3,
+        ray_init: dict[str, Any] | None = None,
+    ):
+        import ray
+
+        self.plan, self.accelerator, self.max_retries = plan, accelerator, max_retries
+        t0 = time.perf_counter()
+        self._owns = not ray.is_initialized()
+        if self._owns:
+            kwargs: dict[str, Any] = {
+                "include_dashboard": False,
+                "log_to_driver": True,
+                "configure_logging": False,
+                # Workers need no copy of the working directory: gradatlas is installed.
+                "runtime_env": {"env_vars": {"OMP_NUM_THREADS": str(plan.threads)}},
+            }
+            if address:
+                kwargs["address"] = address
+            else:  # a private local instance, never a stale cluster found by "auto"
+                kwargs.update(address="local", num_cpus=plan.workers * int(plan.num_cpus or 1))
+                kwargs["_node_ip_address"] = "127.0.0.1"
+            kwargs.update(ray_init or {})
+            ray.init(**kwargs)
+        self.startup_s = time.perf_counter() - t0
+        self.workers = plan.workers
+        where = "GPU" if plan.num_gpus else "CPU"
+        share = f"{plan.num_gpus:g} GPU" if plan.num_gpus else f"{plan.num_cpus:g} CPU"
+        self.description = (
+            f"{plan.workers} Ray workers ({share}, {plan.threads} torch thread"
+            f"{'s' if plan.threads > 1 else ''} each; {where}; "
+            f"{'cluster ' + address if address else 'local instance'}; "
+            f"started in {self.startup_s:.1f}s)"
+        )
+        self._remote = ray.remote(_ray_run_unit).options(
+            num_cpus=plan.num_cpus,
+            num_gpus=plan.num_gpus,
+            max_retries=max_retries,
+            retry_exceptions=False,
+        )
+
+    def run(self, units: Sequence[WorkUnit], stop: threading.Event) -> Iterator[UnitResult]:
+        import ray
+
+        queue = list(units)
+        in_flight: dict[Any, WorkUnit] = {}
+        limit = max(1, 2 * self.workers)
+        try:
+            while queue or in_flight:
+                while queue and len(in_flight) < limit and not stop.is_set():
+                    unit = queue.pop(0)
+                    ref = self._remote.remote(unit, self.accelerator, self.plan.threads)
+                    in_flight[ref] = unit
+                if stop.is_set() and not in_flight:
+                    return
+                if stop.is_set():
+                    queue.clear()
+                done, _ = ray.wait(list(in_flight), num_returns=1, timeout=0.5)
+                for ref in done:
+                    unit = in_flight.pop(ref)
+                    try:
+                        yield ray.get(ref)
+                    except (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError,
+                            ray.exceptions.RayTaskError, ray.exceptions.TaskCancelledError,
+                            ray.exceptions.ObjectLostError) as exc:  # fmt: skip
+                        # Retries exhausted (or cancelled): the unit's trials stay pending and
+                        # a rerun resumes them; the error is reported, never swallowed.
+                        yield UnitResult(unit, lost=f"{type(exc).__name__}: {exc}"[:300])
+                if stop.is_set():
+                    for ref in in_flight:
+                        ray.cancel(ref, force=True)
+        finally:
+            for ref in in_flight:
+                ray.cancel(ref, force=True)
+
+    def close(self) -> None:
+        import ray
+
+        if self._owns and ray.is_initialized():
+            ray.shutdown()
+
+
+def _ray_run_unit(unit: WorkUnit, accelerator: str, threads: int) -> UnitResult:
+    """The Ray task: quiet logs, the thread count, then ``run_unit``."""
+    return run_unit(unit, accelerator=accelerator, threads=threads)
+
+
+def make_units(trials: Iterable[Trial]) -> list[WorkUnit]:
+    """Pending trials grouped by cell, in plan order."""
+    cells: dict[str, list[Trial]] = {}
+    for trial in trials:
+        cells.setdefault(trial.cell_id, []).append(trial)
+    return [WorkUnit(cid, tuple(ts)) for cid, ts in cells.items()]

@@ -1,0 +1,130 @@
+"""The GPU cost estimate `plan` prints: it grows with what a trial does, never with the clock."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from gradatlas.cost import CostEstimate, estimate_cost, format_cost, split_sizes, trial_cost
+from gradatlas.suites import load_suite
+
+SMOKE = [
+    "name=atlas-smoke",
+    "dataset.name=mnist1d",
+    "seeds=2",
+    "train.epochs=8",
+    "grid.depth=[2, 20]",
+    "grid.activation=[relu, sigmoid]",
+    "grid.init=[kaiming_normal, {name: normal, std: 1.0}]",
+    "grid.norm=[none, batchnorm]",
+    "grid.weight_decay=[0]",
+    "grid.dropout=[0.0]",
+    "grid.optimizer=[{name: sgd, lr: 0.1}, {name: adam, lr: 1.0e-3}]",
+]
+
+
+def cost(*overrides: str) -> CostEstimate:
+    """The quickstart suite (18 cells x 2 seeds on MNIST-1D) with overrides, costed."""
+    return estimate_cost(load_suite("quickstart", overrides).trials)
+
+
+def one_trial(*overrides: str):
+    """A single-cell, single-seed suite's one trial spec."""
+    base = ("grid.depth=[3]", "grid.activation=[relu]", "grid.init=[kaiming_normal]", "seeds=1")
+    return load_suite("quickstart", [*base, *overrides]).trials[0].spec
+
+
+def test_the_estimate_adds_up_over_the_trials():
+    suite = load_suite("quickstart")
+    est = estimate_cost(suite.trials)
+    assert est.trials == len(suite.trials) == 36
+    assert est.steps == 36 * 24 * 32  # 4,000 MNIST-1D training examples in batches of 128
+    assert est.gpu_seconds == pytest.approx(sum(trial_cost(t.spec)[2] for t in suite.trials))
+    assert est.gpu_hours == pytest.approx(est.gpu_seconds / 3600)
+    assert est.mean_seconds == pytest.approx(est.gpu_seconds / 36)
+    assert est.wall_hours(4) == pytest.approx(est.gpu_hours / 4)
+    assert estimate_cost([]).gpu_seconds == 0 and estimate_cost([]).mean_seconds == 0
+
+
+def test_more_steps_cost_more():
+    assert cost("train.epochs=48").gpu_seconds > cost().gpu_seconds
+    short = trial_cost(one_trial("train.steps=100"))
+    long = trial_cost(one_trial("train.steps=1000"))
+    assert (short[0], long[0]) == (100, 1000)
+    assert long[1] > short[1] and long[2] > short[2]
+    # Fewer examples per epoch make fewer steps (and an epoch is ceil(train / batch) steps).
+    small = one_trial("dataset.options={num_samples: 1000}")
+    assert trial_cost(small)[0] == 24 * 7  # 800 training examples in batches of 128
+
+
+def test_deeper_and_wider_nets_cost_more():
+    assert cost("grid.depth=[3, 40]").gpu_seconds > cost().gpu_seconds
+    assert cost("model.width=256").flops > cost().flops
+    assert cost("model.width=256").gpu_seconds > cost().gpu_seconds
+
+
+def test_seeds_multiply_the_cost():
+    assert cost("seeds=4").gpu_seconds == pytest.approx(2 * cost().gpu_seconds)
+    assert cost("seeds=4").trials == 2 * cost().trials
+
+
+def test_a_conv_net_costs_more_than_an_mlp_of_the_same_width():
+    mlp = trial_cost(one_trial("model.family=mlp"))
+    cnn = trial_cost(one_trial("model.family=cnn"))
+    assert mlp[0] == cnn[0]  # same steps: only the arithmetic per step differs
+    assert cnn[1] > mlp[1] and cnn[2] > mlp[2]
+    # On 32x32 images every conv weight is applied at 1,024 positions.
+    cifar = ["dataset.name=cifar10", "seeds=1", "grid.depth=[20]"]
+    mlp_c = load_suite("atlas", cifar).trials[0].spec
+    cnn_c = load_suite("atlas", [*cifar, "model.family=cnn"]).trials[0].spec
+    assert (mlp_c.model.width, mlp_c.model.depth) == (cnn_c.model.width, cnn_c.model.depth)
+    assert trial_cost(cnn_c)[1] > 100 * trial_cost(mlp_c)[1]
+
+
+def test_the_atlas_smoke_slice_is_small_and_the_full_atlas_is_a_cluster_job():
+    smoke = estimate_cost(load_suite("atlas", SMOKE).trials)
+    assert smoke.trials == 64
+    assert smoke.gpu_hours < 0.1
+    full = load_suite("atlas", ["dataset.name=cifar10", "model.family=cnn"])
+    est = estimate_cost(full.trials)
+    assert est.trials == 43_200 and est.gpu_hours > 100 * smoke.gpu_hours
+    assert est.gpu_hours > 100  # sized for a cluster, not a workstation
+
+
+def test_split_sizes_follow_the_dataset_options():
+    assert split_sizes("mnist1d", {"num_samples": 5000, "train_split": 0.8}) == (4000, 1000)
+    assert split_sizes("digits", {"val_fraction": 0.2}) == (1438, 359)
+    assert split_sizes("mnist", {"limit_train": 0}) == (60_000, 10_000)
+    assert split_sizes("fashion_mnist", {"limit_train": 5000}) == (5000, 10_000)
+    assert split_sizes("cifar10", {}) == (50_000, 10_000)
+    assert split_sizes("teacher", {"n_train": 300, "n_val": 50}) == (300, 50)
+    with pytest.raises(ValueError, match="SPLIT_SIZES"):
+        split_sizes("imagenet", {})
+
+
+def test_every_registered_dataset_has_split_sizes():
+    from gradatlas.datasets import DATASETS
+
+    for name in DATASETS.names():
+        n_train, n_val = split_sizes(name, DATASETS.check_options(name, {}))
+        assert n_train > 0 and n_val > 0
+
+
+def test_the_line_plan_prints_states_its_assumptions():
+    est = cost()
+    line = format_cost(est, gpus=4)
+    assert line.startswith("estimated cost: ")
+    assert "GPU-hours" in line and "per trial" in line and "on 4 GPUs" in line
+    assert est.assumptions in line and "TFLOP/s" in est.assumptions and "\n" not in line
+
+
+def test_the_cost_module_imports_no_torch():
+    code = (
+        "import sys; from gradatlas.cost import estimate_cost; "
+        "from gradatlas.suites import load_suite; estimate_cost(load_suite('quickstart').trials); "
+        "print('torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -1,0 +1,498 @@
+"""The store side of a sweep on real parts: SQLite files, MLflow stores, processes, HTTP servers,
+and (e2e) an MLflow server on a private PostgreSQL cluster."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import glob
+import http.server
+import os
+import random
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from gradatlas import record as R
+from gradatlas.errors import UserInputError
+from gradatlas.runners import store
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def template_db(tmp_path_factory) -> Path:
+    """One real MLflow SQLite store, created once (MLflow's migrations take seconds)."""
+    db = tmp_path_factory.mktemp("template") / "mlflow.db"
+    store.open_store(f"sqlite:///{db}")
+    return db
+
+
+@pytest.fixture
+def client_exp(tmp_path: Path, template_db: Path) -> tuple[MlflowClient, str]:
+    """A client on a private copy of the template store, and a fresh experiment in it."""
+    db = tmp_path / "store" / "mlflow.db"
+    db.parent.mkdir()
+    shutil.copy(template_db, db)
+    client = MlflowClient(f"sqlite:///{db}")
+    exp = client.create_experiment("s", artifact_location=(tmp_path / "art").as_uri())
+    return client, exp
+
+
+def _status(client: MlflowClient, run_id: str) -> str:
+    return client.get_run(run_id).info.status
+
+
+# -- open_store ----------------------------------------------------------------------------------
+RACE_CHILD = """
+import pathlib, sys, time
+from mlflow.tracking import MlflowClient
+from gradatlas.runners.store import open_store
+uri, go, i = sys.argv[1], pathlib.Path(sys.argv[2]), sys.argv[3]
+(go.parent / f"ready-{i}").touch()
+while not go.exists():  # everything imported: all four open the fresh store at once
+    time.sleep(0.005)
+open_store(uri)
+client = MlflowClient(uri)
+exp = client.create_experiment(f"race-{i}", artifact_location=(go.parent / "art").as_uri())
+client.create_run(exp, tags={"i": i})
+"""
+
+
+def test_fresh_store_race_four_processes(tmp_path: Path):
+    """Four processes open one fresh SQLite store at the same moment, then write: none crashes
+    (without the lock, MLflow's concurrent first migrations fail: duplicate column name)."""
+    uri = f"sqlite:///{tmp_path / 'x' / 'mlflow.db'}"
+    go = tmp_path / "go"
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", RACE_CHILD, uri, str(go), str(i)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(4)
+    ]
+    try:
+        while len(list(tmp_path.glob("ready-*"))) < 4 and all(p.poll() is None for p in procs):
+            time.sleep(0.01)
+        go.touch()
+        errors = [(p.returncode, err[-2000:]) for p in procs for _, err in [p.communicate(300)]]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    assert all(rc == 0 for rc, _ in errors), errors
+    client = MlflowClient(uri)
+    exps = [e for e in client.search_experiments() if e.name.startswith("race-")]
+    assert len(exps) == 4
+    assert len(client.search_runs([e.experiment_id for e in exps])) == 4
+
+
+def test_unreachable_server_is_one_user_error():
+    port = _free_port()  # bound and released: nobody listens there now
+    uri = f"http://127.0.0.1:{port}"
+    with pytest.raises(UserInputError) as err:
+        store.open_store(uri, probe_timeout=2)
+    assert uri in str(err.value) and "/health" in str(err.value)
+    with pytest.raises(UserInputError) as err:  # a password in the URI is never echoed
+        store.open_store(f"http://me:s3cret@127.0.0.1:{port}", probe_timeout=2)
+    assert "s3cret" not in str(err.value) and "me:***@127.0.0.1" in str(err.value)
+
+
+def test_any_http_answer_counts_as_reachable():
+    """A server that answers /health with 404 is there: MLflow takes it from there."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        store.open_store(f"http://127.0.0.1:{server.server_address[1]}/", probe_timeout=2)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_store_under_a_regular_file_cannot_be_created(tmp_path: Path):
+    """A path whose 'directory' is a file: the honest cannot-write case even as root."""
+    (tmp_path / "afile").write_text("not a directory")
+    db = tmp_path / "afile" / "sub" / "mlflow.db"
+    with pytest.raises(UserInputError) as err:
+        store.open_store(f"sqlite:///{db}")
+    assert str(db) in str(err.value) and "not a directory" in str(err.value)
+
+
+@pytest.mark.parametrize("what", ["file", "directory"])
+def test_read_only_store(tmp_path: Path, template_db: Path, what: str):
+    directory = tmp_path / "ro"
+    directory.mkdir()
+    db = directory / "mlflow.db"
+    target = db if what == "file" else directory
+    if what == "file":
+        shutil.copy(template_db, db)
+    target.chmod(0o444 if what == "file" else 0o555)
+    try:
+        if os.access(target, os.W_OK):
+            pytest.skip(f"running as root: a read-only {what} is still writable, nothing to test")
+        with pytest.raises(UserInputError) as err:
+            store.open_store(f"sqlite:///{db}")
+        assert str(db) in str(err.value)
+        assert ("read-only" if what == "file" else "not writable") in str(err.value)
+    finally:
+        target.chmod(0o755)
+
+
+def test_random_bytes_are_not_a_store(tmp_path: Path):
+    db = tmp_path / "mlflow.db"
+    db.write_bytes(random.Random(0).randbytes(64 * 1024))
+    with pytest.raises(UserInputError) as err:
+        store.open_store(f"sqlite:///{db}")
+    assert str(db) in str(err.value) and "not an MLflow store or corrupted" in str(err.value)
+
+
+def test_a_damaged_mlflow_store_is_corrupted(tmp_path: Path, template_db: Path):
+    """A real store whose pages after the first two are overwritten: the header still reads as
+    SQLite, ``PRAGMA quick_check`` does not."""
+    data = bytearray(template_db.read_bytes())
+    noise = random.Random(1).randbytes(len(data) - 8192)
+    data[8192:] = noise
+    db = tmp_path / "mlflow.db"
+    db.write_bytes(bytes(data))
+    with pytest.raises(UserInputError) as err:
+        store.open_store(f"sqlite:///{db}")
+    assert str(db) in str(err.value) and "corrupted" in str(err.value)
+
+
+def test_a_sqlite_file_of_something_else_is_not_a_store(tmp_path: Path):
+    db = tmp_path / "other.db"
+    with contextlib.closing(sqlite3.connect(db)) as con:
+        con.execute("CREATE TABLE notes (text TEXT)")
+        con.commit()
+    with pytest.raises(UserInputError) as err:
+        store.open_store(f"sqlite:///{db}")
+    assert str(db) in str(err.value) and "not an MLflow store" in str(err.value)
+
+
+# -- driver ownership ----------------------------------------------------------------------------
+def _sweep(client, exp, host=None, pid=None, beat=None, start_ms=None) -> str:
+    tags = {R.KIND: R.KIND_SWEEP}
+    for key, value in ((R.DRIVER_HOST, host), (R.DRIVER_PID, pid), (R.DRIVER_HEARTBEAT, beat)):
+        if value is not None:
+            tags[key] = str(value)
+    return client.create_run(exp, tags=tags, start_time=start_ms).info.run_id
+
+
+def _trial(client, exp, sweep_id: str, trial_id: str = "t0") -> str:
+    tags = {R.KIND: R.KIND_TRIAL, R.PARENT_RUN: sweep_id, R.TRIAL_ID: trial_id}
+    return client.create_run(exp, tags=tags).info.run_id
+
+
+def test_same_host_drivers_are_judged_by_pid(client_exp):
+    client, exp = client_exp
+    host, now = socket.gethostname(), time.time()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # reaped: its pid names no process now
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        live_sweep = _sweep(client, exp, host, live.pid, now)
+        dead_sweep = _sweep(client, exp, host, dead.pid, now)  # a fresh heartbeat, but dead
+        live_trial = _trial(client, exp, live_sweep)
+        dead_trial = _trial(client, exp, dead_sweep)
+        done_trial = _trial(client, exp, dead_sweep, "t1")
+        client.set_terminated(done_trial, "FINISHED")
+
+        drivers = store.live_drivers(client, exp)
+        assert [(d.sweep_run_id, d.pid) for d in drivers] == [(live_sweep, live.pid)]
+        assert f"pid {live.pid} on {host}" in drivers[0].describe()
+        assert store.close_dead_runs(client, exp) == (1, 1)
+        assert _status(client, live_sweep) == _status(client, live_trial) == "RUNNING"
+        assert _status(client, dead_sweep) == _status(client, dead_trial) == "KILLED"
+        assert client.get_run(dead_trial).data.tags[R.OUTCOME] == R.KILLED
+        assert _status(client, done_trial) == "FINISHED"
+        assert store.close_dead_runs(client, exp) == (0, 0)
+    finally:
+        live.kill()
+        live.wait()
+
+
+def test_other_host_drivers_are_judged_by_heartbeat(client_exp):
+    client, exp = client_exp
+    now = time.time()
+    fresh = _sweep(client, exp, "elsewhere.invalid", 7, now - 5)
+    stale = _sweep(client, exp, "elsewhere.invalid", 7, now - 1000)
+    unclaimed_new = _sweep(client, exp)  # created an instant ago, not yet claimed
+    unclaimed_old = _sweep(client, exp, start_ms=int((now - 1000) * 1000))  # an older version's
+    orphan = _trial(client, exp, stale)
+    assert {d.sweep_run_id for d in store.live_drivers(client, exp)} == {fresh, unclaimed_new}
+    assert store.close_dead_runs(client, exp) == (2, 1)
+    assert {_status(client, r) for r in (stale, unclaimed_old, orphan)} == {"KILLED"}
+    assert _status(client, fresh) == _status(client, unclaimed_new) == "RUNNING"
+
+
+def test_our_own_pid_counts_only_for_the_sweep_we_claimed(client_exp):
+    """A run tagged with this host and pid that this process did not claim was written by an
+    earlier process with our pid (a container's pid 1): dead."""
+    client, exp = client_exp
+    earlier = _sweep(client, exp, socket.gethostname(), os.getpid(), time.time())
+    ours = _sweep(client, exp)
+    info = store.claim_sweep(client, ours)
+    assert (info.host, info.pid) == (socket.gethostname(), os.getpid())
+    tags = client.get_run(ours).data.tags
+    assert tags[R.DRIVER_PID] == str(os.getpid()) and float(tags[R.DRIVER_HEARTBEAT]) > 0
+    assert [d.sweep_run_id for d in store.live_drivers(client, exp)] == [ours]
+    assert store.heartbeat(client, ours) >= info.heartbeat
+    assert store.close_dead_runs(client, exp) == (1, 0)
+    assert _status(client, earlier) == "KILLED" and _status(client, ours) == "RUNNING"
+
+
+def test_already_recorded(client_exp):
+    client, exp = client_exp
+    sweep = _sweep(client, exp)
+    client.set_terminated(_trial(client, exp, sweep, "aaaa"), "FINISHED")
+    client.set_terminated(_trial(client, exp, sweep, "bbbb"), "KILLED")
+    assert store.already_recorded(client, exp, "aaaa")
+    assert not store.already_recorded(client, exp, "bbbb")  # killed: rerun, not recorded
+    assert not store.already_recorded(client, exp, "cccc")
+    with pytest.raises(ValueError):
+        store.already_recorded(client, exp, "x' or '1'='1")
+
+
+# -- failed writes -------------------------------------------------------------------------------
+def _raised(fn) -> BaseException:
+    try:
+        fn()
+    except Exception as exc:
+        return exc
+    raise AssertionError("did not raise")
+
+
+def _sqlite_full(db: Path) -> None:
+    with contextlib.closing(sqlite3.connect(db)) as con:
+        con.execute("CREATE TABLE t (b BLOB)")
+        pages = con.execute("PRAGMA page_count").fetchone()[0]
+        con.execute(f"PRAGMA max_page_count = {pages}")  # SQLite's own "disk full": SQLITE_FULL
+        con.execute("INSERT INTO t VALUES (?)", (b"x" * 1_000_000,))
+
+
+def _sqlite_read_only(db: Path) -> None:
+    sqlite3.connect(db).close()
+    with contextlib.closing(sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True)) as con:
+        con.execute("CREATE TABLE t (x)")
+
+
+def _sqlite_locked(db: Path) -> None:
+    with contextlib.closing(sqlite3.connect(db, isolation_level=None)) as holder:
+        holder.execute("BEGIN EXCLUSIVE")
+        with contextlib.closing(sqlite3.connect(db, timeout=0)) as con:
+            con.execute("CREATE TABLE t (x)")
+
+
+def _dev_full(_: Path) -> None:
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full on this system")
+    with open("/dev/full", "w") as f:
+        f.write("x")
+        f.flush()
+
+
+@pytest.mark.parametrize(
+    ("make", "expected"),
+    [
+        (_sqlite_full, "is full"),
+        (_dev_full, "is full"),
+        (_sqlite_read_only, "read-only"),
+        (_sqlite_locked, "locked"),
+    ],
+)
+def test_classify_real_write_failures(tmp_path: Path, make, expected: str):
+    line = store.classify_write_error(_raised(lambda: make(tmp_path / "x.db")), store="x.db")
+    assert line is not None and expected in line and "(x.db)" in line and "\n" not in line
+
+
+def test_classify_mlflow_wrapped_failure(tmp_path: Path, template_db: Path):
+    """A real MLflow write on a store opened read-only: MlflowException over SQLAlchemy over
+    sqlite3, classified through the chain."""
+    db = tmp_path / "mlflow.db"
+    shutil.copy(template_db, db)
+    exp = MlflowClient(f"sqlite:///{db}").create_experiment(
+        "e", artifact_location=tmp_path.as_uri()
+    )
+    client = MlflowClient(f"sqlite:///file:{db}?mode=ro&uri=true")
+    exc = _raised(lambda: client.create_run(exp))
+    assert type(exc).__name__ == "MlflowException"
+    assert "read-only" in (store.classify_write_error(exc) or "")
+
+
+@pytest.mark.parametrize(
+    ("exc", "expected"),
+    [
+        (sqlite3.OperationalError("database or disk is full"), "is full"),
+        (OSError(errno.ENOSPC, "No space left on device"), "is full"),
+        (OSError(errno.EROFS, "Read-only file system"), "read-only"),
+        (sqlite3.DatabaseError("database disk image is malformed"), "corrupted"),
+        (ValueError("a bug, not the store"), None),
+        (KeyError("x"), None),
+    ],
+)
+def test_classify_constructed_exceptions(exc: BaseException, expected: str | None):
+    line = store.classify_write_error(exc)
+    assert line is None if expected is None else (line is not None and expected in line)
+
+
+# -- e2e: an MLflow server on PostgreSQL ---------------------------------------------------------
+def _pg_bin() -> Path | None:
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: p.split("/")[3])
+    return Path(found[-1]).parent if found else None
+
+
+def _pg_driver() -> str | None:
+    """The SQLAlchemy dialect+driver MLflow can use here (SQLAlchemy 2.1's plain
+    ``postgresql://`` means psycopg 3)."""
+    for module, dialect in (("psycopg", "postgresql+psycopg"), ("psycopg2", "postgresql+psycopg2")):
+        with contextlib.suppress(ImportError):
+            __import__(module)
+            return dialect
+    return None
+
+
+def _as_postgres(*cmd: str) -> list[str]:
+    return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else list(cmd)
+
+
+def _stop_group(proc: subprocess.Popen) -> None:
+    """Stop a process we started in its own session, with whatever it forked."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+@pytest.fixture
+def postgres_mlflow_server():
+    """A private PostgreSQL cluster on 127.0.0.1 and an MLflow server on it: yields its URI."""
+    pg, dialect = _pg_bin(), _pg_driver()
+    if pg is None:
+        pytest.skip("PostgreSQL binaries missing (/usr/lib/postgresql/*/bin; .ci/postgres.sh)")
+    if dialect is None:
+        pytest.skip("no PostgreSQL driver for SQLAlchemy: pip install 'psycopg[binary]'")
+    if os.geteuid() == 0 and (shutil.which("runuser") is None or _no_user("postgres")):
+        pytest.skip("running as root without a 'postgres' user to run the cluster as")
+    mlflow_exe = Path(sys.executable).with_name("mlflow")
+    root = Path(tempfile.mkdtemp(prefix="gapg-"))  # short path: it holds the unix socket
+    if os.geteuid() == 0:
+        shutil.chown(root, "postgres")
+    data, pg_port, port = root / "data", _free_port(), _free_port()
+    server, log = None, None
+    try:
+        run = dict(check=True, capture_output=True, timeout=120)
+        subprocess.run(
+            _as_postgres(str(pg / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust"),
+            **run,
+        )
+        options = f"-k {root} -p {pg_port} -c listen_addresses=127.0.0.1"
+        subprocess.run(
+            _as_postgres(str(pg / "pg_ctl"), "-D", str(data), "-o", options, "-l",
+                         str(root / "pg.log"), "-w", "start"),
+            **run,
+        )  # fmt: skip
+        subprocess.run(
+            _as_postgres(str(pg / "createdb"), "-h", "127.0.0.1", "-p", str(pg_port), "-U",
+                         "postgres", "mlflow"),
+            **run,
+        )  # fmt: skip
+        log = open(root / "mlflow.log", "wb")  # noqa: SIM115 - closed with the server below
+        env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+        server = subprocess.Popen(
+            [str(mlflow_exe), "server", "--backend-store-uri",
+             f"{dialect}://postgres@127.0.0.1:{pg_port}/mlflow", "--host", "127.0.0.1",
+             "--port", str(port), "--workers", "2",
+             "--default-artifact-root", (root / "artifacts").as_uri()],
+            stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+        )  # fmt: skip
+        uri = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 180  # a bound against hanging, not a timing assertion
+        while True:
+            with (
+                contextlib.suppress(OSError),
+                urllib.request.urlopen(f"{uri}/health", timeout=2) as r,
+            ):
+                if r.status == 200:
+                    break
+            if server.poll() is not None or time.monotonic() > deadline:
+                tail = (root / "mlflow.log").read_text(errors="replace")[-3000:]
+                pytest.fail(f"mlflow server did not come up:\n{tail}")
+            time.sleep(0.5)
+        yield uri
+    finally:
+        if server is not None:
+            _stop_group(server)
+        if log is not None:
+            log.close()
+        if (data / "postmaster.pid").exists():
+            subprocess.run(
+                _as_postgres(str(pg / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"),
+                capture_output=True,
+                timeout=60,
+            )
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _no_user(name: str) -> bool:
+    import pwd
+
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        return True
+    return False
+
+
+@pytest.mark.e2e
+def test_postgres_server_two_writers_lose_nothing(postgres_mlflow_server: str):
+    uri = postgres_mlflow_server
+    store.open_store(uri)
+    client = MlflowClient(uri)
+    exp = client.create_experiment("pg")
+    errors: list[BaseException] = []
+
+    def writer(w: int) -> None:
+        try:
+            own = MlflowClient(uri)
+            for n in range(20):
+                run = own.create_run(exp, tags={"writer": str(w), "n": str(n)})
+                own.set_terminated(run.info.run_id)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(w,)) for w in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    runs = client.search_runs([exp], max_results=1000)
+    assert len(runs) == 40
+    assert {(r.data.tags["writer"], r.data.tags["n"]) for r in runs} == {
+        (str(w), str(n)) for w in range(2) for n in range(20)
+    }
