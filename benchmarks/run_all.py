@@ -18,7 +18,7 @@ OUT = Path("runs") / "perf"
 def main() -> int:
     OUT.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    benches = [("runner_overhead", ["--repeats", "3"])]
+    benches = [("runner_overhead", ["--repeats", "3"]), ("workers_speedup", ["--workers", "2"])]
     if (HERE / "report_1000.py").exists():
         benches.append(("report_1000", []))
     failed = 0
