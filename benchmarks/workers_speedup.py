@@ -27,7 +27,7 @@ grid:
   activation: [relu, tanh, sigmoid]
   init: [kaiming_normal, xavier_normal]
 seeds: 2
-train: {epochs: 8, batch_size: 128, optimizer: momentum, lr: 0.02}
+train: {epochs: EPOCHS, batch_size: 128, optimizer: momentum, lr: 0.02}
 outcomes: {target_accuracy: 0.99}   # no early stop: every trial runs its whole budget
 """
 
@@ -59,6 +59,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--workers", type=int, default=2, help="the parallel configuration")
     parser.add_argument("--accelerator", default="cpu")
     parser.add_argument("--gpus-per-worker", type=float)
+    parser.add_argument("--epochs", type=int, default=24, help="per trial (24: the quickstart's)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     extra = ["--accelerator", args.accelerator]
@@ -67,19 +68,23 @@ def main(argv: list[str] | None = None) -> dict:
         parallel += ["--gpus-per-worker", str(args.gpus_per_worker)]
     with tempfile.TemporaryDirectory() as tmp:
         suite = Path(tmp) / "speedup.yaml"
-        suite.write_text(SUITE)
+        suite.write_text(SUITE.replace("EPOCHS", str(args.epochs)))
         # Warm the mnist1d cache and the imports once, outside both timings.
         _run(suite, Path(tmp) / "warm.db", [*extra, "--limit", "1"])
-        one, one_on = _run(suite, Path(tmp) / "one.db", [*extra, "--threads", "1"])
+        one, one_on = _run(suite, Path(tmp) / "one.db", [*extra])
+        one_t1, _ = _run(suite, Path(tmp) / "one-t1.db", [*extra, "--threads", "1"])
         many, many_on = _run(suite, Path(tmp) / "many.db", parallel)
     startup = ray_startup_s(args.workers)
     out = {
         "trials": 24,
+        "epochs_per_trial": args.epochs,
         "one_worker_s": round(one, 2),
         "one_worker": one_on,
         "parallel_s": round(many, 2),
         "parallel": many_on,
+        "one_worker_1_thread_s": round(one_t1, 2),
         "speedup": round(one / many, 2),
+        "speedup_vs_1_thread": round(one_t1 / many, 2),
         "ray_init_s": round(startup, 2),
         "ray_init_share_of_parallel": round(startup / many, 3),
     }

@@ -317,10 +317,11 @@ def _positive_int(text: str) -> int:
 def _make_executor(args: argparse.Namespace) -> Any:
     """In-process for one local worker (no Ray start-up), else Ray."""
     from gradatlas.runners.executor import InProcessExecutor, RayExecutor, plan_workers
-    from gradatlas.runners.trial import default_threads
 
     address = args.ray_address or os.environ.get("RAY_ADDRESS") or None
     if args.workers in ("1", 1) and not address:
+        from gradatlas.runners.trial import default_threads
+
         threads = args.threads or default_threads()
         return InProcessExecutor(accelerator=args.accelerator, threads=threads)
     if args.workers != "auto":
@@ -339,6 +340,17 @@ def _make_executor(args: argparse.Namespace) -> Any:
     return RayExecutor(plan, accelerator=args.accelerator, address=address)
 
 
+def _check_dataset_files(suite: Any) -> None:
+    """Missing dataset files are the suite's problem: said before anything is written."""
+    from gradatlas.datasets import check_files
+
+    ds = suite.trials[0].spec.dataset
+    try:
+        check_files(ds.name, ds.options)
+    except UserInputError as exc:
+        raise exc.located(source=suite.source) from None
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     import signal
 
@@ -348,6 +360,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     # Everything is validated before anything is written.
     suite = load_suite(args.suite, _overrides(args))
+    _check_dataset_files(suite)
     uri = resolve_tracking_uri(args.tracking_uri)
     executor = None
     try:

@@ -372,6 +372,17 @@ def _expected_files(name: str, root: str) -> list[str]:
     return [os.path.join(folder, os.path.splitext(f)[0]) for f, _ in cls.resources]
 
 
+def check_files(name: str, options: Mapping[str, Any]) -> None:
+    """Raise the same ``UserInputError`` a trial would (field ``dataset.options.data_dir``) when
+    a file-backed dataset's files are missing, so ``run`` says so before a sweep run is
+    written or a worker starts, instead of every trial failing. Generated datasets pass."""
+    if name not in _IMAGE_NAMES or options.get("download"):
+        return
+    root = os.path.abspath(os.path.expanduser(options.get("data_dir") or default_data_dir()))
+    if any(not os.path.isfile(f) for f in _expected_files(name, root)):
+        raise _not_found(name, root, False, FileNotFoundError(root))
+
+
 def _not_found(name: str, root: str, download: bool, cause: BaseException) -> UserInputError:
     expected = _expected_files(name, root)
     missing = [f for f in expected if not os.path.isfile(f)]

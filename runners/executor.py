@@ -147,13 +147,24 @@ def physical_cores() -> int:
 
 
 def gpu_count() -> int:
-    """Visible CUDA GPUs, without initializing CUDA in the driver (asks torch lazily)."""
-    try:
-        import torch
+    """Visible NVIDIA GPUs, read from the driver's /proc entries and CUDA_VISIBLE_DEVICES, so
+    the driver of a sweep never imports torch (or initializes CUDA) just to count them."""
+    import glob
+    import shutil
+    import subprocess
 
-        return torch.cuda.device_count()
-    except Exception:
-        return 0
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    found = len(glob.glob("/proc/driver/nvidia/gpus/*"))
+    if not found and shutil.which("nvidia-smi"):  # containers may hide /proc/driver/nvidia
+        try:
+            out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20)
+            found = sum(line.startswith("GPU ") for line in out.stdout.splitlines())
+        except (OSError, subprocess.SubprocessError):
+            found = 0
+    if visible is not None:
+        ids = [v for v in visible.split(",") if v.strip() not in ("", "-1")]
+        return min(len(ids), found) if found else 0
+    return found
 
 
 @dataclass(frozen=True)
@@ -242,6 +253,10 @@ class RayExecutor:
             max_retries=max_retries,
             retry_exceptions=False,
         )
+        # Warm every worker now: each imports torch and Lightning (seconds) while the driver
+        # checks the store and writes the sweep run, instead of after the first units arrive.
+        warm = ray.remote(_warm_worker).options(num_cpus=plan.num_cpus, num_gpus=plan.num_gpus)
+        self._warming = [warm.remote() for _ in range(plan.workers)]
 
     def run(self, units: Sequence[WorkUnit], stop: threading.Event) -> Iterator[UnitResult]:
         import ray
@@ -282,6 +297,13 @@ class RayExecutor:
 
         if self._owns and ray.is_initialized():
             ray.shutdown()
+
+
+def _warm_worker() -> str:
+    """Import what a unit needs (a no-op once imported); returns the worker's name."""
+    import gradatlas.runners.trial  # noqa: F401
+
+    return worker_name()
 
 
 def _ray_run_unit(unit: WorkUnit, accelerator: str, threads: int) -> UnitResult:

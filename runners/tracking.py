@@ -12,6 +12,7 @@ import os
 import platform
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import replace
@@ -74,8 +75,6 @@ def resolve_tracking_uri(cli_uri: str | None = None) -> str:
 
 def environment() -> dict[str, Any]:
     """What produced the numbers: archived with every sweep and printed in reports."""
-    import torch
-
     versions = {}
     for pkg in ("torch", "pytorch-lightning", "mlflow", "optuna", "numpy", "mnist1d", "gradatlas"):
         try:
@@ -95,15 +94,18 @@ def environment() -> dict[str, Any]:
             commit = git.stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         pass
-    cuda = torch.cuda.is_available()
+    # The driver of a Ray sweep never trains: it must not pay torch's import (seconds) just to
+    # describe itself. Trials record their own device and threads.
+    torch = sys.modules.get("torch")
+    cuda = bool(torch) and torch.cuda.is_available()
     return {
         "python": platform.python_version(),
         "platform": platform.platform(),
         "hostname": socket.gethostname(),
         "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
+        "torch_threads": torch.get_num_threads() if torch else None,
         "device": torch.cuda.get_device_name(0) if cuda else "cpu",
-        "cuda": torch.version.cuda if cuda else None,
+        "cuda": torch.version.cuda if cuda and torch else None,
         "packages": versions,
         "git_commit": commit,
     }

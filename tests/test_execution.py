@@ -73,8 +73,14 @@ def _guarantee(uri: str, suite_path: Path) -> Counter:
     )
     assert {t.trial_id for t in suite.trials} == set(finished)
     assert set(finished.values()) == {1}, finished
-    assert not [r for r in runs if r.info.status == "RUNNING"]
-    return Counter(r.info.status for r in runs)
+    running = [r for r in runs if r.info.status == "RUNNING"]
+    statuses = Counter(r.info.status for r in runs)
+    print(  # the counts the guarantee is about, for `pytest -s` and the closing notes
+        f"{suite.name}: {len(suite.trials)} planned ids, {sum(v == 1 for v in finished.values())} "
+        f"with exactly one FINISHED run, {len(running)} RUNNING; run statuses {dict(statuses)}"
+    )
+    assert not running
+    return statuses
 
 
 def _wait_for(predicate, what: str, limit: float = 300.0, every: float = 0.2):
@@ -293,3 +299,13 @@ def test_unreachable_tracking_server_is_one_line_and_exit_2(tmp_path):
     assert proc.returncode == 2
     assert err.startswith("error:") and "Traceback" not in err
     assert f"127.0.0.1:{port}" in err
+
+
+def test_missing_dataset_files_are_said_before_anything_is_written(tmp_path):
+    path = tmp_path / "broken.yaml"
+    path.write_text(BROKEN.format(data_dir=tmp_path / "no-such-data"))
+    proc = _cli("run", str(path), cwd=tmp_path)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2
+    assert f"error: {path}: dataset.options.data_dir: MNIST not found" in err
+    assert not (tmp_path / "runs").exists()

@@ -19,6 +19,7 @@ import tempfile
 import threading
 import time
 import urllib.request
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -412,24 +413,54 @@ def postgres_mlflow_server():
         )
         options = f"-k {root} -p {pg_port} -c listen_addresses=127.0.0.1"
         subprocess.run(
-            _as_postgres(str(pg / "pg_ctl"), "-D", str(data), "-o", options, "-l",
-                         str(root / "pg.log"), "-w", "start"),
+            _as_postgres(
+                str(pg / "pg_ctl"),
+                "-D",
+                str(data),
+                "-o",
+                options,
+                "-l",
+                str(root / "pg.log"),
+                "-w",
+                "start",
+            ),
             **run,
-        )  # fmt: skip
+        )
         subprocess.run(
-            _as_postgres(str(pg / "createdb"), "-h", "127.0.0.1", "-p", str(pg_port), "-U",
-                         "postgres", "mlflow"),
+            _as_postgres(
+                str(pg / "createdb"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(pg_port),
+                "-U",
+                "postgres",
+                "mlflow",
+            ),
             **run,
-        )  # fmt: skip
+        )
         log = open(root / "mlflow.log", "wb")  # noqa: SIM115 - closed with the server below
         env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
         server = subprocess.Popen(
-            [str(mlflow_exe), "server", "--backend-store-uri",
-             f"{dialect}://postgres@127.0.0.1:{pg_port}/mlflow", "--host", "127.0.0.1",
-             "--port", str(port), "--workers", "2",
-             "--default-artifact-root", (root / "artifacts").as_uri()],
-            stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
-        )  # fmt: skip
+            [
+                str(mlflow_exe),
+                "server",
+                "--backend-store-uri",
+                f"{dialect}://postgres@127.0.0.1:{pg_port}/mlflow",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--workers",
+                "2",
+                "--default-artifact-root",
+                (root / "artifacts").as_uri(),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
         uri = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 180  # a bound against hanging, not a timing assertion
         while True:
@@ -496,3 +527,51 @@ def test_postgres_server_two_writers_lose_nothing(postgres_mlflow_server: str):
     assert {(r.data.tags["writer"], r.data.tags["n"]) for r in runs} == {
         (str(w), str(n)) for w in range(2) for n in range(20)
     }
+
+
+@pytest.mark.e2e
+def test_two_gradatlas_drivers_of_different_suites_on_a_postgres_server(
+    postgres_mlflow_server: str, tmp_path: Path
+):
+    """The team setup: two `gradatlas run` of different suites at once against one tracking
+    server with a PostgreSQL backend; every planned trial id gets exactly one FINISHED run."""
+    from gradatlas.suites import load_suite
+    from tests.conftest import cli_env
+
+    uri = postgres_mlflow_server
+    body = (
+        "dataset: {name: digits}\nmodel: {family: mlp, width: 8}\ngrid: {depth: [2, 3]}\n"
+        "seeds: 2\ntrain: {steps: 30, batch_size: 64, lr: 0.1, eval_every: 10}\n"
+        "instrument: {every: 5, max_points: 20, probe_batch: 64}\n"
+    )
+    paths = []
+    for name in ("pg-a", "pg-b"):
+        paths.append(tmp_path / f"{name}.yaml")
+        paths[-1].write_text(f"name: {name}\n{body}")
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "gradatlas.cli", "run", str(p), "--tracking-uri", uri],
+            cwd=tmp_path,
+            env=cli_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for p in paths
+    ]
+    for proc in procs:
+        _, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err[-3000:]
+    client = MlflowClient(uri)
+    for path in paths:
+        suite = load_suite(str(path))
+        exp = client.get_experiment_by_name(suite.name)
+        runs = client.search_runs([exp.experiment_id], max_results=1000)
+        finished = Counter(
+            r.data.tags["gradatlas.trial_id"]
+            for r in runs
+            if r.data.tags.get("gradatlas.kind") == "trial" and r.info.status == "FINISHED"
+        )
+        assert set(finished) == {t.trial_id for t in suite.trials}
+        assert set(finished.values()) == {1}
+        assert not [r for r in runs if r.info.status == "RUNNING"]
