@@ -57,6 +57,11 @@ def _suite(tmp_path: Path, name: str = "tiny", steps: int = 40) -> Path:
 def _runs(uri: str, name: str) -> list:
     from mlflow.tracking import MlflowClient
 
+    from gradatlas.runners import store
+
+    # Open it as gradatlas does (under the store's lock): a bare MlflowClient on a fresh SQLite
+    # file would race the driver's schema creation, as any second process would.
+    store.open_store(uri)
     client = MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name(name)
     return client.search_runs([exp.experiment_id], max_results=5000) if exp else []
@@ -103,16 +108,30 @@ def _finished_count(uri: str, name: str) -> int:
         return 0
 
 
-def _cli(*args: str, cwd: Path) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "gradatlas.cli", *args],
-        cwd=cwd,
-        env=cli_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
+class _Cli(subprocess.Popen):
+    """A CLI process whose output goes to files, not pipes: a test that waits on the store
+    never reads a pipe, and Ray's worker logs would fill one and stall the process."""
+
+    def communicate(self, input=None, timeout=None):
+        self.wait(timeout=timeout)
+        return self.out_path.read_text(), self.err_path.read_text()
+
+
+def _cli(*args: str, cwd: Path) -> _Cli:
+    n = len(list(cwd.glob("cli-*.err")))
+    out_path, err_path = cwd / f"cli-{n}.out", cwd / f"cli-{n}.err"
+    with open(out_path, "w") as out, open(err_path, "w") as err:
+        proc = _Cli(
+            [sys.executable, "-m", "gradatlas.cli", *args],
+            cwd=cwd,
+            env=cli_env(),
+            stdout=out,
+            stderr=err,
+            text=True,
+            start_new_session=True,
+        )
+    proc.out_path, proc.err_path = out_path, err_path
+    return proc
 
 
 # -- units and failures (no Ray) -----------------------------------------------------------------
