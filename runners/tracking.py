@@ -157,13 +157,7 @@ class Tracker:
         tag and the traceback as ``error.txt``, so it is listed, findable and not lost."""
         trial = failure.trial
         record = TrialRecord(
-            trial_id=trial.trial_id,
-            cell_id=trial.cell_id,
-            cell=trial.cell,
-            seed=trial.seed,
-            suite=trial.suite,
-            config=trial.config,
-            factors=trial.factors,
+            **_identity(trial),
             outcome=RecordedOutcome(FAILED_OUTCOME, failure.error, trial.config["outcomes"]),
             finished_at=utc_now(),
         )
@@ -173,9 +167,8 @@ class Tracker:
         rid = run.info.run_id
         from mlflow.entities import Param
 
-        params = [Param(k, v) for k, v in trial_params(record).items()]
-        for i in range(0, len(params), 100):
-            self.client.log_batch(rid, params=params[i : i + 100])
+        # MlflowClient.log_batch splits into the store's per-call limits itself.
+        self.client.log_batch(rid, params=[Param(k, v) for k, v in trial_params(record).items()])
         self.client.log_text(rid, failure.traceback, ERROR_ARTIFACT)
         self.client.set_terminated(rid, status="FAILED")
         return rid
@@ -220,17 +213,24 @@ class Tracker:
         )
 
 
+def _identity(trial: Any) -> dict[str, Any]:
+    """The record fields that come from the trial itself (finished, interrupted or failed)."""
+    return {
+        "trial_id": trial.trial_id,
+        "cell_id": trial.cell_id,
+        "cell": trial.cell,
+        "seed": trial.seed,
+        "suite": trial.suite,
+        "config": trial.config,
+        "factors": trial.factors,
+    }
+
+
 def trial_record(result: Any) -> TrialRecord:
     """The record of a finished (or interrupted) ``runners.trial.TrialResult``."""
     trial = result.trial
     return TrialRecord(
-        trial_id=trial.trial_id,
-        cell_id=trial.cell_id,
-        cell=trial.cell,
-        seed=trial.seed,
-        suite=trial.suite,
-        config=trial.config,
-        factors=trial.factors,
+        **_identity(trial),
         outcome=RecordedOutcome(
             label=final_label(result.outcome.label, result.interrupted),
             reason=result.outcome.reason,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -75,7 +75,6 @@ class Suite:
     text: str  # the YAML as read, archived with every sweep
     trials: tuple[Trial, ...]
     overrides: tuple[str, ...] = ()  # --set / --seeds, as given; archived with the sweep
-    levels: dict[str, list[str]] = field(default_factory=dict)  # factor -> labels, suite order
 
     @property
     def name(self) -> str:
@@ -141,10 +140,10 @@ def expand_suite(
         )
         _Expander(spec, errors, partial=True).run()
         raise SuiteErrors([e.located(source=source) for e in _dedupe(errors)]) from None
-    trials, levels = _Expander(spec, errors).run()
+    trials = _Expander(spec, errors).run()
     if errors:
         raise SuiteErrors([e.located(source=source) for e in _dedupe(errors)])
-    return Suite(spec, source, text, tuple(trials), overrides, levels)
+    return Suite(spec, source, text, tuple(trials), overrides)
 
 
 def _ok(key: str, value: Any) -> bool:
@@ -190,27 +189,27 @@ class _Expander:
     def error(self, message: str, field: str | None) -> None:
         self.errors.append(UserInputError(message, field=field))
 
-    def run(self) -> tuple[list[Trial], dict[str, list[str]]]:
+    def run(self) -> list[Trial]:
         spec = self.spec
         fixed, family, family_options, budget = self._fixed_settings()
-        levels, labels = self._grid_levels()
+        levels = self._grid_levels()
         self._check_lr_sources(fixed)
         if self.partial:
-            return [], {}
+            return []
         dataset, shape = self._dataset()
         if self.errors:
-            return [], {}
+            return []
         if not self._plan_fits(levels):
-            return [], {}
+            return []
         cells = self._cells(levels)
         if self.errors:
-            return [], {}
+            return []
         if not cells:
             self.error(
                 "these rules exclude every cell of the grid, so the suite has no trial",
                 "exclude",
             )
-            return [], {}
+            return []
         instrument = InstrumentSpec(**spec.instrument.model_dump())
         outcomes = OutcomeThresholds(**spec.outcomes.model_dump())
         trials: list[Trial] = []
@@ -244,7 +243,7 @@ class _Expander:
             for seed in seeds:
                 trial_spec = base if seed == base.seed else replace(base, seed=seed)
                 trials.append(Trial(trial_spec, factor_labels, label, spec.name))
-        return trials, labels
+        return trials
 
     # -- the fixed blocks --------------------------------------------------------------------
     def _fixed_settings(self) -> tuple[dict[str, Any], str, dict[str, Any], dict[str, Any]]:
@@ -309,9 +308,8 @@ class _Expander:
                 )
 
     # -- the grid ----------------------------------------------------------------------------
-    def _grid_levels(self) -> tuple[dict[str, list[Any]], dict[str, list[str]]]:
+    def _grid_levels(self) -> dict[str, list[Any]]:
         levels: dict[str, list[Any]] = {}
-        labels: dict[str, list[str]] = {}
         for name, raw_levels in (self.spec.grid or {}).items():
             if name not in FACTORS:
                 self.error(
@@ -336,8 +334,7 @@ class _Expander:
                 seen[label] = i
                 resolved.append(value)
             levels[name] = resolved
-            labels[name] = list(seen)
-        return levels, labels
+        return levels
 
     def _plan_fits(self, levels: dict[str, list[Any]]) -> bool:
         """The plan's size from the level counts alone, before anything is expanded (a
