@@ -122,6 +122,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="join an existing Ray cluster (started with `ray start --head`) instead of a "
         "local instance; $RAY_ADDRESS works too",
     )
+    batch = run.add_mutually_exclusive_group()
+    batch.add_argument(
+        "--batch-seeds",
+        metavar="K|auto",
+        help="seeds of a cell trained together as one stacked model (default: the suite's "
+        "execution.batch_seeds, auto = every pending seed that fits the device's memory)",
+    )
+    batch.add_argument(
+        "--no-batch",
+        action="store_true",
+        help="train every seed on its own (same as --batch-seeds 1); the trial ids and "
+        "records are the same either way",
+    )
     run.add_argument(
         "--retry-failed",
         action="store_true",
@@ -340,6 +353,22 @@ def _make_executor(args: argparse.Namespace) -> Any:
     return RayExecutor(plan, accelerator=args.accelerator, address=address)
 
 
+def _batch_seeds(args: argparse.Namespace) -> int | str | None:
+    """--no-batch / --batch-seeds K|auto, or None for the suite's own setting."""
+    if args.no_batch:
+        return 1
+    if args.batch_seeds is None:
+        return None
+    if args.batch_seeds == "auto":
+        return "auto"
+    try:
+        return _positive_int(args.batch_seeds)
+    except (ValueError, argparse.ArgumentTypeError):
+        raise UserInputError(
+            f"--batch-seeds: expected a positive integer or auto, got {args.batch_seeds!r}"
+        ) from None
+
+
 def _check_dataset_files(suite: Any) -> None:
     """Missing dataset files are the suite's problem: said before anything is written."""
     from gradatlas.datasets import check_files
@@ -360,6 +389,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     # Everything is validated before anything is written.
     suite = load_suite(args.suite, _overrides(args))
+    batch_seeds = _batch_seeds(args)
     _check_dataset_files(suite)
     uri = resolve_tracking_uri(args.tracking_uri)
     executor = None
@@ -378,6 +408,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             accelerator=args.accelerator,
             limit=args.limit,
             executor=executor,
+            batch_seeds=batch_seeds,
         )
     except KeyboardInterrupt as exc:
         if executor is not None:

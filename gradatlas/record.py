@@ -36,6 +36,7 @@ CELL = "gradatlas.cell"
 SUITE = "gradatlas.suite"  # also the experiment's tag
 SEED = "gradatlas.seed"
 DEVICE = "gradatlas.device"
+BATCH_SEEDS = "gradatlas.batch_seeds"  # trial runs: seeds trained together with it (1: alone)
 PLANNED_TRIALS = "gradatlas.planned_trials"  # sweep runs: trials in the suite's plan
 TODO_TRIALS = "gradatlas.todo_trials"  # sweep runs: trials this invocation set out to run
 OVERRIDES = "gradatlas.overrides"  # sweep runs: the --set overrides, as a command line
@@ -247,6 +248,7 @@ def trial_tags(record: TrialRecord, parent_run: str | None = None) -> dict[str, 
         SUITE: record.suite,
         SEED: str(record.seed),
         DEVICE: str(record.device),
+        BATCH_SEEDS: str(int(record.timing.get("batch_seeds", 1))),
     }
     if parent_run:
         tags[PARENT_RUN] = parent_run

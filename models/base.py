@@ -57,7 +57,12 @@ class GradModel(nn.Module):
     ``"00 linear 40->64"`` ... ``"20 head 64->10"``: these names label the per-layer profiles and
     curves of the trial record. ``activation_sites()`` lists each hidden layer's own activation
     module, so a forward hook per layer sees that layer's outputs.
+
+    ``members`` is how many seeds the model computes at once: 1 for a plain model, K for one
+    built by ``models.stacked.stack_models`` (inputs and outputs then carry a leading K).
     """
+
+    members = 1
 
     def __init__(
         self,
@@ -100,6 +105,8 @@ class GradModel(nn.Module):
 
 
 def _describe(layer: nn.Module) -> str:
+    if hasattr(layer, "describe"):  # stacked layers describe themselves like the plain ones
+        return layer.describe()
     if isinstance(layer, nn.Linear):
         return f"linear {layer.in_features}->{layer.out_features}"
     if isinstance(layer, nn.Conv1d | nn.Conv2d):

@@ -27,10 +27,12 @@ from gradatlas.suites import Trial
 
 @dataclass(frozen=True)
 class WorkUnit:
-    """The pending trials of one cell, run one after another by one worker."""
+    """The pending trials of one cell, run by one worker: together as stacked models where
+    ``batch_seeds`` allows (``runners.batching``), else one after another."""
 
     cell_id: str
     trials: tuple[Trial, ...]
+    batch_seeds: int | str = 1  # "auto" or K; decided on the worker, which knows its device
 
 
 @dataclass(frozen=True)
@@ -64,31 +66,39 @@ def run_unit(
     threads: int | None = None,
     stop: threading.Event | None = None,
 ) -> UnitResult:
-    """Run every trial of a unit; a trial that raises becomes a ``TrialFailure`` and the next
-    one still runs. ``threads`` sets torch's intra-op threads for this process first."""
-    from gradatlas.runners.trial import run_trial, set_threads
+    """Run every trial of a unit, in seed groups that train together (``batch_seeds``). A
+    trial that raises becomes a ``TrialFailure`` and the next one still runs; a group that
+    raises is retried one trial at a time, so each failure is its own trial's.
+    ``threads`` sets torch's intra-op threads for this process first."""
+    from gradatlas.runners.batching import seed_groups
+    from gradatlas.runners.trial import pick_device, run_trials, set_threads
 
     if threads:
         set_threads(threads)
     t0 = time.perf_counter()
     out = UnitResult(unit, worker=worker_name())
-    for trial in unit.trials:
+    queue = seed_groups(unit.trials, unit.batch_seeds, pick_device(accelerator))
+    while queue:
+        group = queue.pop(0)
         if stop is not None and stop.is_set():
             break
         try:
-            result = run_trial(trial, accelerator=accelerator, stop=stop)
+            results = run_trials(group, accelerator=accelerator, stop=stop)
         except Exception as exc:  # a trial that blows up is a result, not a crash
+            if len(group) > 1:  # find out which member it was: each on its own
+                queue[:0] = [[t] for t in group]
+                continue
             out.failures.append(
                 TrialFailure(
-                    trial,
+                    group[0],
                     f"{type(exc).__name__}: {exc}".splitlines()[0][:500],
                     traceback.format_exc()[-20000:],
                     out.worker,
                 )
             )
             continue
-        out.results.append(result)
-        if result.interrupted:
+        out.results.extend(results)
+        if any(r.interrupted for r in results):
             break
     out.seconds = time.perf_counter() - t0
     return out
@@ -311,9 +321,10 @@ def _ray_run_unit(unit: WorkUnit, accelerator: str, threads: int) -> UnitResult:
     return run_unit(unit, accelerator=accelerator, threads=threads)
 
 
-def make_units(trials: Iterable[Trial]) -> list[WorkUnit]:
-    """Pending trials grouped by cell, in plan order."""
+def make_units(trials: Iterable[Trial], batch_seeds: int | str = 1) -> list[WorkUnit]:
+    """Pending trials grouped by cell, in plan order (a half-done cell's unit holds only its
+    missing seeds, so resuming trains only those)."""
     cells: dict[str, list[Trial]] = {}
     for trial in trials:
         cells.setdefault(trial.cell_id, []).append(trial)
-    return [WorkUnit(cid, tuple(ts)) for cid, ts in cells.items()]
+    return [WorkUnit(cid, tuple(ts), batch_seeds) for cid, ts in cells.items()]

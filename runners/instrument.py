@@ -5,6 +5,12 @@ time, and MLflow costs seconds when fed metric by metric. So every statistic goe
 preallocated on the training device, the per-step work is one fused ``_foreach_norm`` over the
 gradients, and nothing leaves the device until the trial ends (except the explosion check: every
 step on CPU, where it is free, every ``every`` steps on an accelerator, where it syncs).
+
+One instrument serves one model and K stacked seeds alike: every statistic carries a leading
+member dimension (1 for a plain trial), the module says how to split a parameter into its
+members (``split``) and which losses the step had (``member_losses``). A member that explodes
+is frozen by the module and its record ends at that step, exactly where its unbatched trial
+would have stopped; the trainer stops when every member has exploded.
 """
 
 from __future__ import annotations
@@ -23,8 +29,9 @@ from gradatlas.runners.outcome import explosion_mask
 
 class GradientInstrument(pl.Callback):
     """Records loss and global grad norm every step, per-layer grad norms and update/weight
-    ratios every ``every`` steps, validation metrics every ``eval_every`` steps, and stops the
-    trainer on explosion or when ``stop`` is set (Ctrl-C)."""
+    ratios every ``every`` steps, validation metrics every ``eval_every`` steps, per member;
+    freezes a member on explosion and stops the trainer when none is left or ``stop`` is set
+    (Ctrl-C)."""
 
     def __init__(
         self,
@@ -41,31 +48,49 @@ class GradientInstrument(pl.Callback):
         self.max_steps = max_steps
         self.every = every
         self.eval_every = eval_every
-        self.evaluate = evaluate  # () -> dict of 0-d tensors (val_loss, val_acc, ...)
+        self.evaluate = evaluate  # () -> dict of (members,) tensors (val_loss, val_acc, ...)
         self.explode_grad_norm = explode_grad_norm
         self.stop = stop
         self.grad_overflow_skipped = grad_overflow_skipped  # 16-mixed: see runners/outcome.py
         self.layers = [m for _, m in model.weight_layers()]
+        self.members = int(getattr(model, "members", 1))
         self.seconds = 0.0  # time spent inside this callback: instrumentation's cost
-        self.exploded = False
+        self.alive = [True] * self.members  # not exploded
         self.interrupted = False
-        self.steps_run = 0
+        self.steps_run = [0] * self.members
         self._snapshot: list[torch.Tensor] | None = None
         self._checked_upto = 0
+
+    @property
+    def exploded(self) -> bool:
+        """Every member has exploded (for one model: it has)."""
+        return not any(self.alive)
 
     # -- set-up --------------------------------------------------------------------------------
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         t0 = time.perf_counter()
         device = pl_module.device
+        k = self.members
         n_records = self.max_steps // self.every + 2
         self.check_every_step = device.type == "cpu"
-        self.step_loss = torch.full((self.max_steps,), float("nan"), device=device)
-        self.step_grad_norm = torch.full((self.max_steps,), float("nan"), device=device)
-        self.layer_grad = torch.zeros((n_records, len(self.layers)), device=device)
-        self.update_ratio = torch.zeros((n_records, len(self.layers)), device=device)
+        self.split = pl_module.split
+        # float64 training is recorded in float64 (its point is precision); else float32.
+        self.dtype = (
+            torch.float64
+            if any(p.dtype == torch.float64 for p in pl_module.parameters())
+            else torch.float32
+        )
+        full = {"device": device, "dtype": self.dtype}
+        self.step_loss = torch.full((k, self.max_steps), float("nan"), **full)
+        self.step_grad_norm = torch.full((k, self.max_steps), float("nan"), **full)
+        self.layer_grad = torch.zeros((n_records, k, len(self.layers)), device=device)
+        self.update_ratio = torch.zeros((n_records, k, len(self.layers)), device=device)
         self.layer_steps: list[int] = []
         self.lr: list[tuple[int, float]] = []
-        self.evals: list[tuple[int, dict[str, torch.Tensor]]] = [(0, self.evaluate())]
+        # (step, metrics, which members were alive to be evaluated)
+        self.evals: list[tuple[int, dict[str, torch.Tensor], list[bool]]] = [
+            (0, self.evaluate(), list(self.alive))
+        ]
         params = [p for p in pl_module.parameters() if p.requires_grad]
         weight_ids = {id(m.weight): i for i, m in enumerate(self.layers)}
         self.params = params
@@ -73,6 +98,12 @@ class GradientInstrument(pl.Callback):
             [i for i, p in enumerate(params) if id(p) in weight_ids], device=device
         )
         self.seconds += time.perf_counter() - t0
+
+    def _member_norms(self, tensors: list[torch.Tensor]) -> torch.Tensor:
+        """(members, len(tensors)) 2-norms of each tensor's member slices: one fused call."""
+        parts = [piece for t in tensors for piece in self.split(t)]
+        norms = torch.stack(torch._foreach_norm(parts)).to(self.dtype)
+        return norms.view(len(tensors), self.members).T
 
     # -- every step ----------------------------------------------------------------------------
     def on_before_optimizer_step(
@@ -82,13 +113,13 @@ class GradientInstrument(pl.Callback):
         t0 = time.perf_counter()
         step = trainer.global_step
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.params]
-        norms = torch.stack(torch._foreach_norm(grads)).float()
+        norms = self._member_norms(grads)
         if step < self.max_steps:
-            self.step_grad_norm[step] = norms.norm()
+            self.step_grad_norm[:, step] = norms.norm(dim=1)
         if step % self.every == 0:
             rec = len(self.layer_steps)
             self.layer_steps.append(step)
-            self.layer_grad[rec] = norms[self.weight_index]
+            self.layer_grad[rec] = norms[:, self.weight_index]
             self._snapshot = [m.weight.detach().clone() for m in self.layers]
             self.lr.append((step, float(optimizer.param_groups[0]["lr"])))
         self.seconds += time.perf_counter() - t0
@@ -98,54 +129,71 @@ class GradientInstrument(pl.Callback):
     ) -> None:
         t0 = time.perf_counter()
         step = trainer.global_step - 1  # the step that just ran
-        self.steps_run = step + 1
-        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        for k, alive in enumerate(self.alive):
+            if alive:
+                self.steps_run[k] = step + 1
         if 0 <= step < self.max_steps:
-            self.step_loss[step] = loss.detach().float()
+            self.step_loss[:, step] = pl_module.member_losses(outputs).to(self.dtype)
         if self._snapshot is not None:
             rec = len(self.layer_steps) - 1
             before = self._snapshot
             after = [m.weight.detach() for m in self.layers]
-            delta = torch.stack(torch._foreach_norm(torch._foreach_sub(after, before)))
-            base = torch.stack(torch._foreach_norm(before)).clamp_min(1e-30)
-            self.update_ratio[rec] = (delta / base).float()
+            delta = self._member_norms(torch._foreach_sub(after, before))
+            base = self._member_norms(before).clamp_min(1e-30)
+            self.update_ratio[rec] = delta / base
             self._snapshot = None
             if not self.check_every_step:
-                self._check_explosion(trainer, step)
+                self._check_explosion(trainer, pl_module, step)
         if self.check_every_step:
-            self._check_explosion(trainer, step)
+            self._check_explosion(trainer, pl_module, step)
         last = step + 1 >= self.max_steps
         if not self.exploded and ((step + 1) % self.eval_every == 0 or last):
-            self.evals.append((step + 1, self.evaluate()))
+            self.evals.append((step + 1, self.evaluate(), list(self.alive)))
         if self.stop is not None and self.stop.is_set():
             self.interrupted = True
             trainer.should_stop = True
         self.seconds += time.perf_counter() - t0
 
-    def _check_explosion(self, trainer: pl.Trainer, step: int) -> None:
+    def _check_explosion(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, step: int
+    ) -> None:
         window = slice(self._checked_upto, step + 1)  # steps not yet checked
         self._checked_upto = step + 1
-        loss, gn = self.step_loss[window], self.step_grad_norm[window]
+        loss, gn = self.step_loss[:, window], self.step_grad_norm[:, window]
         bad = explosion_mask(loss, gn, self.explode_grad_norm, self.grad_overflow_skipped)
-        if bool(bad.any()):  # the one host sync of the check
-            self.exploded = True
-            trainer.should_stop = True
+        rows = bad.any(dim=1)
+        if self.members == 1:
+            if bool(rows[0]):  # the one host sync of the check
+                self.alive[0] = False
+                trainer.should_stop = True
+            return
+        newly = [bool(r) and a for r, a in zip(rows.tolist(), self.alive, strict=True)]
+        if any(newly):
+            for k, new in enumerate(newly):
+                if new:
+                    self.alive[k] = False
+            pl_module.freeze(torch.tensor(newly))
+            if self.exploded:
+                trainer.should_stop = True
 
     # -- results -------------------------------------------------------------------------------
-    def arrays(self) -> dict[str, Any]:
-        """Everything recorded, moved to host memory once, trimmed to the steps that ran."""
-        n, r = self.steps_run, len(self.layer_steps)
+    def arrays(self, member: int = 0) -> dict[str, Any]:
+        """Everything recorded for one member, moved to host memory, trimmed to the steps that
+        member ran (an exploded member's record ends where its unbatched trial would stop)."""
+        n = self.steps_run[member]
+        r = sum(1 for s in self.layer_steps if s < n)
+        evals = [(s, m) for s, m, alive in self.evals if alive[member]]
         eval_keys = self.evals[0][1].keys()
         return {
-            "step_loss": self.step_loss[:n].double().cpu().numpy(),
-            "step_grad_norm": self.step_grad_norm[:n].double().cpu().numpy(),
+            "step_loss": self.step_loss[member, :n].double().cpu().numpy(),
+            "step_grad_norm": self.step_grad_norm[member, :n].double().cpu().numpy(),
             "layer_steps": np.asarray(self.layer_steps[:r], dtype=np.int64),
-            "layer_grad_norm": self.layer_grad[:r].double().cpu().numpy(),
-            "update_ratio": self.update_ratio[:r].double().cpu().numpy(),
-            "lr": self.lr,
-            "eval_steps": np.asarray([s for s, _ in self.evals], dtype=np.int64),
+            "layer_grad_norm": self.layer_grad[:r, member].double().cpu().numpy(),
+            "update_ratio": self.update_ratio[:r, member].double().cpu().numpy(),
+            "lr": [(s, v) for s, v in self.lr if s < n],
+            "eval_steps": np.asarray([s for s, _ in evals], dtype=np.int64),
             "eval": {
-                k: np.asarray([float(m[k]) for _, m in self.evals], dtype=np.float64)
+                k: np.asarray([float(m[k][member]) for _, m in evals], dtype=np.float64)
                 for k in eval_keys
             },
         }

@@ -40,3 +40,27 @@ class TensorBatches:
         for start in range(0, n, self.batch_size):
             idx = order[start : start + self.batch_size]
             yield self.x[idx], self.y[idx]
+
+
+class StackedBatches:
+    """The minibatches of K seeds at once: ``(x, y)`` of shape (K, B, ...), where row k is
+    exactly the batch ``TensorBatches(x, y, batch_size, seeds[k])`` yields at that step (same
+    generator, same permutations, same order), gathered in one indexing from the device data.
+    """
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, seeds: list[int]):
+        self.members = [TensorBatches(x, y, batch_size, seed) for seed in seeds]
+        self.x, self.y = x, y
+        self.batch_size = self.members[0].batch_size
+
+    def __len__(self) -> int:
+        return len(self.members[0])
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        n = len(self.x)
+        orders = torch.stack([torch.randperm(n, generator=m._generator) for m in self.members]).to(
+            self.x.device
+        )
+        for start in range(0, n, self.batch_size):
+            idx = orders[:, start : start + self.batch_size]  # (K, B)
+            yield self.x[idx], self.y[idx]

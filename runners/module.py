@@ -24,6 +24,11 @@ def loss_for(task: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
 
 
 class TrialModule(pl.LightningModule):
+    """One model, one seed: today's trial. ``StackedTrialModule`` is the same for K seeds."""
+
+    members = 1  # seeds trained by this module
+    member_dims = 0  # leading seed dimensions of every parameter
+
     def __init__(
         self,
         model: GradModel,
@@ -71,8 +76,22 @@ class TrialModule(pl.LightningModule):
             with torch.no_grad():
                 for group in optimizer.param_groups:
                     for p in group["params"]:
-                        if p.dim() > 1:  # weights only: biases and norm gains are not decayed
+                        # weights only: biases and norm gains are not decayed
+                        if p.dim() > 1 + self.member_dims:
                             p.mul_(1 - group["lr"] * self.decoupled_wd)
+
+    # -- what the instrument reads, the same for one model and for K stacked ones ------------
+    def member_losses(self, outputs: Any) -> torch.Tensor:
+        """(members,) training losses of the step that just ran, detached."""
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        return loss.detach().reshape(1)
+
+    def split(self, tensor: torch.Tensor) -> list[torch.Tensor]:
+        """A parameter (or its gradient) as one tensor per member."""
+        return [tensor]
+
+    def freeze(self, members: torch.Tensor) -> None:
+        """Stop updating the exploded ``members`` (a bool mask); one model simply stops."""
 
     @torch.no_grad()
     def evaluate(
@@ -82,17 +101,137 @@ class TrialModule(pl.LightningModule):
         was_training = self.model.training
         self.model.eval()
         dtype = next(self.model.parameters()).dtype  # "64" precision trains in float64
+        accumulate = torch.float64 if dtype == torch.float64 else torch.float32
         x = x.to(dtype)
         total = torch.zeros((), device=x.device, dtype=torch.float64)
         correct = torch.zeros((), device=x.device, dtype=torch.float64)
         for start in range(0, len(x), chunk):
-            out = self.model(x[start : start + chunk]).float()
+            out = self.model(x[start : start + chunk]).to(accumulate)
             target = y[start : start + chunk]
             total += self.loss_fn(out, target, reduction="sum") / (
                 1 if out.dim() == 1 or target.dim() == 1 else out.shape[-1]
             )
             if target.dim() == 1:
                 correct += (out.argmax(-1) == target).sum()
+        self.model.train(was_training)
+        metrics = {"loss": total / len(x)}
+        if y.dim() == 1:
+            metrics["acc"] = correct / len(x)
+        return {k: v.reshape(1) for k, v in metrics.items()}
+
+
+class StackedTrialModule(TrialModule):
+    """K seeds of one cell as one module over a stacked model (``models.stacked``).
+
+    Members never meet: the loss is the *sum* of each member's own mean loss (so each member's
+    gradient is exactly its own), clipping is per member (``configure_gradient_clipping``), and
+    an exploded member is frozen (its parameters restored after every optimizer step) while the
+    others go on. The optimizers used here are elementwise, so one optimizer over the stacked
+    parameters gives every member its own trajectory.
+    """
+
+    member_dims = 1
+
+    def __init__(
+        self,
+        model: GradModel,
+        optim: OptimSpec,
+        train: TrainSpec,
+        total_steps: int,
+        task: str,
+    ):
+        super().__init__(model, optim, train, total_steps, task)
+        self.members = model.members
+        self.task = task
+        self.register_buffer("frozen", torch.zeros(self.members, dtype=torch.bool))
+        self._frozen_values: list[torch.Tensor] | None = None
+
+    def member_loss(
+        self, out: torch.Tensor, y: torch.Tensor, smoothing: float = 0.0
+    ) -> torch.Tensor:
+        """(K,) mean loss of each member over its own batch: out (K, B, C), y (K, B[, T])."""
+        k, b = out.shape[:2]
+        if self.task == "classification":
+            per = F.cross_entropy(
+                out.reshape(k * b, -1),
+                y.reshape(k * b),
+                reduction="none",
+                label_smoothing=smoothing,
+            )
+            return per.view(k, b).mean(dim=1)
+        return F.mse_loss(out, y, reduction="none").reshape(k, -1).mean(dim=1)
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int):
+        x, y = batch
+        losses = self.member_loss(self.model(x), y, self.train_spec.label_smoothing)
+        return {"loss": losses.sum(), "member_loss": losses.detach()}
+
+    def member_losses(self, outputs: Any) -> torch.Tensor:
+        return outputs["member_loss"]
+
+    def split(self, tensor: torch.Tensor) -> list[torch.Tensor]:
+        return list(tensor.unbind(0))
+
+    def configure_gradient_clipping(
+        self,
+        optimizer: torch.optim.Optimizer,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
+    ) -> None:
+        """Norm clipping per member: each member's gradient norm over all its parameters, the
+        coefficient ``torch.nn.utils.clip_grad_norm_`` would give that member alone. Value
+        clipping is elementwise, so Lightning's own is already per member."""
+        if gradient_clip_val is None:
+            return
+        if gradient_clip_algorithm != "norm":
+            super().configure_gradient_clipping(optimizer, gradient_clip_val, "value")
+            return
+        grads = [p.grad for p in self.parameters() if p.grad is not None]
+        if not grads:
+            return
+        k = self.members
+        squares = torch.stack(
+            [torch.linalg.vector_norm(g.reshape(k, -1), dim=1) for g in grads], dim=1
+        )
+        total = torch.linalg.vector_norm(squares, dim=1)  # (K,)
+        coef = (gradient_clip_val / (total + 1e-6)).clamp(max=1.0)
+        for g in grads:
+            g.mul_(coef.view(k, *([1] * (g.dim() - 1))).to(g.dtype))
+
+    def freeze(self, members: torch.Tensor) -> None:
+        self.frozen |= members.to(self.frozen.device)
+        self._frozen_values = [p.detach().clone() for p in self.parameters()]
+
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        super().optimizer_step(*args, **kwargs)
+        if self._frozen_values is not None:  # frozen members: undo this step's update
+            with torch.no_grad():
+                for p, saved in zip(self.parameters(), self._frozen_values, strict=True):
+                    p[self.frozen] = saved[self.frozen]
+
+    @torch.no_grad()
+    def evaluate(
+        self, x: torch.Tensor, y: torch.Tensor, chunk: int = 4096
+    ) -> dict[str, torch.Tensor]:
+        """Each member's mean loss (and accuracy) over the same split: (K,) tensors."""
+        was_training = self.model.training
+        self.model.eval()
+        dtype = next(self.model.parameters()).dtype
+        accumulate = torch.float64 if dtype == torch.float64 else torch.float32
+        k = self.members
+        x = x.to(dtype)
+        total = torch.zeros(k, device=x.device, dtype=torch.float64)
+        correct = torch.zeros(k, device=x.device, dtype=torch.float64)
+        for start in range(0, len(x), chunk):
+            xb = x[start : start + chunk]
+            out = self.model(xb.expand(k, *xb.shape)).to(accumulate)  # (K, n, C)
+            target = y[start : start + chunk].expand(k, *y[start : start + chunk].shape)
+            n = out.shape[1]
+            if target.dim() == 2:  # classification
+                total += self.member_loss(out, target) * n
+                correct += (out.argmax(-1) == target).sum(dim=1)
+            else:
+                total += self.member_loss(out, target) * n
         self.model.train(was_training)
         metrics = {"loss": total / len(x)}
         if y.dim() == 1:

@@ -180,10 +180,12 @@ def run_suite(
     limit: int | None = None,
     executor: Any = None,
     stream: TextIO = sys.stderr,
+    batch_seeds: int | str | None = None,
 ) -> SweepSummary:
     """Run what is pending of ``suite`` on ``executor`` (default: in this process) and record
-    it in ``tracking_uri``. Raises ``UserInputError`` (exit 2) for a store that cannot be used
-    or another live driver of this suite, before any trial trains."""
+    it in ``tracking_uri``. ``batch_seeds`` (default: the suite's ``execution.batch_seeds``)
+    says how many seeds of a cell train together. Raises ``UserInputError`` (exit 2) for a
+    store that cannot be used or another live driver of this suite, before any trial trains."""
     from gradatlas.runners import store
     from gradatlas.runners.executor import InProcessExecutor, make_units
     from gradatlas.runners.tracking import Tracker
@@ -247,7 +249,8 @@ def run_suite(
     signals = StopOnSignals(stream)
     try:
         with signals:
-            for unit in executor.run(make_units(todo), signals.event):
+            units = make_units(todo, batch_seeds or suite.spec.execution.batch_seeds)
+            for unit in executor.run(units, signals.event):
                 if unit.lost:
                     summary.lost_units += 1
                     stream.write(

@@ -4,6 +4,10 @@ resolve config -> build data, model, optimizer -> probe at init -> train under L
 instrument callback -> classify the outcome -> return a ``TrialResult``. Recording it (MLflow)
 is someone else's job (``gradatlas.runners.tracking``), so this function can run anywhere: in a
 sweep, in a worker claiming trials from a queue, or in a test.
+
+``run_trials`` lives the same life for several seeds of one cell at once (batched seeds): the
+seeds' models are built and probed one by one, stacked into one model with a leading seed
+dimension, and trained under one Trainer; each comes back as its own ``TrialResult``.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import math
 import threading
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,9 +28,10 @@ import torch
 
 from gradatlas.datasets import load_dataset
 from gradatlas.models import build_model
+from gradatlas.models.stacked import stack_models
 from gradatlas.runners.instrument import GradientInstrument
-from gradatlas.runners.loader import TensorBatches
-from gradatlas.runners.module import TrialModule
+from gradatlas.runners.loader import StackedBatches, TensorBatches
+from gradatlas.runners.module import StackedTrialModule, TrialModule, loss_for
 from gradatlas.runners.outcome import Outcome, Trace, classify
 from gradatlas.runners.probe import probe_init
 from gradatlas.suites import Trial
@@ -83,8 +89,26 @@ def pick_device(accelerator: str) -> torch.device:
 def run_trial(
     trial: Trial, *, accelerator: str = "auto", stop: threading.Event | None = None
 ) -> TrialResult:
+    """One trial on its own: one model, one Trainer."""
+    return run_trials([trial], accelerator=accelerator, stop=stop)[0]
+
+
+def run_trials(
+    trials: Sequence[Trial], *, accelerator: str = "auto", stop: threading.Event | None = None
+) -> list[TrialResult]:
+    """Seeds of one cell under one Trainer: one trial as today, several as one stacked model
+    (``models.stacked``) whose member k is trial k exactly as it would have run alone (same
+    init, same batches, its own loss, clipping and explosion). One result per trial, in order.
+    """
     t_start, started_at = time.perf_counter(), time.time()
-    spec = trial.spec  # resolved and validated once by the suites layer: trusted here
+    specs = [t.spec for t in trials]  # resolved and validated by the suites layer: trusted here
+    spec = specs[0]  # one cell: everything but the seed is shared
+    members = len(specs)
+    stacked = members > 1
+    if len({t.cell_id for t in trials}) != 1:
+        raise ValueError("run_trials trains the seeds of one cell; got trials of several cells")
+    if stacked and spec.train.precision == "16-mixed":
+        raise ValueError("16-mixed trains unbatched: one loss scale would couple the members")
     quiet_lightning()
     device = pick_device(accelerator)
 
@@ -92,19 +116,31 @@ def run_trial(
     ds = spec.dataset
     data = load_dataset(ds.name, ds.seed, ds.options).to(device)
     train = spec.train
-    loader = TensorBatches(data.x_train, data.y_train, train.batch_size, seed=spec.seed)
+    if stacked:
+        loader = StackedBatches(
+            data.x_train, data.y_train, train.batch_size, [s.seed for s in specs]
+        )
+    else:
+        loader = TensorBatches(data.x_train, data.y_train, train.batch_size, seed=spec.seed)
     steps_per_epoch = len(loader)
     max_steps = train.steps or train.epochs * steps_per_epoch
     eval_every = train.eval_every or steps_per_epoch
 
-    # Model: seeded, so the same trial on the same machine is the same run.
-    pl.seed_everything(spec.seed, workers=False, verbose=False)
-    model = build_model(spec.model, data.input_shape, data.num_outputs)
-    module = TrialModule(model, spec.optim, train, max_steps, data.task)
+    # Models: each seeded and built as its own trial (so member k's init is trial k's, bit for
+    # bit), probed at init on its own, then stacked.
+    loss_fn = loss_for(data.task)
     probe_n = spec.instrument.probe_batch
-    profiles = probe_init(
-        model.to(device), data.x_train[:probe_n], data.y_train[:probe_n], module.loss_fn
-    )
+    models, profiles = [], []
+    for s in specs:
+        pl.seed_everything(s.seed, workers=False, verbose=False)
+        built = build_model(s.model, data.input_shape, data.num_outputs)
+        profiles.append(
+            probe_init(built.to(device), data.x_train[:probe_n], data.y_train[:probe_n], loss_fn)
+        )
+        models.append(built)
+    model = stack_models(models) if stacked else models[0]
+    module_type = StackedTrialModule if stacked else TrialModule
+    module = module_type(model, spec.optim, train, max_steps, data.task)
 
     # The generalization gap needs train metrics on as many examples as validation uses.
     n_eval = len(data.x_val)
@@ -138,6 +174,7 @@ def run_trial(
         enable_model_summary=False,
         num_sanity_val_steps=0,
         limit_val_batches=0,
+        # Stacked: the module clips each member by its own norm (configure_gradient_clipping).
         gradient_clip_val=clip.max if clip.mode != "none" else None,
         gradient_clip_algorithm=clip.mode if clip.mode != "none" else None,
     )
@@ -159,43 +196,53 @@ def run_trial(
         trainer.fit(module, train_dataloaders=loader)
     fit_time = time.perf_counter() - t_fit
 
-    rec = instrument.arrays()
-    trace = Trace(
-        task=data.task,
-        num_classes=data.num_classes,
-        step_loss=rec["step_loss"],
-        step_grad_norm=rec["step_grad_norm"],
-        eval_steps=rec["eval_steps"],
-        val_loss=rec["eval"]["val_loss"],
-        val_acc=rec["eval"].get("val_acc"),
-        layer_steps=rec["layer_steps"],
-        layer_grad_norm=rec["layer_grad_norm"],
-        grad_overflow_skipped=instrument.grad_overflow_skipped,
-    )
-    outcome = classify(trace, dataclasses.asdict(spec.outcomes))
-    max_points = spec.instrument.max_points
-    curves = _curves(rec, max_points)
-    summary = _summary(rec, outcome, profiles, instrument.steps_run)
+    judged = []
+    for k in range(members):
+        rec = instrument.arrays(k)
+        trace = Trace(
+            task=data.task,
+            num_classes=data.num_classes,
+            step_loss=rec["step_loss"],
+            step_grad_norm=rec["step_grad_norm"],
+            eval_steps=rec["eval_steps"],
+            val_loss=rec["eval"]["val_loss"],
+            val_acc=rec["eval"].get("val_acc"),
+            layer_steps=rec["layer_steps"],
+            layer_grad_norm=rec["layer_grad_norm"],
+            grad_overflow_skipped=instrument.grad_overflow_skipped,
+        )
+        outcome = classify(trace, dataclasses.asdict(specs[k].outcomes))
+        summary = _summary(rec, outcome, profiles[k], instrument.steps_run[k])
+        judged.append((outcome, summary, _curves(rec, spec.instrument.max_points)))
+
+    # Each member's share of the time: batching is how the trials ran, not what they are (the
+    # record's batch_seeds and tag say how).
     timing = {
-        "wall_time_s": time.perf_counter() - t_start,
-        "fit_time_s": fit_time,
-        "instrument_time_s": instrument.seconds,
+        "wall_time_s": (time.perf_counter() - t_start) / members,
+        "fit_time_s": fit_time / members,
+        "instrument_time_s": instrument.seconds / members,
+        "batch_seeds": float(members),
     }
-    summary.update(timing)
-    return TrialResult(
-        trial=trial,
-        outcome=outcome,
-        task=data.task,
-        num_classes=data.num_classes,
-        summary=summary,
-        curves=curves,
-        profiles=profiles,
-        timing=timing,
-        device=str(device),
-        interrupted=instrument.interrupted,
-        started_at=started_at,
-        ended_at=time.time(),
-    )
+    ended_at = time.time()
+    results = []
+    for trial, (outcome, summary, curves), profile in zip(trials, judged, profiles, strict=True):
+        results.append(
+            TrialResult(
+                trial=trial,
+                outcome=outcome,
+                task=data.task,
+                num_classes=data.num_classes,
+                summary=summary | timing,
+                curves=curves,
+                profiles=profile,
+                timing=dict(timing),
+                device=str(device),
+                interrupted=instrument.interrupted,
+                started_at=started_at,
+                ended_at=ended_at,
+            )
+        )
+    return results
 
 
 def _finite_or_none(values: np.ndarray) -> list[float | None]:

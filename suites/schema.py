@@ -45,12 +45,21 @@ class DatasetSection(Section):
     options: dict[str, Any] = Field(default_factory=dict)
 
 
+def _precision_name(value: Any) -> Any:
+    """``precision: 64`` in YAML is the number 64; it means the "64" precision."""
+    if isinstance(value, int) and not isinstance(value, bool) and value in (32, 64):
+        return str(value)
+    return value
+
+
 class Budget(Section):
     """The training budget and numerics: the ``train`` settings that are not grid factors."""
 
     epochs: PositiveInt | None = None
     steps: PositiveInt | None = None
-    precision: Literal["32", "64", "16-mixed", "bf16-mixed"] = "32"
+    precision: Annotated[
+        Literal["32", "64", "16-mixed", "bf16-mixed"], BeforeValidator(_precision_name)
+    ] = "32"
     eval_every: NonNegInt = 0
 
     @model_validator(mode="after")
@@ -84,6 +93,18 @@ class OutcomeSection(Section):
     chance_margin: Fraction = 0.05
 
 
+class ExecutionSection(Section):
+    """How the trials run, not what they are: nothing here enters a trial's config or id, so
+    the same trial batched or not, on one worker or many, is the same trial.
+
+    ``batch_seeds``: how many seeds of a cell train together as one stacked model. ``auto``
+    takes every pending seed of the cell that fits the device's memory (16-mixed always trains
+    one at a time: its loss scale would couple the seeds); ``1`` trains each seed on its own.
+    """
+
+    batch_seeds: Literal["auto"] | PositiveInt = "auto"
+
+
 class Limits(Section):
     """Sizes beyond which a plan is refused before anything runs; raise them here, deliberately."""
 
@@ -106,6 +127,7 @@ class SuiteSpec(Section):
     instrument: InstrumentSection = Field(default_factory=InstrumentSection)
     outcomes: OutcomeSection = Field(default_factory=OutcomeSection)
     limits: Limits = Field(default_factory=Limits)
+    execution: ExecutionSection = Field(default_factory=ExecutionSection)
 
     @property
     def seed_count(self) -> int:

@@ -174,10 +174,10 @@ def test_a_small_synthetic_store_loads_as_written(synth, tmp_path: Path) -> None
 # -- the explosion rule: the instrument's early stop and classify are one test ------------------
 def _instrument(loss, grad, threshold, skipped=False) -> GradientInstrument:
     inst = object.__new__(GradientInstrument)  # only what _check_explosion reads
-    inst.step_loss = torch.tensor(loss, dtype=torch.float32)
-    inst.step_grad_norm = torch.tensor(grad, dtype=torch.float32)
+    inst.step_loss = torch.tensor([loss], dtype=torch.float32)  # (members, steps)
+    inst.step_grad_norm = torch.tensor([grad], dtype=torch.float32)
     inst.explode_grad_norm, inst.grad_overflow_skipped = threshold, skipped
-    inst._checked_upto, inst.exploded = 0, False
+    inst._checked_upto, inst.members, inst.alive = 0, 1, [True]
     return inst
 
 
@@ -186,7 +186,7 @@ def _stop_step(loss, grad, threshold, skipped=False, every=1) -> int | None:
     inst, trainer = _instrument(loss, grad, threshold, skipped), NS(should_stop=False)
     for step in range(len(loss)):
         if (step + 1) % every == 0 or step == len(loss) - 1:
-            inst._check_explosion(trainer, step)
+            inst._check_explosion(trainer, None, step)
             if inst.exploded:
                 assert trainer.should_stop
                 return step

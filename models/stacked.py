@@ -1,0 +1,245 @@
+"""K seeded models of one cell as one model whose parameters carry a leading seed dimension.
+
+Why: the networks gradatlas studies are small, so one trial leaves a GPU (and much of a CPU's
+vector units) idle and pays the Trainer's fixed cost alone. Training the seeds of a cell
+together fills the hardware and shares that cost.
+
+How it stays honest: ``stack_models`` takes K models *already built and initialized* the
+unbatched way (one seed each) and copies their tensors into stacked parameters, so member k
+starts bitwise identical to the unbatched trial with seed k. Nothing here calls an init helper
+on a 3-D weight (torch's fan computation would be wrong for it). Every layer computes each
+member from that member's slice only:
+
+- linear layers are one batched matmul (``baddbmm``) over (K, B, features) activations;
+- convolutions are one grouped convolution (``groups=K``) over (B, K*C, *spatial) maps;
+- BatchNorm keeps per-member batch statistics and running buffers, LayerNorm/GroupNorm
+  per-member affine parameters (GroupNorm with K*g groups is exactly g groups per member);
+- dropout draws one mask per element, so each member has its own masks (not the unbatched
+  trial's masks: they come from a different random stream).
+
+Inputs are (K, B, *example_shape): member k's own minibatch. Outputs are (K, B, outputs).
+The result is a ``GradModel`` (same blocks, ``weight_layers()`` names and forward order), so
+the instrument and the training module see the same interface as for one model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from gradatlas.models.base import GlobalAvgPool, GradModel, HiddenBlock
+
+
+def _stack(tensors: Sequence[Tensor | None]) -> nn.Parameter | None:
+    if tensors[0] is None:
+        return None
+    return nn.Parameter(torch.stack([t.detach() for t in tensors]).clone())
+
+
+class StackedLinear(nn.Module):
+    """K linear layers: (K, B, in) -> (K, B, out) as ``bias + x @ W^T`` per member."""
+
+    def __init__(self, layers: Sequence[nn.Linear]):
+        super().__init__()
+        self.members = len(layers)
+        self.in_features, self.out_features = layers[0].in_features, layers[0].out_features
+        self.weight = _stack([m.weight for m in layers])  # (K, out, in)
+        self.bias = _stack([m.bias for m in layers])  # (K, out) or None
+
+    def forward(self, x: Tensor) -> Tensor:
+        w_t = self.weight.transpose(1, 2)
+        if self.bias is None:
+            return torch.bmm(x, w_t)
+        return torch.baddbmm(self.bias.unsqueeze(1), x, w_t)
+
+    def describe(self) -> str:
+        return f"linear {self.in_features}->{self.out_features}"
+
+
+class StackedConv(nn.Module):
+    """K same-padded convolutions as one grouped convolution on (B, K*C_in, *spatial) maps."""
+
+    def __init__(self, layers: Sequence[nn.Conv1d | nn.Conv2d]):
+        super().__init__()
+        first = layers[0]
+        self.members = len(layers)
+        self.kind = type(first).__name__.lower()
+        self.in_channels, self.out_channels = first.in_channels, first.out_channels
+        self.padding = first.padding
+        self.conv = F.conv1d if isinstance(first, nn.Conv1d) else F.conv2d
+        self.weight = _stack([m.weight for m in layers])  # (K, out, in, *kernel)
+        self.bias = _stack([m.bias for m in layers])  # (K, out) or None
+
+    def forward(self, x: Tensor) -> Tensor:
+        w = self.weight.reshape(-1, *self.weight.shape[2:])  # (K*out, in, *kernel)
+        b = None if self.bias is None else self.bias.reshape(-1)
+        return self.conv(x, w, b, padding=self.padding, groups=self.members)
+
+    def describe(self) -> str:
+        return f"{self.kind} {self.in_channels}->{self.out_channels}"
+
+
+class StackedBatchNorm(nn.Module):
+    """K BatchNorms, each with its own batch statistics, running buffers and affine parameters.
+
+    Features (K, B, F) are normalized over B per member and feature; conv maps (B, K*C, ...)
+    go through ``F.batch_norm`` with K*C channels, which is the same thing per member.
+    """
+
+    def __init__(self, norms: Sequence[nn.BatchNorm1d | nn.BatchNorm2d], channels_first: bool):
+        super().__init__()
+        first = norms[0]
+        self.members, self.channels_first = len(norms), channels_first
+        self.eps, self.momentum = first.eps, first.momentum
+        self.weight = _stack([m.weight for m in norms])  # (K, C)
+        self.bias = _stack([m.bias for m in norms])
+        self.register_buffer("running_mean", torch.stack([m.running_mean for m in norms]).clone())
+        self.register_buffer("running_var", torch.stack([m.running_var for m in norms]).clone())
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.channels_first:  # (B, K*C, *spatial): the views share the buffers' storage
+            return F.batch_norm(
+                x,
+                self.running_mean.view(-1),
+                self.running_var.view(-1),
+                self.weight.reshape(-1),
+                self.bias.reshape(-1),
+                self.training,
+                self.momentum,
+                self.eps,
+            )
+        if self.training:  # (K, B, F)
+            mean = x.mean(dim=1)
+            var = x.var(dim=1, unbiased=False)
+            n = x.shape[1]
+            with torch.no_grad():
+                unbiased = var * (n / max(n - 1, 1))
+                self.running_mean.lerp_(mean.detach().to(self.running_mean.dtype), self.momentum)
+                self.running_var.lerp_(unbiased.detach().to(self.running_var.dtype), self.momentum)
+        else:
+            mean, var = self.running_mean, self.running_var
+        scale = torch.rsqrt(var + self.eps) * self.weight
+        return (x - mean.unsqueeze(1)) * scale.unsqueeze(1) + self.bias.unsqueeze(1)
+
+
+class StackedLayerNorm(nn.Module):
+    """K LayerNorms over the last dimension of (K, B, F), each with its own gain and bias."""
+
+    def __init__(self, norms: Sequence[nn.LayerNorm]):
+        super().__init__()
+        self.shape, self.eps = norms[0].normalized_shape, norms[0].eps
+        self.weight = _stack([m.weight for m in norms])  # (K, F)
+        self.bias = _stack([m.bias for m in norms])
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = F.layer_norm(x, self.shape, None, None, self.eps)
+        return y * self.weight.unsqueeze(1) + self.bias.unsqueeze(1)
+
+
+class StackedGroupNorm(nn.Module):
+    """K GroupNorms of g groups as one GroupNorm of K*g groups on (B, K*C, *spatial) maps."""
+
+    def __init__(self, norms: Sequence[nn.GroupNorm]):
+        super().__init__()
+        self.groups, self.eps, self.members = norms[0].num_groups, norms[0].eps, len(norms)
+        self.weight = _stack([m.weight for m in norms])  # (K, C)
+        self.bias = _stack([m.bias for m in norms])
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.group_norm(
+            x, self.members * self.groups, self.weight.reshape(-1), self.bias.reshape(-1), self.eps
+        )
+
+
+class FlattenMembers(nn.Module):
+    """MLP input: (K, B, *example) -> (K, B, features)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x.flatten(start_dim=2)
+
+
+class MembersToChannels(nn.Module):
+    """CNN input: (K, B, C, *spatial) -> (B, K*C, *spatial), the grouped convolution's layout."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        k, b = x.shape[:2]
+        return x.transpose(0, 1).reshape(b, k * x.shape[2], *x.shape[3:])
+
+
+class ChannelsToMembers(nn.Module):
+    """CNN read-out: global average pool of (B, K*C, *spatial), then (K, B, C) for the head."""
+
+    def __init__(self, members: int):
+        super().__init__()
+        self.members = members
+        self.pool = GlobalAvgPool()
+
+    def forward(self, x: Tensor) -> Tensor:
+        pooled = self.pool(x)  # (B, K*C)
+        return pooled.view(pooled.shape[0], self.members, -1).transpose(0, 1)
+
+
+def _stack_norm(norms: Sequence[nn.Module], channels_first: bool) -> nn.Module:
+    first = norms[0]
+    if isinstance(first, nn.Identity):
+        return nn.Identity()
+    if isinstance(first, nn.BatchNorm1d | nn.BatchNorm2d):
+        return StackedBatchNorm(norms, channels_first)  # type: ignore[arg-type]
+    if isinstance(first, nn.LayerNorm) and not channels_first:
+        return StackedLayerNorm(norms)  # type: ignore[arg-type]
+    if isinstance(first, nn.GroupNorm) and channels_first:
+        return StackedGroupNorm(norms)  # type: ignore[arg-type]
+    raise NotImplementedError(f"no stacked form of {type(first).__name__}")
+
+
+def _stack_layer(layers: Sequence[nn.Module]) -> nn.Module:
+    if isinstance(layers[0], nn.Linear):
+        return StackedLinear(layers)  # type: ignore[arg-type]
+    if isinstance(layers[0], nn.Conv1d | nn.Conv2d):
+        return StackedConv(layers)  # type: ignore[arg-type]
+    raise NotImplementedError(f"no stacked form of {type(layers[0]).__name__}")
+
+
+def stack_models(models: Sequence[GradModel]) -> GradModel:
+    """One ``GradModel`` computing all of ``models`` at once; member k is ``models[k]``.
+
+    The models must share one architecture (the seeds of one cell do). Their tensors are copied,
+    so the originals can be probed or dropped independently.
+    """
+    if not models:
+        raise ValueError("stack_models needs at least one model")
+    first = models[0]
+    k = len(models)
+    conv = isinstance(first.blocks[0].layer, nn.Conv1d | nn.Conv2d) if first.blocks else False
+    blocks = []
+    for i, block in enumerate(first.blocks):
+        column = [m.blocks[i] for m in models]
+        blocks.append(
+            HiddenBlock(
+                layer=_stack_layer([b.layer for b in column]),
+                norm=_stack_norm([b.norm for b in column], channels_first=conv),
+                act=block.act,  # stateless: one module serves every member
+                dropout=block.dropout,  # elementwise masks: each member draws its own
+                residual=block.residual,
+            )
+        )
+    stacked = GradModel(
+        prepare=MembersToChannels() if conv else FlattenMembers(),
+        blocks=blocks,
+        pool=ChannelsToMembers(k) if conv else nn.Identity(),
+        head=StackedLinear([m.head for m in models]),  # type: ignore[arg-type]
+        activation_name=first.activation_name,
+    )
+    stacked.members = k
+    stacked.train(first.training)
+    return stacked
+
+
+def unstack_weights(stacked: GradModel) -> list[list[Tensor]]:
+    """Member k's weight tensors (views), in ``weight_layers()`` order: for tests and probes."""
+    k = stacked.members
+    layers = [m.weight for _, m in stacked.weight_layers()]
+    return [[w[i] for w in layers] for i in range(k)]

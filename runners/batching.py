@@ -1,0 +1,74 @@
+"""How many seeds of a cell train together (batched seeds), decided where they will train.
+
+The setting is an execution choice (``execution.batch_seeds`` in the suite, ``--batch-seeds`` /
+``--no-batch`` on the command line), never part of a trial's identity. ``auto`` stacks every
+pending seed of the cell whose stacked model fits in a fraction of the device's free memory;
+an integer K stacks at most K. 16-mixed always trains one seed at a time: one GradScaler's loss
+scale would be shared by the members, so one member's overflow would skip every member's step.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from gradatlas.suites import Trial
+
+BatchSetting = int | str  # "auto" or a positive K
+MEMORY_SHARE = {"cuda": 0.5, "cpu": 0.25}  # of free memory one worker's stacked model may use
+MAX_AUTO = 256  # beyond this the grouped kernels stop getting faster; more seeds wait a turn
+
+
+def unbatchable(trial: Trial) -> str | None:
+    """Why this trial must train on its own, or None."""
+    if trial.spec.train.precision == "16-mixed":
+        return "16-mixed (one loss scale would couple the seeds)"
+    return None
+
+
+def member_bytes(trial: Trial) -> int:
+    """A generous estimate of one member's memory: parameters with their gradient and two
+    optimizer states, and the activations a training batch and an evaluation chunk keep."""
+    from gradatlas.datasets import describe
+    from gradatlas.models import estimate_parameters
+
+    spec = trial.spec
+    _, shape, outputs = describe(spec.dataset.name, spec.dataset.options)
+    width = 8 if spec.train.precision == "64" else 4
+    params = estimate_parameters(spec.model, shape, outputs)
+    positions = math.prod(shape[1:]) if spec.model.family == "cnn" and len(shape) > 1 else 1
+    per_example = spec.model.width * positions * (spec.model.depth + 1)
+    activations = 6 * spec.train.batch_size * per_example + 2 * 4096 * per_example
+    return width * (4 * params + activations)
+
+
+def free_memory(device: Any) -> int:
+    """Bytes free on ``device`` (a torch.device): the GPU's, or this machine's available RAM."""
+    if device.type == "cuda":
+        import torch
+
+        free, _total = torch.cuda.mem_get_info(device)
+        return int(free)
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 4 << 30
+
+
+def seed_groups(trials: Sequence[Trial], setting: BatchSetting, device: Any) -> list[list[Trial]]:
+    """The trials of one unit (one cell), in order, as groups that train together."""
+    if not trials:
+        return []
+    if setting == 1 or len(trials) == 1 or unbatchable(trials[0]):
+        return [[t] for t in trials]
+    if setting == "auto":
+        budget = MEMORY_SHARE.get(device.type, 0.25) * free_memory(device)
+        size = int(max(1, min(MAX_AUTO, budget // max(1, member_bytes(trials[0])))))
+    else:
+        size = int(setting)
+    return [list(trials[i : i + size]) for i in range(0, len(trials), size)]
