@@ -1,10 +1,11 @@
 """Batched seeds: seeds per second at K = 1, 2, 4, 8, 16 against one trial after another.
 
 For the quickstart's d3 and d20 cells (MNIST-1D, MLP width 64, ReLU, He init, SGD+momentum,
-batch 128) this times, everything included (Trainer, instruments, probes, outcome, and the
-MLflow record of every member into a SQLite store):
-- ``sequential``: one seed alone (``run_trial`` + record), the seeds/s of today's path;
-- ``batched K``: K seeds as one stacked model (``run_trials`` + K records);
+batch 128) this times, everything included (``run_suite`` into a SQLite store: Trainer,
+instruments, probes, outcome, the MLflow record of every member):
+- ``sequential``: the same K seeds one by one (``batch_seeds=1``), today's path;
+- ``batched K``: K seeds as one stacked model (``batch_seeds=K``), and the same training
+  without any record (``run_trials``) to show what MLflow costs;
 - ``plain``: one seed in a bare PyTorch loop (no Lightning, no instruments, no evaluation, no
   record), the floor a hand-written script would reach;
 and, for the stacked linear layers, one forward+backward at K=8 as ``baddbmm`` (what
@@ -26,11 +27,11 @@ from pathlib import Path
 
 import torch
 
-from gradatlas.runners.trial import pick_device, run_trial, run_trials, set_threads
+from gradatlas.runners.trial import pick_device, run_trials, set_threads
 from gradatlas.suites import load_suite
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from runner_overhead import plain_loop  # noqa: E402  (a sibling script, not a package)
+from runner_overhead import plain_loop
 
 SUITE = """
 name: batched
@@ -59,14 +60,13 @@ def linear_kernels(depth: int, k: int, device: torch.device, repeats: int = 20) 
     """ms per forward+backward of K stacked MLPs (batch 128): baddbmm vs vmap."""
     from torch.func import functional_call, stack_module_state, vmap
 
+    from gradatlas.models import build_model
     from gradatlas.models.stacked import stack_models
 
-    trial = _cells(depth_only=depth, seeds=k, epochs=1)[0]
-    spec = trial[0].spec
-    from gradatlas.models import build_model
-
+    trials = _suite(depth, k, 1, "kernels").trials
+    spec = trials[0].spec
     models = []
-    for t in trial:
+    for t in trials:
         torch.manual_seed(t.spec.seed)
         models.append(build_model(spec.model, (40,), 10).to(device))
     stacked = stack_models(models)
@@ -96,23 +96,43 @@ def linear_kernels(depth: int, k: int, device: torch.device, repeats: int = 20) 
     return out
 
 
-def _cells(depth_only: int | None = None, seeds: int = 16, epochs: int = 4) -> list[list]:
+def _suite(depth: int, seeds: int, epochs: int, name: str):
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "batched.yaml"
-        path.write_text(SUITE.replace("SEEDS", str(seeds)).replace("EPOCHS", str(epochs)))
-        suite = load_suite(str(path))
-    cells: dict[str, list] = {}
-    for t in suite.trials:
-        if depth_only is None or t.spec.model.depth == depth_only:
-            cells.setdefault(t.cell_id, []).append(t)
-    return list(cells.values())
+        text = SUITE.replace("SEEDS", str(seeds)).replace("EPOCHS", str(epochs))
+        path.write_text(text.replace("name: batched", f"name: {name}"))
+        return load_suite(str(path), [f"grid.depth=[{depth}]"])
+
+
+def sweep_seconds(
+    uri: str, depth: int, k: int, batch: int, epochs: int, tag: str, accelerator: str
+) -> float:
+    """``run_suite`` of one cell's K seeds into the store, as a user runs it: everything in."""
+    import io
+
+    from gradatlas.runners.executor import InProcessExecutor
+    from gradatlas.runners.sweep import run_suite
+
+    suite = _suite(depth, k, epochs, f"b-{tag}")
+    executor = InProcessExecutor(accelerator=accelerator)
+    t0 = time.perf_counter()
+    summary = run_suite(
+        suite,
+        uri,
+        executor=executor,
+        accelerator=accelerator,
+        batch_seeds=batch,
+        stream=io.StringIO(),
+    )
+    wall = time.perf_counter() - t0
+    assert summary.ran == k, summary
+    return wall
 
 
 def main(argv: list[str] | None = None) -> dict:
-    from gradatlas.runners.tracking import Tracker
-
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--ks", default="1,2,4,8,16", help="comma-separated K values")
+    ap.add_argument("--depths", default="3,20")
     ap.add_argument("--epochs", type=int, default=4)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
@@ -124,28 +144,30 @@ def main(argv: list[str] | None = None) -> dict:
     ks = [int(k) for k in args.ks.split(",")]
     device = pick_device(args.accelerator)
     rows, kernels = [], []
+    runs = iter(range(10**6))
     with tempfile.TemporaryDirectory() as tmp:
-        tracker = Tracker(f"sqlite:///{tmp}/mlflow.db")
-        exp = tracker.ensure_experiment("batched")
-        for cell in _cells(seeds=max(ks), epochs=args.epochs):
-            depth = cell[0].spec.model.depth
-            tracker.record_trial(exp, None, run_trial(cell[0], accelerator=args.accelerator))
+        uri = f"sqlite:///{tmp}/mlflow.db"
+        for depth in (int(d) for d in args.depths.split(",")):
+            sweep_seconds(
+                uri, depth, 1, 1, args.epochs, f"warm{depth}", args.accelerator
+            )  # store, caches, kernels
 
-            def sequential(cell=cell) -> float:
-                t0 = time.perf_counter()
-                tracker.record_trial(exp, None, run_trial(cell[0], accelerator=args.accelerator))
-                return time.perf_counter() - t0
+            def timed(k: int, batch: int, depth=depth) -> float:
+                return statistics.median(
+                    sweep_seconds(
+                        uri, depth, k, batch, args.epochs, f"{next(runs)}", args.accelerator
+                    )
+                    for _ in range(args.repeats)
+                )
 
-            def batched(k: int, cell=cell) -> float:
-                t0 = time.perf_counter()
-                for r in run_trials(cell[:k], accelerator=args.accelerator):
-                    tracker.record_trial(exp, None, r)
-                return time.perf_counter() - t0
-
-            seq = statistics.median(sequential() for _ in range(args.repeats))
+            cell = _suite(depth, max(ks), args.epochs, "plain").trials
             plain = statistics.median(plain_loop(cell[0], device)[0] for _ in range(args.repeats))
             for k in ks:
-                wall = statistics.median(batched(k) for _ in range(args.repeats))
+                seq = timed(k, 1) / k  # the same K seeds one by one: today's path, per seed
+                wall = timed(k, k)
+                t0 = time.perf_counter()
+                run_trials(cell[:k], accelerator=args.accelerator)
+                train = time.perf_counter() - t0
                 rows.append(
                     {
                         "cell": f"d{depth}",
@@ -156,25 +178,28 @@ def main(argv: list[str] | None = None) -> dict:
                         "seeds_per_s": round(k / wall, 3),
                         "speedup_vs_sequential": round(seq * k / wall, 2),
                         "cost_per_seed_vs_plain": round(wall / k / plain, 2),
-                        "sequential_s": round(seq, 3),
+                        "train_only_per_seed_vs_plain": round(train / k / plain, 2),
+                        "sequential_s_per_seed": round(seq, 3),
                         "plain_s": round(plain, 3),
                     }
                 )
                 print(rows[-1], flush=True)
-            kernels.append(
-                {"cell": f"d{depth}", "K": 8, **linear_kernels(depth, 8, device)}
-            )
+            kernels.append({"cell": f"d{depth}", "K": 8, **linear_kernels(depth, 8, device)})
     lines = [
         f"Batched seeds on {device} ({args.threads} torch thread(s)), {args.epochs} epochs of "
-        "MNIST-1D (batch 128), median of "
-        f"{args.repeats}; every time includes the MLflow record of each member.",
+        f"MNIST-1D (batch 128), median of {args.repeats}. Sweep wall: `run_suite` of one cell's "
+        "K seeds (batch_seeds=K) into a SQLite store, everything included (Trainer, "
+        "instruments, probes, outcome, MLflow). Sequential: the same with one seed "
+        "(batch_seeds=1). Plain loop: one seed, bare PyTorch, no instruments, no record.",
         "",
-        "| cell | K | wall (s) | seeds/s | speedup vs sequential | cost per seed vs plain loop |",
-        "|---|---|---|---|---|---|",
+        "| cell | K | sweep wall (s) | seeds/s | speedup vs sequential "
+        "| cost per seed vs plain loop | same, training only (no MLflow) |",
+        "|---|---|---|---|---|---|---|",
     ]
     lines += [
         f"| {r['cell']} | {r['K']} | {r['wall_s']:.2f} | {r['seeds_per_s']:.2f} "
-        f"| {r['speedup_vs_sequential']:.2f}x | {r['cost_per_seed_vs_plain']:.2f}x |"
+        f"| {r['speedup_vs_sequential']:.2f}x | {r['cost_per_seed_vs_plain']:.2f}x "
+        f"| {r['train_only_per_seed_vs_plain']:.2f}x |"
         for r in rows
     ]
     lines += [

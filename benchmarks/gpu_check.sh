@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One short session on a lent GPU machine (see /work/.library/device): installs the carried
 # wheels, places gradatlas on the path, runs the GPU tests, the quickstart on the GPU and the
-# runner benchmark. Results land in $OUT. Usage (device tool): bash benchmarks/gpu_check.sh
+# runner and batched-seed benchmarks. Results land in $OUT. Usage (device tool): bash benchmarks/gpu_check.sh
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
@@ -18,3 +18,4 @@ work=$(mktemp -d); root=$PWD
 ( cd "$work" && /usr/bin/time -v python3 -m gradatlas run quickstart --accelerator gpu ) > "$OUT/quickstart_gpu.txt" 2>&1
 tail -30 "$OUT/quickstart_gpu.txt"
 timeout 200 python3 "$root/benchmarks/runner_overhead.py" --accelerator gpu --repeats 3 --json "$OUT/runner_overhead_gpu.json" 2>&1 | tail -6
+timeout 240 python3 "$root/benchmarks/batched_seeds.py" --accelerator gpu --ks 1,8,16,32,64 --repeats 1 --epochs 4 --json "$OUT/batched_seeds_gpu.json" --markdown "$OUT/batched_seeds_gpu.md" 2>&1 | tail -22

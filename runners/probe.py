@@ -8,7 +8,6 @@ whose output is <= 0 on every probe example, so they pass no gradient for this d
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable
 from typing import Any
 
@@ -29,9 +28,13 @@ def probe_init(
     y: torch.Tensor,
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
 ) -> dict[str, Any]:
-    """Statistics of ``model`` as built. Works on a copy, so BatchNorm running statistics and
-    gradients of the model that will be trained are left untouched."""
-    probe = copy.deepcopy(model).train()
+    """Statistics of ``model`` as built. Leaves it as it was: its BatchNorm running statistics
+    are restored and its gradients cleared afterwards (cheaper than probing a deep copy, which
+    cost ~15 ms per depth-20 model: a tenth of a batched seed's training)."""
+    probe = model
+    was_training = model.training
+    buffers = [b.detach().clone() for b in model.buffers()]
+    probe.train()
     name = probe.activation_name
     bounds = output_bounds(name)
     relu_like = is_relu_family(name)
@@ -65,6 +68,11 @@ def probe_init(
         m.weight.grad.norm().item() if m.weight.grad is not None else float("nan")
         for _, m in layers
     ]
+    with torch.no_grad():
+        for buffer, saved in zip(model.buffers(), buffers, strict=True):
+            buffer.copy_(saved)
+    model.zero_grad(set_to_none=True)
+    model.train(was_training)
     return {
         "layers": [n for n, _ in layers],
         "sites": [n for n, _ in probe.activation_sites()],

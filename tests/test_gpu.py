@@ -53,3 +53,27 @@ def test_mixed_precision_on_gpu(write, precision):
     ).trials
     r = run_trial(trial, accelerator="gpu")
     assert r.summary["steps_run"] == 60 and r.outcome.label != "exploded"
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["model.norm=batchnorm", "train.precision=64", "model.activation=relu"],
+        ["model.family=cnn", "model.width=8", "model.norm=layernorm", "train.precision=64"],
+        ["train.optimizer=sgd", "train.lr=4.0", "seeds=6", "train.precision=64"],
+    ],
+)
+def test_batched_seeds_match_alone_on_gpu(tmp_path, overrides):
+    """float64 (no TF32 in cuDNN or cuBLAS), so the comparison is about batching alone."""
+    import importlib.util
+    from pathlib import Path
+
+    from gradatlas.runners.parity import compare
+
+    bench = Path(__file__).resolve().parents[1] / "benchmarks" / "batched_parity.py"
+    spec = importlib.util.spec_from_file_location("batched_parity", bench)
+    cases = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cases)
+    p = compare(cases.trials_for(overrides, tmp_path), accelerator="gpu")
+    assert p.init_identical and p.same_outcomes
+    assert p.worst_loss_rel <= 1e-9, p
