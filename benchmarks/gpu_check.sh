@@ -18,4 +18,4 @@ work=$(mktemp -d); root=$PWD
 ( cd "$work" && /usr/bin/time -v python3 -m gradatlas run quickstart --accelerator gpu ) > "$OUT/quickstart_gpu.txt" 2>&1
 tail -30 "$OUT/quickstart_gpu.txt"
 timeout 200 python3 "$root/benchmarks/runner_overhead.py" --accelerator gpu --repeats 3 --json "$OUT/runner_overhead_gpu.json" 2>&1 | tail -6
-timeout 240 python3 "$root/benchmarks/batched_seeds.py" --accelerator gpu --ks 1,8,16,32,64 --repeats 1 --epochs 4 --json "$OUT/batched_seeds_gpu.json" --markdown "$OUT/batched_seeds_gpu.md" 2>&1 | tail -22
+timeout 240 python3 "$root/benchmarks/batched_seeds.py" --accelerator gpu --one-cell --depths 3,20 --ks 1,8,64 --repeats 1 --epochs 4 --json "$OUT/batched_seeds_gpu.json" --markdown "$OUT/batched_seeds_gpu.md" 2>&1 | tail -22

@@ -430,8 +430,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             f"This run: {summary.ran} trials in {summary.wall_s:.1f}s on {summary.executor}; "
             f"in the trials, instrumentation {summary.instrument_s:.1f}s "
             f"({100 * summary.instrument_s / max(summary.trial_s, 1e-9):.1f}% of trial time), "
-            f"MLflow logging {summary.logging_s:.1f}s "
-            f"({100 * summary.logging_s / max(summary.wall_s, 1e-9):.1f}% of the wall time)"
+            f"MLflow logging {summary.logging_s:.1f}s (in the recorder process, alongside "
+            "training)"
         )
     if summary.failures:
         print(f"\nFailed: {len(summary.failures)} trials raised (recorded FAILED, with traceback):")

@@ -30,9 +30,8 @@ from typing import Any, TextIO
 
 from gradatlas.errors import UserInputError
 from gradatlas.record import FAILED_OUTCOME, OUTCOME, OUTCOME_ORDER, final_label
+from gradatlas.runners.recorder import Recorder
 from gradatlas.suites import Suite
-
-HEARTBEAT_S = 30.0
 
 
 class Interrupted(KeyboardInterrupt):
@@ -244,44 +243,24 @@ def run_suite(
     store.claim_sweep(tracker.client, sweep_id)  # host, pid, heartbeat: whose sweep this is
     progress = Progress(len(todo), executor.workers, stream)
     t0 = time.perf_counter()
-    last_beat = time.monotonic()
     status = "FINISHED"
     signals = StopOnSignals(stream)
-
-    def record_unit(unit: Any) -> None:
-        """Everything one returned unit leaves in the store (on the recorder thread)."""
-        nonlocal last_beat
-        if unit.lost:
-            summary.lost_units += 1
-            stream.write(
-                f"lost: a unit of {len(unit.unit.trials)} trials ({unit.lost}); they "
-                "stay pending, rerun the same command to resume\n"
-            )
-        for result in unit.results:
-            _record(tracker, exp_id, sweep_id, result, summary, progress, unit, force)
-        for failure in unit.failures:
-            tracker.record_failure(exp_id, sweep_id, failure)
-            summary.failures.append(failure)
-            summary.counts[FAILED_OUTCOME] += 1
-            progress.update(failure.trial.run_name, FAILED_OUTCOME, 0.0, failure.worker)
-        if time.monotonic() - last_beat > HEARTBEAT_S:
-            store.heartbeat(tracker.client, sweep_id)
-            last_beat = time.monotonic()
-
     try:
         with signals:
-            recorder = Recorder(record_unit)
+            # From here until it closes, only the recorder process writes the store.
+            recorder = Recorder(tracking_uri, exp_id, sweep_id, force)
             try:
                 units = make_units(todo, batch_seeds or suite.spec.execution.batch_seeds)
                 for unit in executor.run(units, signals.event):
-                    recorder.put(unit)  # recorded while the next unit trains
-                    if summary.interrupted or recorder.error is not None:
+                    with signals.writing():  # a second signal never cuts a unit in half
+                        recorder.put(unit)  # written while the next unit trains
+                    _account(unit, summary, progress, stream)
+                    _reconcile(recorder.reports(), summary)
+                    if summary.interrupted:
                         break
             finally:
                 with signals.writing():  # a second signal waits until the queue is written
-                    recorder.close()
-            if recorder.error is not None:
-                raise recorder.error
+                    _reconcile(recorder.close(), summary)
             if signals.event.is_set():
                 summary.interrupted = True
     except store.StoreWriteError as exc:
@@ -302,67 +281,47 @@ def run_suite(
     return summary
 
 
-class Recorder:
-    """The driver's one writer, on its own thread: units are recorded in the order they
-    returned while the next one trains (in-process, the store's writes would otherwise stall
-    training: ~40 ms per trial on SQLite, several percent of a batched seed's time). After a
-    write fails, nothing more is written and ``error`` holds why; ``close`` drains the queue.
-    """
-
-    def __init__(self, write: Any):
-        import queue
-
-        self._write = write
-        self._queue: queue.Queue = queue.Queue()
-        self.error: BaseException | None = None
-        self._thread = threading.Thread(target=self._loop, name="gradatlas-recorder", daemon=True)
-        self._thread.start()
-
-    def _loop(self) -> None:
-        while (unit := self._queue.get()) is not None:
-            if self.error is None:
-                try:
-                    self._write(unit)
-                except BaseException as exc:  # handed to the driver's thread, which raises it
-                    self.error = exc
-
-    def put(self, unit: Any) -> None:
-        self._queue.put(unit)
-
-    def close(self) -> None:
-        self._queue.put(None)
-        self._thread.join()
+def _account(unit: Any, summary: SweepSummary, progress: Progress, stream: TextIO) -> None:
+    """Count and show a returned unit (the recorder writes it; ``_reconcile`` corrects the
+    counts for trials it found already recorded)."""
+    if unit.lost:
+        summary.lost_units += 1
+        stream.write(
+            f"lost: a unit of {len(unit.unit.trials)} trials ({unit.lost}); they "
+            "stay pending, rerun the same command to resume\n"
+        )
+    for result in unit.results:
+        label = final_label(result.outcome.label, result.interrupted)
+        summary.fit_s += result.timing["fit_time_s"]
+        summary.instrument_s += result.timing["instrument_time_s"]
+        summary.trial_s += result.timing["wall_time_s"]
+        summary.ran += 1
+        summary.counts[label] += 1
+        progress.update(result.trial.run_name, label, result.timing["wall_time_s"], unit.worker)
+        if result.interrupted:
+            summary.interrupted = True
+    for failure in unit.failures:
+        summary.failures.append(failure)
+        summary.counts[FAILED_OUTCOME] += 1
+        progress.update(failure.trial.run_name, FAILED_OUTCOME, 0.0, failure.worker)
 
 
-def _record(tracker, exp_id, sweep_id, result, summary, progress, unit, force) -> None:
-    """Record one result unless its trial is already recorded (a retried unit, another driver;
-    ``--force`` records reruns on purpose, and reports keep the newest). A failed write (disk
-    full, read-only) ends the sweep with a clear message, not a traceback."""
+def _reconcile(reports: list[dict[str, Any]], summary: SweepSummary) -> None:
+    """Fold the recorder's reports in; a write error ends the sweep (``StoreWriteError``)."""
     from gradatlas.runners import store
 
-    label = final_label(result.outcome.label, result.interrupted)
-    t_log = time.perf_counter()
-    if not (force or result.interrupted) and store.already_recorded(
-        tracker.client, exp_id, result.trial.trial_id
-    ):
-        summary.duplicates += 1
-        return
-    try:
-        tracker.record_trial(exp_id, sweep_id, result)
-    except Exception as exc:
-        why = store.classify_write_error(exc)
-        if why is None:
-            raise
-        raise store.StoreWriteError(why) from exc
-    summary.logging_s += time.perf_counter() - t_log
-    summary.fit_s += result.timing["fit_time_s"]
-    summary.instrument_s += result.timing["instrument_time_s"]
-    summary.trial_s += result.timing["wall_time_s"]
-    summary.ran += 1
-    summary.counts[label] += 1
-    progress.update(result.trial.run_name, label, result.timing["wall_time_s"], unit.worker)
-    if result.interrupted:
-        summary.interrupted = True
+    for report in reports:
+        summary.logging_s += report.get("logging_s", 0.0)
+        for label in report.get("duplicates", ()):  # a retried unit, another driver
+            summary.duplicates += 1
+            summary.ran -= 1
+            summary.counts[label] -= 1
+            if summary.counts[label] <= 0:
+                del summary.counts[label]
+        if report.get("error"):
+            if report.get("write_error"):
+                raise store.StoreWriteError(report["error"])
+            raise RuntimeError(f"the recorder process failed: {report['error']}")
 
 
 def outcome_table(tracking_uri: str, suite: Suite) -> tuple[list[str], list[tuple[str, Counter]]]:

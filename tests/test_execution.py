@@ -277,7 +277,8 @@ def test_sigterm_stops_like_ctrl_c_and_exits_143(tmp_path):
 def test_a_second_driver_of_the_same_suite_is_refused(tmp_path):
     path = _suite(tmp_path, "twice", steps=300)
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    first = _cli("run", str(path), "--tracking-uri", uri, cwd=tmp_path)
+    # --no-batch: seeds one at a time keep the first driver busy while the second starts
+    first = _cli("run", str(path), "--tracking-uri", uri, "--no-batch", cwd=tmp_path)
     try:
         _wait_for(lambda: _finished_count(uri, "twice") >= 1, "the first driver's first trial")
         second = _cli("run", str(path), "--tracking-uri", uri, cwd=tmp_path)

@@ -1,0 +1,191 @@
+"""The driver's one store writer, in a process of its own, so recording overlaps training.
+
+Why a process: writing one trial run costs ~50-200 ms of pure-Python SQLAlchemy work on the
+default SQLite store. On a thread it would contend for the GIL with Lightning's Python loop
+(measured: no gain at depth 3), so with batched seeds the record would cost as much as the
+training. In a process of its own it runs on another core while the next unit trains.
+
+Still one writer: the driver writes the sweep run before the recorder starts and closes it
+after the recorder has exited; in between, only the recorder writes. Units reach it in the
+order they returned, over a pipe; it checks each trial id against the store right before
+recording (nothing twice), writes, and reports back what it skipped and any write error.
+
+Kill safety: the recorder ignores SIGINT/SIGTERM (the driver decides when to stop) and, when
+the driver dies, reads the pipe to its end, writes every unit that arrived and exits, so
+nothing that reached it is lost. A unit still in training when the driver died stays pending.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import signal
+import threading
+import time
+import traceback
+from typing import Any
+
+HEARTBEAT_S = 30.0
+CLOSED = "closed"
+
+
+class RecorderError(RuntimeError):
+    """The recorder could not write (``write_error``: a store problem said in one line)."""
+
+    def __init__(self, message: str, write_error: bool):
+        super().__init__(message)
+        self.write_error = write_error
+
+
+class Recorder:
+    """Driver side: ``put`` a returned unit, ``reports`` what was written, ``close`` to drain."""
+
+    def __init__(self, tracking_uri: str, experiment_id: str, sweep_id: str, force: bool):
+        import json
+        import os
+        import subprocess
+        import sys
+        from multiprocessing.connection import Connection
+
+        # A fresh interpreter (``python -m``), not multiprocessing: no forked locks or database
+        # connections, and no re-run of the driver's main module (multiprocessing's spawn and
+        # forkserver re-import it, seconds for a script that imports torch).
+        units_r, units_w = os.pipe()
+        reports_r, reports_w = os.pipe()
+        args = json.dumps([tracking_uri, experiment_id, sweep_id, force, units_r, reports_w])
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "gradatlas.runners.recorder", args],
+            pass_fds=(units_r, reports_w),
+            stdin=subprocess.DEVNULL,
+        )
+        os.close(units_r)  # the child's ends: closed here, so each side sees the other's EOF
+        os.close(reports_w)
+        self._units_w = Connection(units_w, readable=False)
+        self._reports_r = Connection(reports_r, writable=False)
+        self._closed = False
+
+    def put(self, unit: Any) -> None:
+        self._units_w.send(unit)
+
+    def reports(self) -> list[dict[str, Any]]:
+        """What the recorder reported since the last call (never blocks)."""
+        out = []
+        with contextlib.suppress(EOFError, OSError):
+            while self._reports_r.poll():
+                out.append(self._reports_r.recv())
+        return out
+
+    def close(self) -> list[dict[str, Any]]:
+        """Send the end, wait until every unit is written; returns the remaining reports."""
+        if self._closed:
+            return []
+        self._closed = True
+        with contextlib.suppress(OSError):
+            self._units_w.send(None)
+            self._units_w.close()
+        out = []
+        try:
+            while True:
+                report = self._reports_r.recv()
+                if report.get(CLOSED):
+                    break
+                out.append(report)
+        except (EOFError, OSError):
+            pass  # the recorder is gone (killed): whatever it wrote is in the store
+        code = self._proc.wait()
+        self._reports_r.close()
+        if code != 0 and not out:
+            out.append({"error": f"the recorder exited with status {code}"})
+        return out
+
+
+def _recorder_main(
+    tracking_uri: str,
+    experiment_id: str,
+    sweep_id: str,
+    force: bool,
+    units_fd: int,
+    reports_fd: int,
+) -> None:
+    from multiprocessing.connection import Connection
+
+    units_r = Connection(units_fd, writable=False)
+    reports_w = Connection(reports_fd, readable=False)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    from gradatlas.record import quiet_mlflow
+    from gradatlas.runners import store
+    from gradatlas.runners.tracking import Tracker
+
+    quiet_mlflow()
+    tracker = Tracker(tracking_uri)
+    inbox: queue.Queue = queue.Queue()
+
+    def read() -> None:  # drain the pipe at once, so the driver never waits on a send
+        try:
+            while (unit := units_r.recv()) is not None:
+                inbox.put(unit)
+        except (EOFError, OSError):
+            pass  # the driver died: write what came, then end
+        except Exception:  # a unit cut in half by an abort: everything before it is written
+            pass
+        inbox.put(None)
+
+    threading.Thread(target=read, daemon=True).start()
+    failed = False
+    last_beat = time.monotonic()
+    while True:
+        try:
+            unit = inbox.get(timeout=HEARTBEAT_S / 3)
+        except queue.Empty:
+            unit = ...
+        if not failed and time.monotonic() - last_beat > HEARTBEAT_S:  # the sweep is alive
+            with contextlib.suppress(Exception):
+                store.heartbeat(tracker.client, sweep_id)
+            last_beat = time.monotonic()
+        if unit is None:
+            break
+        if failed or unit is ...:
+            continue
+        report: dict[str, Any] = {"duplicates": [], "logging_s": 0.0}
+        try:
+            _write_unit(tracker, store, experiment_id, sweep_id, unit, force, report)
+        except store.StoreWriteError as exc:
+            failed, report["error"], report["write_error"] = True, str(exc), True
+        except Exception as exc:
+            failed = True
+            report["error"] = f"{type(exc).__name__}: {exc}\n{traceback.format_exc()[-4000:]}"
+        with contextlib.suppress(OSError):
+            reports_w.send(report)
+    with contextlib.suppress(OSError):
+        reports_w.send({CLOSED: True})
+
+
+def _write_unit(tracker, store, exp_id, sweep_id, unit, force, report) -> None:
+    """Everything one returned unit leaves in the store; a failed write says why in one line."""
+    from gradatlas.record import final_label
+
+    for result in unit.results:
+        t0 = time.perf_counter()
+        if not (force or result.interrupted) and store.already_recorded(
+            tracker.client, exp_id, result.trial.trial_id
+        ):
+            report["duplicates"].append(final_label(result.outcome.label, result.interrupted))
+            continue
+        try:
+            tracker.record_trial(exp_id, sweep_id, result)
+        except Exception as exc:
+            why = store.classify_write_error(exc)
+            if why is None:
+                raise
+            raise store.StoreWriteError(why) from exc
+        report["logging_s"] += time.perf_counter() - t0
+    for failure in unit.failures:
+        tracker.record_failure(exp_id, sweep_id, failure)
+
+
+if __name__ == "__main__":
+    import json
+    import sys
+
+    _recorder_main(*json.loads(sys.argv[1]))
