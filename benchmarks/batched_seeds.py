@@ -67,6 +67,7 @@ def linear_kernels(depth: int, k: int, device: torch.device, repeats: int = 20) 
     from gradatlas.models.stacked import stack_models
 
     trials = _suite(depth, k, 1, "kernels").trials
+    trials = [t for t in trials if t.cell_id == trials[0].cell_id]  # one cell's K seeds
     spec = trials[0].spec
     models = []
     for t in trials:

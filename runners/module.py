@@ -43,6 +43,7 @@ class TrialModule(pl.LightningModule):
         self.train_spec = train
         self.schedule = train.schedule
         self.total_steps = total_steps
+        self.task = task
         self.loss_fn = loss_for(task)
         # Decoupled (AdamW-style) decay for optimizers that only know the coupled kind.
         wd = optim.weight_decay
@@ -97,27 +98,41 @@ class TrialModule(pl.LightningModule):
     def evaluate(
         self, x: torch.Tensor, y: torch.Tensor, chunk: int = 4096
     ) -> dict[str, torch.Tensor]:
-        """Mean loss (and accuracy) over a whole split, in eval mode, without leaving the device."""
+        """Each member's mean loss (and accuracy) over a whole split, in eval mode, without
+        leaving the device: (members,) tensors."""
         was_training = self.model.training
         self.model.eval()
         dtype = next(self.model.parameters()).dtype  # "64" precision trains in float64
         accumulate = torch.float64 if dtype == torch.float64 else torch.float32
         x = x.to(dtype)
-        total = torch.zeros((), device=x.device, dtype=torch.float64)
-        correct = torch.zeros((), device=x.device, dtype=torch.float64)
+        total = torch.zeros(self.members, device=x.device, dtype=torch.float64)
+        correct = torch.zeros(self.members, device=x.device, dtype=torch.float64)
         for start in range(0, len(x), chunk):
-            out = self.model(x[start : start + chunk]).to(accumulate)
-            target = y[start : start + chunk]
-            total += self.loss_fn(out, target, reduction="sum") / (
-                1 if out.dim() == 1 or target.dim() == 1 else out.shape[-1]
+            loss_sum, right = self._score(
+                x[start : start + chunk], y[start : start + chunk], accumulate
             )
-            if target.dim() == 1:
-                correct += (out.argmax(-1) == target).sum()
+            total += loss_sum
+            correct += right
         self.model.train(was_training)
         metrics = {"loss": total / len(x)}
         if y.dim() == 1:
             metrics["acc"] = correct / len(x)
-        return {k: v.reshape(1) for k, v in metrics.items()}
+        return metrics
+
+    def _score(
+        self, x: torch.Tensor, target: torch.Tensor, dtype: torch.dtype
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(summed loss, correct count) of one chunk, per member."""
+        out = self.model(x).to(dtype)
+        loss = self.loss_fn(out, target, reduction="sum") / (
+            1 if out.dim() == 1 or target.dim() == 1 else out.shape[-1]
+        )
+        right = (
+            (out.argmax(-1) == target).sum()
+            if target.dim() == 1
+            else torch.zeros((), device=x.device)
+        )
+        return loss.reshape(1), right.reshape(1)
 
 
 class StackedTrialModule(TrialModule):
@@ -132,17 +147,9 @@ class StackedTrialModule(TrialModule):
 
     member_dims = 1
 
-    def __init__(
-        self,
-        model: GradModel,
-        optim: OptimSpec,
-        train: TrainSpec,
-        total_steps: int,
-        task: str,
-    ):
-        super().__init__(model, optim, train, total_steps, task)
+    def __init__(self, model: GradModel, *args: Any, **kwargs: Any):
+        super().__init__(model, *args, **kwargs)
         self.members = model.members
-        self.task = task
         self.register_buffer("frozen", torch.zeros(self.members, dtype=torch.bool))
         self._frozen_values: list[torch.Tensor] | None = None
 
@@ -209,31 +216,14 @@ class StackedTrialModule(TrialModule):
                 for p, saved in zip(self.parameters(), self._frozen_values, strict=True):
                     p[self.frozen] = saved[self.frozen]
 
-    @torch.no_grad()
-    def evaluate(
-        self, x: torch.Tensor, y: torch.Tensor, chunk: int = 4096
-    ) -> dict[str, torch.Tensor]:
-        """Each member's mean loss (and accuracy) over the same split: (K,) tensors."""
-        was_training = self.model.training
-        self.model.eval()
-        dtype = next(self.model.parameters()).dtype
-        accumulate = torch.float64 if dtype == torch.float64 else torch.float32
+    def _score(
+        self, x: torch.Tensor, target: torch.Tensor, dtype: torch.dtype
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every member on the same chunk: (K,) summed losses and correct counts."""
         k = self.members
-        x = x.to(dtype)
-        total = torch.zeros(k, device=x.device, dtype=torch.float64)
-        correct = torch.zeros(k, device=x.device, dtype=torch.float64)
-        for start in range(0, len(x), chunk):
-            xb = x[start : start + chunk]
-            out = self.model(xb.expand(k, *xb.shape)).to(accumulate)  # (K, n, C)
-            target = y[start : start + chunk].expand(k, *y[start : start + chunk].shape)
-            n = out.shape[1]
-            if target.dim() == 2:  # classification
-                total += self.member_loss(out, target) * n
-                correct += (out.argmax(-1) == target).sum(dim=1)
-            else:
-                total += self.member_loss(out, target) * n
-        self.model.train(was_training)
-        metrics = {"loss": total / len(x)}
-        if y.dim() == 1:
-            metrics["acc"] = correct / len(x)
-        return metrics
+        out = self.model(x.expand(k, *x.shape)).to(dtype)  # (K, n, C)
+        target = target.expand(k, *target.shape)
+        loss = self.member_loss(out, target) * out.shape[1]
+        if target.dim() == 2:  # classification
+            return loss, (out.argmax(-1) == target).sum(dim=1)
+        return loss, torch.zeros(k, device=x.device)

@@ -65,7 +65,11 @@ class Recorder:
         self._closed = False
 
     def put(self, unit: Any) -> None:
-        self._units_w.send(unit)
+        """Hand over a returned unit, as plain records (the recorder never imports torch)."""
+        from gradatlas.runners.tracking import TrialWrite
+
+        writes = [TrialWrite.of(r) for r in unit.results]
+        self._units_w.send((writes, list(unit.failures)))
 
     def reports(self) -> list[dict[str, Any]]:
         """What the recorder reported since the last call (never blocks)."""
@@ -163,24 +167,23 @@ def _recorder_main(
 
 def _write_unit(tracker, store, exp_id, sweep_id, unit, force, report) -> None:
     """Everything one returned unit leaves in the store; a failed write says why in one line."""
-    from gradatlas.record import final_label
-
-    for result in unit.results:
+    writes, failures = unit
+    for write in writes:
         t0 = time.perf_counter()
-        if not (force or result.interrupted) and store.already_recorded(
-            tracker.client, exp_id, result.trial.trial_id
+        if not (force or write.interrupted) and store.already_recorded(
+            tracker.client, exp_id, write.trial_id
         ):
-            report["duplicates"].append(final_label(result.outcome.label, result.interrupted))
+            report["duplicates"].append(write.label)
             continue
         try:
-            tracker.record_trial(exp_id, sweep_id, result)
+            tracker.write_trial(exp_id, sweep_id, write)
         except Exception as exc:
             why = store.classify_write_error(exc)
             if why is None:
                 raise
             raise store.StoreWriteError(why) from exc
         report["logging_s"] += time.perf_counter() - t0
-    for failure in unit.failures:
+    for failure in failures:
         tracker.record_failure(exp_id, sweep_id, failure)
 
 

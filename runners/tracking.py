@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -192,24 +192,52 @@ class Tracker:
         """One trial run: tags, params, summary and curves in few ``log_batch`` calls, the whole
         record as ``trial.json``. The run spans the trial's own time (its start is the trial's
         wall time before now), so the MLflow UI's Duration is the trial's. Returns the run id."""
-        t0 = time.perf_counter()
-        # The trial's own clock times (a worker's, possibly minutes before this record);
-        # results without them span the trial's wall time up to now.
+        return self.write_trial(experiment_id, sweep_id, TrialWrite.of(result))
+
+    def write_trial(self, experiment_id: str, sweep_id: str | None, write: TrialWrite) -> str:
+        """``record_trial`` for a result already reduced to its record (what crosses to the
+        recorder process: plain data, no torch needed to read it)."""
+        return log_trial(
+            self.client,
+            experiment_id,
+            write.record,
+            run_name=write.run_name,
+            parent_run=sweep_id,
+            start_ms=write.start_ms,
+            end_ms=write.end_ms,
+            t0=time.perf_counter(),
+        )
+
+
+@dataclass(frozen=True)
+class TrialWrite:
+    """A finished (or interrupted) trial as the writer needs it: its record, run name and the
+    trial's own clock times (a worker's, possibly minutes before it is written)."""
+
+    record: TrialRecord
+    run_name: str
+    start_ms: int
+    end_ms: int | None
+    interrupted: bool
+
+    @property
+    def trial_id(self) -> str:
+        return self.record.trial_id
+
+    @property
+    def label(self) -> str:
+        return self.record.outcome.label
+
+    @classmethod
+    def of(cls, result: Any) -> TrialWrite:
         end_ms = round(1000 * result.ended_at) if getattr(result, "ended_at", 0) else None
         start_ms = (
             round(1000 * result.started_at)
             if getattr(result, "started_at", 0)
             else int(time.time() * 1000) - round(1000 * result.timing.get("wall_time_s", 0.0))
         )
-        return log_trial(
-            self.client,
-            experiment_id,
-            trial_record(result),
-            run_name=result.trial.run_name,
-            parent_run=sweep_id,
-            start_ms=start_ms,
-            end_ms=end_ms,
-            t0=t0,
+        return cls(
+            trial_record(result), result.trial.run_name, start_ms, end_ms, result.interrupted
         )
 
 
