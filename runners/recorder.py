@@ -29,14 +29,6 @@ HEARTBEAT_S = 30.0
 CLOSED = "closed"
 
 
-class RecorderError(RuntimeError):
-    """The recorder could not write (``write_error``: a store problem said in one line)."""
-
-    def __init__(self, message: str, write_error: bool):
-        super().__init__(message)
-        self.write_error = write_error
-
-
 class Recorder:
     """Driver side: ``put`` a returned unit, ``reports`` what was written, ``close`` to drain."""
 
@@ -66,10 +58,17 @@ class Recorder:
 
     def put(self, unit: Any) -> None:
         """Hand over a returned unit, as plain records (the recorder never imports torch)."""
+        from gradatlas.runners.store import StoreWriteError
         from gradatlas.runners.tracking import TrialWrite
 
         writes = [TrialWrite.of(r) for r in unit.results]
-        self._units_w.send((writes, list(unit.failures)))
+        try:
+            self._units_w.send((writes, list(unit.failures)))
+        except OSError as exc:  # BrokenPipeError: the recorder died (killed, out of memory)
+            code = self._proc.poll()
+            raise StoreWriteError(
+                f"the recorder process ended (exit status {code}) and cannot write: {exc}"
+            ) from exc
 
     def reports(self) -> list[dict[str, Any]]:
         """What the recorder reported since the last call (never blocks)."""
@@ -98,8 +97,14 @@ class Recorder:
             pass  # the recorder is gone (killed): whatever it wrote is in the store
         code = self._proc.wait()
         self._reports_r.close()
-        if code != 0 and not out:
-            out.append({"error": f"the recorder exited with status {code}"})
+        if code != 0:
+            out.append(
+                {
+                    "error": f"the recorder process ended (exit status {code}); what it wrote "
+                    "stays, the rest is pending",
+                    "write_error": True,
+                }
+            )
         return out
 
 

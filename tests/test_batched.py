@@ -170,3 +170,28 @@ def test_bad_batch_settings_exit_2_naming_the_field(write, tmp_path):
     assert not (tmp_path / "x.db").exists()  # nothing written
     proc = _cli("run", str(good), "--no-batch", "--batch-seeds", "2", cwd=tmp_path)
     assert proc.returncode == 2
+
+
+def test_a_killed_recorder_ends_the_sweep_with_a_write_error(tiny_suite, tmp_path, monkeypatch):
+    """The recorder process dies mid-sweep: one clear error (exit 2 in the CLI), no traceback,
+    what it wrote stays, a rerun resumes."""
+    import signal
+
+    from gradatlas.runners import recorder as recorder_module
+
+    real_put = recorder_module.Recorder.put
+
+    def put_then_kill(self, unit):
+        real_put(self, unit)
+        self._proc.send_signal(signal.SIGKILL)
+        self._proc.wait()
+
+    monkeypatch.setattr(recorder_module.Recorder, "put", put_then_kill)
+    suite = load_suite(str(tiny_suite))
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    summary = run_suite(suite, uri, executor=InProcessExecutor(accelerator="cpu", threads=1))
+    assert summary.write_error and "recorder" in summary.write_error
+    monkeypatch.undo()
+    rest = run_suite(suite, uri, executor=InProcessExecutor(accelerator="cpu", threads=1))
+    assert not rest.write_error
+    assert rest.skipped + rest.ran == len(suite.trials)
