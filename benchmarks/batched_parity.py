@@ -66,7 +66,7 @@ for _opt in OPTIMIZERS:
             "model.norm=batchnorm",
             f"train.optimizer={_opt}",
             _lr,
-            "train.precision=64",
+            "train.precision='64'",
             "model.activation=relu",
         ],
         1e-9,
@@ -103,7 +103,7 @@ CASES["teacher regression mlp layernorm adam"] = (
 for _name, (_ov, _) in list(CASES.items()):
     if _name in ("mlp batchnorm", "cnn batchnorm", "mlp batchnorm clip-norm", "cnn layernorm"):
         CASES[f"{_name} float64 relu"] = (
-            [*_ov, "train.precision=64", "model.activation=relu"],
+            [*_ov, "train.precision='64'", "model.activation=relu"],
             1e-9,
         )
 # One member explodes at step 2-4, the others go on (seeds 0, 2, 5 explode at lr 4).
@@ -112,7 +112,7 @@ CASES["mlp sgd lr=4: 3 of 6 members explode (float64)"] = (
         "train.optimizer=sgd",
         "train.lr=4.0",
         "seeds=6",
-        "train.precision=64",
+        "train.precision='64'",
         "model.activation=relu",
     ],
     1e-9,

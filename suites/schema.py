@@ -45,21 +45,12 @@ class DatasetSection(Section):
     options: dict[str, Any] = Field(default_factory=dict)
 
 
-def _precision_name(value: Any) -> Any:
-    """``precision: 64`` in YAML is the number 64; it means the "64" precision."""
-    if isinstance(value, int) and not isinstance(value, bool) and value in (32, 64):
-        return str(value)
-    return value
-
-
 class Budget(Section):
     """The training budget and numerics: the ``train`` settings that are not grid factors."""
 
     epochs: PositiveInt | None = None
     steps: PositiveInt | None = None
-    precision: Annotated[
-        Literal["32", "64", "16-mixed", "bf16-mixed"], BeforeValidator(_precision_name)
-    ] = "32"
+    precision: Literal["32", "64", "16-mixed", "bf16-mixed"] = "32"
     eval_every: NonNegInt = 0
 
     @model_validator(mode="after")

@@ -58,9 +58,9 @@ def test_mixed_precision_on_gpu(write, precision):
 @pytest.mark.parametrize(
     "overrides",
     [
-        ["model.norm=batchnorm", "train.precision=64", "model.activation=relu"],
-        ["model.family=cnn", "model.width=8", "model.norm=layernorm", "train.precision=64"],
-        ["train.optimizer=sgd", "train.lr=4.0", "seeds=6", "train.precision=64"],
+        ["model.norm=batchnorm", "train.precision='64'", "model.activation=relu"],
+        ["model.family=cnn", "model.width=8", "model.norm=layernorm", "train.precision='64'"],
+        ["train.optimizer=sgd", "train.lr=4.0", "seeds=6", "train.precision='64'"],
     ],
 )
 def test_batched_seeds_match_alone_on_gpu(tmp_path, overrides):
