@@ -327,25 +327,31 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _count_or_auto(value: str, flag: str) -> int | str:
+    """A command-line ``N|auto``: a positive integer or ``"auto"``, else exit 2 naming the flag."""
+    if value == "auto":
+        return "auto"
+    try:
+        return _positive_int(value)
+    except (ValueError, argparse.ArgumentTypeError):
+        raise UserInputError(
+            f"{flag}: expected a positive integer or auto, got {value!r}"
+        ) from None
+
+
 def _make_executor(args: argparse.Namespace) -> Any:
     """In-process for one local worker (no Ray start-up), else Ray."""
     from gradatlas.runners.executor import InProcessExecutor, RayExecutor, plan_workers
 
     address = args.ray_address or os.environ.get("RAY_ADDRESS") or None
-    if args.workers in ("1", 1) and not address:
+    workers = _count_or_auto(str(args.workers), "--workers")
+    if workers == 1 and not address:
         from gradatlas.runners.trial import default_threads
 
         threads = args.threads or default_threads()
         return InProcessExecutor(accelerator=args.accelerator, threads=threads)
-    if args.workers != "auto":
-        try:
-            _positive_int(args.workers)
-        except (ValueError, argparse.ArgumentTypeError):
-            raise UserInputError(
-                f"--workers: expected a positive integer or auto, got {args.workers!r}"
-            ) from None
     plan = plan_workers(
-        args.workers,
+        workers,
         accelerator=args.accelerator,
         gpus_per_worker=args.gpus_per_worker,
         threads=args.threads,
@@ -359,14 +365,7 @@ def _batch_seeds(args: argparse.Namespace) -> int | str | None:
         return 1
     if args.batch_seeds is None:
         return None
-    if args.batch_seeds == "auto":
-        return "auto"
-    try:
-        return _positive_int(args.batch_seeds)
-    except (ValueError, argparse.ArgumentTypeError):
-        raise UserInputError(
-            f"--batch-seeds: expected a positive integer or auto, got {args.batch_seeds!r}"
-        ) from None
+    return _count_or_auto(args.batch_seeds, "--batch-seeds")
 
 
 def _check_dataset_files(suite: Any) -> None:

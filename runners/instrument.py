@@ -161,13 +161,8 @@ class GradientInstrument(pl.Callback):
         self._checked_upto = step + 1
         loss, gn = self.step_loss[:, window], self.step_grad_norm[:, window]
         bad = explosion_mask(loss, gn, self.explode_grad_norm, self.grad_overflow_skipped)
-        rows = bad.any(dim=1)
-        if self.members == 1:
-            if bool(rows[0]):  # the one host sync of the check
-                self.alive[0] = False
-                trainer.should_stop = True
-            return
-        newly = [bool(r) and a for r, a in zip(rows.tolist(), self.alive, strict=True)]
+        rows = bad.any(dim=1).tolist()  # the one host sync of the check
+        newly = [bool(r) and a for r, a in zip(rows, self.alive, strict=True)]
         if any(newly):
             for k, new in enumerate(newly):
                 if new:

@@ -158,7 +158,7 @@ def _recorder_main(
             continue
         report: dict[str, Any] = {"duplicates": [], "logging_s": 0.0}
         try:
-            _write_unit(tracker, store, experiment_id, sweep_id, unit, force, report)
+            _write_unit(tracker, experiment_id, sweep_id, unit, force, report)
         except store.StoreWriteError as exc:
             failed, report["error"], report["write_error"] = True, str(exc), True
         except Exception as exc:
@@ -170,8 +170,10 @@ def _recorder_main(
         reports_w.send({CLOSED: True})
 
 
-def _write_unit(tracker, store, exp_id, sweep_id, unit, force, report) -> None:
+def _write_unit(tracker, exp_id, sweep_id, unit, force, report) -> None:
     """Everything one returned unit leaves in the store; a failed write says why in one line."""
+    from gradatlas.runners import store
+
     writes, failures = unit
     for write in writes:
         t0 = time.perf_counter()

@@ -8,8 +8,6 @@ float32 and 1e-9 in float64, init bit for bit, same outcome and explode step.
 from __future__ import annotations
 
 import importlib.util
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -20,6 +18,7 @@ from gradatlas.runners.executor import InProcessExecutor, make_units, run_unit
 from gradatlas.runners.parity import compare
 from gradatlas.runners.sweep import run_suite
 from gradatlas.suites import load_suite
+from tests.conftest import run_cli
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 _spec = importlib.util.spec_from_file_location("batched_parity", BENCH / "batched_parity.py")
@@ -150,25 +149,19 @@ def test_sweep_records_each_member_as_its_own_trial_and_resumes_missing_seeds(ti
     assert {batch[i] for i in others} == {"2"}
 
 
-def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "gradatlas.cli", *args], capture_output=True, text=True, cwd=cwd
-    )
-
-
 def test_bad_batch_settings_exit_2_naming_the_field(write, tmp_path):
     good = write("name: c\ndataset: {name: digits}\ntrain: {steps: 5}\n", "good.yaml")
     bad = write(
         "name: c\ndataset: {name: digits}\ntrain: {steps: 5}\nexecution: {batch_seeds: 0}\n",
         "bad.yaml",
     )
-    proc = _cli("validate", str(bad), cwd=tmp_path)
+    proc = run_cli("validate", str(bad), cwd=tmp_path)
     assert proc.returncode == 2 and "execution.batch_seeds" in proc.stderr
-    proc = _cli("run", str(good), "--batch-seeds", "many", "--tracking-uri",
+    proc = run_cli("run", str(good), "--batch-seeds", "many", "--tracking-uri",
                 f"sqlite:///{tmp_path}/x.db", cwd=tmp_path)  # fmt: skip
     assert proc.returncode == 2 and "--batch-seeds" in proc.stderr
     assert not (tmp_path / "x.db").exists()  # nothing written
-    proc = _cli("run", str(good), "--no-batch", "--batch-seeds", "2", cwd=tmp_path)
+    proc = run_cli("run", str(good), "--no-batch", "--batch-seeds", "2", cwd=tmp_path)
     assert proc.returncode == 2
 
 

@@ -116,6 +116,13 @@ class _Cli(subprocess.Popen):
         self.wait(timeout=timeout)
         return self.out_path.read_text(), self.err_path.read_text()
 
+    def __exit__(self, *exc):
+        """Leaving the block: a process (group) still running is killed, so a failed test
+        leaves no driver, worker or recorder behind."""
+        if self.poll() is None:
+            os.killpg(self.pid, signal.SIGKILL)
+        self.wait()
+
 
 def _cli(*args: str, cwd: Path) -> _Cli:
     n = len(list(cwd.glob("cli-*.err")))
@@ -207,8 +214,7 @@ def test_two_workers_and_a_worker_killed_mid_trial(tmp_path):
     trial: Ray retries the unit, the sweep completes, nothing is lost or duplicated."""
     path = _suite(tmp_path, "killworker", steps=300)
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    proc = _cli("run", str(path), "--workers", "2", "--tracking-uri", uri, cwd=tmp_path)
-    try:
+    with _cli("run", str(path), "--workers", "2", "--tracking-uri", uri, cwd=tmp_path) as proc:
 
         def busy_worker() -> int | None:
             out = subprocess.run(["pgrep", "-f", "ray::_ray_run_unit"], capture_output=True)
@@ -218,9 +224,6 @@ def test_two_workers_and_a_worker_killed_mid_trial(tmp_path):
         pid = _wait_for(busy_worker, "a Ray worker running a unit", every=0.05)
         os.kill(pid, signal.SIGKILL)
         _, err = proc.communicate(timeout=600)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == 0, err[-3000:]
     assert "2 Ray workers" in err
     _guarantee(uri, path)
@@ -231,14 +234,10 @@ def test_two_workers_and_a_worker_killed_mid_trial(tmp_path):
 def test_driver_sigkill_then_resume(tmp_path):
     path = _suite(tmp_path, "killdriver", steps=150)
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    proc = _cli("run", str(path), "--tracking-uri", uri, cwd=tmp_path)
-    try:
+    with _cli("run", str(path), "--tracking-uri", uri, cwd=tmp_path) as proc:
         _wait_for(lambda: _finished_count(uri, "killdriver") >= 2, "two recorded trials")
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=60)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
     left = [r for r in _runs(uri, "killdriver") if r.info.status == "RUNNING"]
     assert left  # the dead driver's sweep run (and maybe a trial run) are still RUNNING
     again = _cli("run", str(path), "--tracking-uri", uri, cwd=tmp_path)
@@ -253,14 +252,10 @@ def test_driver_sigkill_then_resume(tmp_path):
 def test_sigterm_stops_like_ctrl_c_and_exits_143(tmp_path):
     path = _suite(tmp_path, "term", steps=150)
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    proc = _cli("run", str(path), "--tracking-uri", uri, cwd=tmp_path)
-    try:
+    with _cli("run", str(path), "--tracking-uri", uri, cwd=tmp_path) as proc:
         _wait_for(lambda: _finished_count(uri, "term") >= 1, "a recorded trial")
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=300)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == 143, err[-2000:]
     assert "SIGTERM: stopping" in err and "Traceback" not in err
     runs = _runs(uri, "term")
@@ -278,8 +273,7 @@ def test_a_second_driver_of_the_same_suite_is_refused(tmp_path):
     path = _suite(tmp_path, "twice", steps=300)
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     # --no-batch: seeds one at a time keep the first driver busy while the second starts
-    first = _cli("run", str(path), "--tracking-uri", uri, "--no-batch", cwd=tmp_path)
-    try:
+    with _cli("run", str(path), "--tracking-uri", uri, "--no-batch", cwd=tmp_path) as first:
         _wait_for(lambda: _finished_count(uri, "twice") >= 1, "the first driver's first trial")
         second = _cli("run", str(path), "--tracking-uri", uri, cwd=tmp_path)
         _, err2 = second.communicate(timeout=300)
@@ -288,9 +282,6 @@ def test_a_second_driver_of_the_same_suite_is_refused(tmp_path):
         assert str(first.pid) in err2
         _, err1 = first.communicate(timeout=600)
         assert first.returncode == 0, err1[-2000:]
-    finally:
-        if first.poll() is None:
-            os.killpg(first.pid, signal.SIGKILL)
     _guarantee(uri, path)
 
 

@@ -186,7 +186,7 @@ def _stop_step(loss, grad, threshold, skipped=False, every=1) -> int | None:
     inst, trainer = _instrument(loss, grad, threshold, skipped), NS(should_stop=False)
     for step in range(len(loss)):
         if (step + 1) % every == 0 or step == len(loss) - 1:
-            inst._check_explosion(trainer, None, step)
+            inst._check_explosion(trainer, NS(freeze=lambda members: None), step)
             if inst.exploded:
                 assert trainer.should_stop
                 return step
