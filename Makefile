@@ -7,7 +7,7 @@ WORKERS ?= auto
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
 .DEFAULT_GOAL := help
-.PHONY: help venv bench test test-fast lint format ui report perf full clean
+.PHONY: help venv bench test test-fast lint format ui report perf full claims literature clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -41,6 +41,16 @@ format: $(STAMP)  ## ruff format and autofix
 
 ui: $(STAMP)  ## the MLflow UI on the local store, at http://127.0.0.1:5000
 	$(BIN)/mlflow ui --backend-store-uri $${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/runs/mlflow.db} --host 127.0.0.1 --port 5000
+
+claims: $(STAMP)  ## the seed article's claims C1-C12 audited on MNIST-1D (tuning included), with report
+	$(BIN)/gradatlas run claims --workers $(WORKERS)
+	$(BIN)/gradatlas report claims
+
+LITERATURE := glorot-bengio he2015 ioffe-szegedy yang2019 schoenholz2017
+literature: $(STAMP)  ## the literature suites (Glorot, He, Ioffe, Yang, Schoenholz), each with its report
+	@set -e; for suite in $(LITERATURE); do \
+	  $(BIN)/gradatlas run $$suite --workers $(WORKERS); $(BIN)/gradatlas report $$suite; \
+	done
 
 report: $(STAMP)  ## build the report for SUITE from MLflow
 	$(BIN)/gradatlas report $(SUITE)

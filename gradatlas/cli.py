@@ -140,6 +140,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="run again the trials recorded as failed (they are skipped otherwise)",
     )
+    run.add_argument(
+        "--optuna-storage",
+        metavar="URL",
+        help="where a suite's tune block keeps its Optuna studies, so tuning resumes after a "
+        "kill (default: optuna.db beside a SQLite MLflow store, e.g. "
+        "sqlite:///./runs/optuna.db; with an MLflow server it must be given, e.g. "
+        "postgresql://HOST/optuna). Only this driver writes it",
+    )
 
     val = sub.add_parser(
         "validate",
@@ -263,6 +271,12 @@ def cmd_plan(args: argparse.Namespace) -> int:
         for name in first.factors:
             levels = list(dict.fromkeys(t.factors.get(name, "-") for t in cells.values()))
             print(f"  {name:<13} {len(levels):>3} levels: {', '.join(levels)}")
+    if suite.spec.tune is not None:
+        from gradatlas.runners.tuning import tuning_plan
+
+        print("")
+        for line in tuning_plan(suite).describe():
+            print(line)
     from gradatlas.cost import estimate_cost, format_cost
 
     print(f"\n{format_cost(estimate_cost(suite.trials))}")
@@ -408,6 +422,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             limit=args.limit,
             executor=executor,
             batch_seeds=batch_seeds,
+            optuna_storage=args.optuna_storage,
         )
     except KeyboardInterrupt as exc:
         if executor is not None:
@@ -419,11 +434,21 @@ def cmd_run(args: argparse.Namespace) -> int:
         return getattr(exc, "exit_code", 130)
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    columns, rows = outcome_table(uri, suite)
-    _print_table(suite.name, columns, rows)
+    if summary.tuning is not None:
+        _print_tuning(summary.tuning)
+    if summary.tuning is None or summary.tuning.complete:
+        columns, rows = outcome_table(uri, summary.suite or suite)
+        _print_table(suite.name, columns, rows)
     print(f"\nMLflow store: {uri}  (experiment '{suite.name}', id {summary.experiment_id})")
     print(f"Open the UI:  make ui   (or: mlflow ui --backend-store-uri {uri} --host 127.0.0.1)")
     print(f"The report:   gradatlas report {suite.name}")
+    if summary.tuning is not None and (summary.tuning.trained or summary.tuning.reused):
+        t = summary.tuning
+        print(
+            f"Tuning: {t.trained} tuning runs trained"
+            + (f", {t.reused} told from their MLflow records (not retrained)" if t.reused else "")
+            + f"; studies in {t.storage}"
+        )
     if summary.ran:
         print(
             f"This run: {summary.ran} trials in {summary.wall_s:.1f}s on {summary.executor}; "
@@ -452,7 +477,36 @@ def cmd_run(args: argparse.Namespace) -> int:
             "to resume."
         )
         return 143 if summary.signal_name == "SIGTERM" else 130
+    if summary.tuning is not None and not summary.tuning.complete:
+        for problem in summary.tuning.problems:
+            print(f"error: {problem}", file=sys.stderr)
+        print("Tuning is not complete, so no trial ran at tuned values.", file=sys.stderr)
+        return 1
     return 0
+
+
+def _print_tuning(tuning: Any) -> None:
+    """Each study's chosen values and objective, and the max-stable-lr answers."""
+    print(f"\nTuning ({'complete' if tuning.complete else 'not complete: rerun to resume'}):")
+    width = max([len(s["group"]) for s in tuning.studies] + [5])
+    for s in tuning.studies:
+        t, best = s["trials"], s["best"]
+        counts = f"{t['complete']} complete, {t['pruned']} pruned" + (
+            f", {t['failed']} failed" if t["failed"] else ""
+        )
+        chosen = (
+            ", ".join(f"{k}={v:.4g}" for k, v in best["values"].items())
+            + f"  ->  {s['objective']} {best['objective']:.4g}"
+            if best
+            else "no completed trial yet"
+        )
+        print(f"  {s['group']:<{width}}  {chosen}  ({counts} of {t['target']})")
+    for r in tuning.stable:
+        value = f"{r['value']:.3g}" if r["value"] is not None else "none"
+        print(
+            f"  max stable lr  {r['cell'] or '(the cell)'}: {value} ({r['status']}, "
+            f"{r['probes']} probes)"
+        )
 
 
 def _print_table(name: str, columns: list[str], rows: list) -> None:

@@ -53,16 +53,22 @@ GPU = "H200-class GPU"
 def _mnist1d_sizes(o: Mapping[str, Any]) -> tuple[int, int]:
     n = int(o.get("num_samples", 5000)) // 10 * 10  # mnist1d splits the classes evenly
     n_train = int(n * float(o.get("train_split", 0.8)))
-    return n_train, n - n_train
+    n_val = round(n_train * float(o.get("val_fraction", 0.2)))  # held out of its train split
+    return n_train - n_val, n_val
 
 
 def _digits_sizes(o: Mapping[str, Any]) -> tuple[int, int]:
     n_val = max(1, round(1797 * float(o.get("val_fraction", 0.2))))
-    return 1797 - n_val, n_val
+    n_test = max(1, round(1797 * float(o.get("test_fraction", 0.2))))
+    return 1797 - n_val - n_test, n_val
 
 
-def _images(n_train: int, n_val: int) -> Callable[[Mapping[str, Any]], tuple[int, int]]:
-    return lambda o: (int(o.get("limit_train") or n_train), n_val)
+def _images(n_train: int) -> Callable[[Mapping[str, Any]], tuple[int, int]]:
+    def sizes(o: Mapping[str, Any]) -> tuple[int, int]:
+        n_val = int(o.get("val_size", 5000))  # held out of the official train split
+        return int(o.get("limit_train") or n_train - n_val), n_val
+
+    return sizes
 
 
 # (train examples, validation examples) from a dataset's resolved options, without reading data.
@@ -70,9 +76,9 @@ SPLIT_SIZES: dict[str, Callable[[Mapping[str, Any]], tuple[int, int]]] = {
     "mnist1d": _mnist1d_sizes,
     "digits": _digits_sizes,
     "teacher": lambda o: (int(o.get("n_train", 4000)), int(o.get("n_val", 1000))),
-    "mnist": _images(60_000, 10_000),
-    "fashion_mnist": _images(60_000, 10_000),
-    "cifar10": _images(50_000, 10_000),
+    "mnist": _images(60_000),
+    "fashion_mnist": _images(60_000),
+    "cifar10": _images(50_000),
 }
 
 

@@ -1,7 +1,10 @@
 """Datasets as fixed, in-memory tensor splits, looked up by name in ``DATASETS``.
 
-Every builder returns a :class:`DataSplits` whose inputs are standardized on the train split, so
-a depth or init experiment measures the network and not the scale of the pixels. Splits (and any
+Every builder returns a :class:`DataSplits` with three splits: train (what the optimizer sees),
+validation (what training-time evaluation, the outcome rules and tuning look at) and test (scored
+once, after training, for the accuracies a report quotes), so no number a paper would quote was
+ever used to choose anything. Inputs are standardized on the train split, so a depth or init
+experiment measures the network and not the scale of the pixels. Splits (and any
 synthetic data) are a pure function of ``data_seed`` and the options, which is what lets a sweep
 build the data once (:func:`load_dataset` caches it in-process) and compare trials fairly.
 
@@ -26,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from annotated_types import Ge, Le
+from annotated_types import Ge, Gt, Le
 
 from gradatlas.bounds import Fraction, NonNegative, NonNegativeInt
 from gradatlas.errors import UserInputError
@@ -45,7 +48,7 @@ _IMAGE_NAMES = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST", "cifar10": "C
 
 @dataclass(frozen=True)
 class DataSplits:
-    """Train and validation tensors plus what a model needs to know to fit them.
+    """Train, validation and test tensors plus what a model needs to know to fit them.
 
     Instances are shared through the in-process cache: treat the tensors as read-only.
     """
@@ -56,6 +59,8 @@ class DataSplits:
     y_train: torch.Tensor
     x_val: torch.Tensor
     y_val: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
     input_shape: tuple[int, ...]
     num_outputs: int
 
@@ -72,12 +77,14 @@ class DataSplits:
             y_train=self.y_train.to(device),
             x_val=self.x_val.to(device),
             y_val=self.y_val.to(device),
+            x_test=self.x_test.to(device),
+            y_test=self.y_test.to(device),
         )
 
     def __repr__(self) -> str:
         return (
             f"DataSplits({self.name!r}, {self.task}, train={len(self.x_train)}, "
-            f"val={len(self.x_val)}, input_shape={self.input_shape}, "
+            f"val={len(self.x_val)}, test={len(self.x_test)}, input_shape={self.input_shape}, "
             f"num_outputs={self.num_outputs})"
         )
 
@@ -86,6 +93,12 @@ class DataSplits:
 # Each registration says what validation must know without building anything: the ``task``,
 # and ``input_shape(options)`` / ``num_outputs(options)`` of one example.
 DATASETS: Registry = Registry("dataset", fixed=1)
+
+
+def default_seed(name: str) -> int:
+    """The data seed a suite's ``dataset.seed: default`` means: the dataset's own default
+    (mnist1d's generator: 42, the seed of its published reference numbers), else 0."""
+    return int(DATASETS.entry(name).meta.get("default_seed", 0))
 
 
 def describe(name: str, options: Mapping[str, Any]) -> tuple[str, tuple[int, ...], int]:
@@ -155,9 +168,7 @@ def _opt_error(key: str, message: str) -> UserInputError:
     return UserInputError(message, field=f"dataset.options.{key}")
 
 
-def _standardize_channels(
-    x_train: torch.Tensor, x_val: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
+def _standardize_channels(x_train: torch.Tensor, *others: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """Per-channel zero mean / unit variance from the train split, for (N, C, ...) tensors.
 
     Per channel rather than per position: a shift-equivariant model should see the same scale
@@ -169,16 +180,29 @@ def _standardize_channels(
     mean = x_train.mean(dim=dims, keepdim=True, dtype=torch.float64)
     std = x_train.to(torch.float64).std(dim=dims, keepdim=True).clamp_min(1e-8)
     mean, std = mean.to(torch.float32), std.to(torch.float32)
-    return (x_train - mean) / std, (x_val - mean) / std
+    return tuple((x - mean) / std for x in (x_train, *others))
 
 
-def _standardize_features(
-    train: torch.Tensor, val: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
+def _standardize_features(train: torch.Tensor, *others: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """Per-column zero mean / unit variance from the train split, for (N, D) tensors."""
     mean = train.mean(dim=0, keepdim=True)
     std = train.std(dim=0, keepdim=True).clamp_min(1e-8)
-    return (train - mean) / std, (val - mean) / std
+    return tuple((x - mean) / std for x in (train, *others))
+
+
+def _shuffled(n: int, data_seed: int) -> torch.Tensor:
+    """A permutation of ``range(n)`` fixed by the data seed: how every split is carved."""
+    import torch
+
+    return torch.randperm(n, generator=torch.Generator().manual_seed(data_seed))
+
+
+def _carve(n: int, n_held: int, data_seed: int, key: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(held-out indices, remaining indices) of ``n`` examples, ``n_held`` held out."""
+    if not 1 <= n_held < n:
+        raise _opt_error(key, f"holds out {n_held} of {n} examples; it must leave both non-empty")
+    perm = _shuffled(n, data_seed)
+    return perm[:n_held], perm[n_held:]
 
 
 def _atomic_save_npz(path: Path, **arrays: np.ndarray) -> None:
@@ -232,17 +256,24 @@ def _generate_mnist1d(data_seed: int, num_samples: int, train_split: float) -> d
 
 
 @DATASETS.register(
-    "mnist1d", task="classification", input_shape=_fixed((1, 40)), num_outputs=_fixed(10)
+    "mnist1d",
+    task="classification",
+    input_shape=_fixed((1, 40)),
+    num_outputs=_fixed(10),
+    default_seed=42,
 )
 def mnist1d(
     data_seed: int = 0,
     num_samples: Annotated[int, Ge(10), Le(10_000_000)] = 5000,
     train_split: Fraction = 0.8,
+    val_fraction: Fraction = 0.2,
 ) -> DataSplits:
     """MNIST-1D: 40-step 1-D signals of 10 digit templates, generated locally (offline default).
 
     Generation takes seconds, so the raw arrays are cached on disk (see :func:`cache_dir`).
     ``num_samples`` is split evenly over the 10 classes (rounded down to a multiple of 10).
+    Test = the generator's own test split (``1 - train_split``, what its reference numbers are
+    measured on); validation = ``val_fraction`` of its train split, by a ``data_seed`` shuffle.
     """
     import numpy as np
     import torch
@@ -261,16 +292,20 @@ def mnist1d(
         _atomic_save_npz(path, **arrays)
     if len(arrays["y"]) == 0 or len(arrays["y_test"]) == 0:
         raise _opt_error("train_split", f"leaves an empty split with num_samples={num_samples}")
-    x_tr = torch.from_numpy(arrays["x"]).to(torch.float32).unsqueeze(1)
-    x_va = torch.from_numpy(arrays["x_test"]).to(torch.float32).unsqueeze(1)
-    x_tr, x_va = _standardize_channels(x_tr, x_va)
+    x = torch.from_numpy(arrays["x"]).to(torch.float32).unsqueeze(1)
+    y = torch.from_numpy(arrays["y"]).to(torch.int64)
+    val_idx, tr_idx = _carve(len(y), round(len(y) * val_fraction), data_seed, "val_fraction")
+    x_te = torch.from_numpy(arrays["x_test"]).to(torch.float32).unsqueeze(1)
+    x_tr, x_va, x_te = _standardize_channels(x[tr_idx], x[val_idx], x_te)
     return DataSplits(
         name="mnist1d",
         task="classification",
         x_train=x_tr.contiguous(),
-        y_train=torch.from_numpy(arrays["y"]).to(torch.int64),
+        y_train=y[tr_idx],
         x_val=x_va.contiguous(),
-        y_val=torch.from_numpy(arrays["y_test"]).to(torch.int64),
+        y_val=y[val_idx],
+        x_test=x_te.contiguous(),
+        y_test=torch.from_numpy(arrays["y_test"]).to(torch.int64),
         input_shape=(1, 40),
         num_outputs=10,
     )
@@ -280,10 +315,14 @@ def mnist1d(
 @DATASETS.register(
     "digits", task="classification", input_shape=_fixed((1, 8, 8)), num_outputs=_fixed(10)
 )
-def digits(data_seed: int = 0, val_fraction: Fraction = 0.2) -> DataSplits:
+def digits(
+    data_seed: int = 0,
+    val_fraction: Annotated[float, Gt(0.0), Le(0.5)] = 0.2,
+    test_fraction: Annotated[float, Gt(0.0), Le(0.5)] = 0.2,
+) -> DataSplits:
     """sklearn's 8x8 handwritten digits (1,797 images, 10 classes): tiny, bundled, offline.
 
-    The split is a shuffle fixed by ``data_seed``.
+    The three splits are one shuffle fixed by ``data_seed``: test first, then validation.
     """
     import torch
     from sklearn.datasets import load_digits
@@ -291,10 +330,11 @@ def digits(data_seed: int = 0, val_fraction: Fraction = 0.2) -> DataSplits:
     bunch = load_digits()
     x = torch.from_numpy(bunch.data).to(torch.float32).reshape(-1, 1, 8, 8)
     y = torch.from_numpy(bunch.target).to(torch.int64)
-    perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(data_seed))
-    n_val = max(1, round(len(y) * val_fraction))
-    val_idx, train_idx = perm[:n_val], perm[n_val:]
-    x_tr, x_va = _standardize_channels(x[train_idx], x[val_idx])
+    perm = _shuffled(len(y), data_seed)
+    n_test, n_val = max(1, round(len(y) * test_fraction)), max(1, round(len(y) * val_fraction))
+    test_idx, val_idx = perm[:n_test], perm[n_test : n_test + n_val]
+    train_idx = perm[n_test + n_val :]
+    x_tr, x_va, x_te = _standardize_channels(x[train_idx], x[val_idx], x[test_idx])
     return DataSplits(
         name="digits",
         task="classification",
@@ -302,6 +342,8 @@ def digits(data_seed: int = 0, val_fraction: Fraction = 0.2) -> DataSplits:
         y_train=y[train_idx],
         x_val=x_va,
         y_val=y[val_idx],
+        x_test=x_te,
+        y_test=y[test_idx],
         input_shape=(1, 8, 8),
         num_outputs=10,
     )
@@ -318,6 +360,7 @@ def teacher(
     data_seed: int = 0,
     n_train: Annotated[int, Ge(2), Le(100_000_000)] = 4000,
     n_val: Annotated[int, Ge(1), Le(100_000_000)] = 1000,
+    n_test: Annotated[int, Ge(1), Le(100_000_000)] = 1000,
     in_dim: Annotated[int, Ge(1), Le(1_000_000)] = 20,
     out_dim: Annotated[int, Ge(1), Le(100_000)] = 1,
     depth: Annotated[int, Ge(0), Le(100)] = 2,
@@ -333,7 +376,7 @@ def teacher(
     import torch
 
     gen = torch.Generator().manual_seed(data_seed)
-    n = n_train + n_val
+    n = n_train + n_val + n_test
     x = torch.randn(n, in_dim, generator=gen, dtype=torch.float64)
     h = x
     gain = 5.0 / 3.0  # tanh's gain: keeps pre-activations O(1) so the teacher stays nonlinear
@@ -344,8 +387,9 @@ def teacher(
     f = h @ (w_out / h.shape[1] ** 0.5)
     f_std = f[:n_train].std(dim=0, keepdim=True).clamp_min(1e-12)
     y = f / f_std + noise * torch.randn(n, out_dim, generator=gen, dtype=torch.float64)
-    x_tr, x_va = _standardize_features(x[:n_train], x[n_train:])
-    y_tr, y_va = _standardize_features(y[:n_train], y[n_train:])
+    cut = n_train + n_val
+    x_tr, x_va, x_te = _standardize_features(x[:n_train], x[n_train:cut], x[cut:])
+    y_tr, y_va, y_te = _standardize_features(y[:n_train], y[n_train:cut], y[cut:])
     return DataSplits(
         name="teacher",
         task="regression",
@@ -353,6 +397,8 @@ def teacher(
         y_train=y_tr.to(torch.float32),
         x_val=x_va.to(torch.float32),
         y_val=y_va.to(torch.float32),
+        x_test=x_te.to(torch.float32),
+        y_test=y_te.to(torch.float32),
         input_shape=(in_dim,),
         num_outputs=out_dim,
     )
@@ -460,14 +506,24 @@ def _load_image_split(
 
 
 def _image_dataset(
-    name: str, data_seed: int, data_dir: str, download: bool, limit_train: int, verify: bool
+    name: str,
+    data_seed: int,
+    data_dir: str,
+    download: bool,
+    limit_train: int,
+    val_size: int,
+    verify: bool,
 ) -> DataSplits:
-    """Train = the official train split (optionally a seeded subset), val = the official test."""
+    """Test = the official test split; validation = ``val_size`` images of the official train
+    split (a ``data_seed`` shuffle); train = the rest (optionally a seeded subset)."""
     import torch
 
     root = os.path.abspath(os.path.expanduser(data_dir or default_data_dir()))
-    x_tr, y_tr = _load_image_split(name, root, True, download, verify)
-    x_va, y_va = _load_image_split(name, root, False, download, verify)
+    x_all, y_all = _load_image_split(name, root, True, download, verify)
+    x_te, y_te = _load_image_split(name, root, False, download, verify)
+    val_idx, tr_idx = _carve(len(y_all), val_size, data_seed, "val_size")
+    x_va, y_va = x_all[val_idx], y_all[val_idx]
+    x_tr, y_tr = x_all[tr_idx], y_all[tr_idx]
     if limit_train:
         if limit_train > len(y_tr):
             raise _opt_error(
@@ -476,7 +532,9 @@ def _image_dataset(
         perm = torch.randperm(len(y_tr), generator=torch.Generator().manual_seed(data_seed))
         keep = perm[:limit_train]
         x_tr, y_tr = x_tr[keep], y_tr[keep]
-    x_tr_f, x_va_f = _standardize_channels(x_tr.float().div_(255.0), x_va.float().div_(255.0))
+    x_tr_f, x_va_f, x_te_f = _standardize_channels(
+        *(x.float().div_(255.0) for x in (x_tr, x_va, x_te))
+    )
     return DataSplits(
         name=name,
         task="classification",
@@ -484,6 +542,8 @@ def _image_dataset(
         y_train=y_tr,
         x_val=x_va_f,
         y_val=y_va,
+        x_test=x_te_f,
+        y_test=y_te,
         input_shape=tuple(x_tr.shape[1:]),
         num_outputs=10,
     )
@@ -497,14 +557,15 @@ def mnist(
     data_dir: str = "",
     download: bool = False,
     limit_train: NonNegativeInt = 0,
-    val_from: Literal["test"] = "test",
+    val_size: Annotated[int, Ge(1)] = 5000,
 ) -> DataSplits:
-    """MNIST handwritten digits (28x28, 10 classes) via torchvision; val = the official test set.
+    """MNIST handwritten digits (28x28, 10 classes) via torchvision; test = the official test set,
+    validation = ``val_size`` images held out of the official train set.
 
     Reads ``<data_dir>/MNIST/raw/``; ``data_dir`` empty means ``$GRADATLAS_DATA`` or ``./data``.
     ``limit_train`` > 0 keeps that many training images, chosen by a ``data_seed`` shuffle.
     """
-    return _image_dataset("mnist", data_seed, data_dir, download, limit_train, verify=True)
+    return _image_dataset("mnist", data_seed, data_dir, download, limit_train, val_size, True)
 
 
 @DATASETS.register(
@@ -515,13 +576,15 @@ def fashion_mnist(
     data_dir: str = "",
     download: bool = False,
     limit_train: NonNegativeInt = 0,
-    val_from: Literal["test"] = "test",
+    val_size: Annotated[int, Ge(1)] = 5000,
 ) -> DataSplits:
-    """Fashion-MNIST clothing images (28x28, 10 classes) via torchvision; val = official test.
+    """Fashion-MNIST clothing images (28x28, 10 classes) via torchvision; splits as ``mnist``.
 
     Reads ``<data_dir>/FashionMNIST/raw/``; otherwise the same options as ``mnist``.
     """
-    return _image_dataset("fashion_mnist", data_seed, data_dir, download, limit_train, True)
+    return _image_dataset(
+        "fashion_mnist", data_seed, data_dir, download, limit_train, val_size, True
+    )
 
 
 @DATASETS.register(
@@ -532,12 +595,12 @@ def cifar10(
     data_dir: str = "",
     download: bool = False,
     limit_train: NonNegativeInt = 0,
-    val_from: Literal["test"] = "test",
+    val_size: Annotated[int, Ge(1)] = 5000,
     verify: bool = True,
 ) -> DataSplits:
-    """CIFAR-10 colour images (3x32x32, 10 classes) via torchvision; val = the official test set.
+    """CIFAR-10 colour images (3x32x32, 10 classes) via torchvision; splits as ``mnist``.
 
     Reads ``<data_dir>/cifar-10-batches-py/``. ``verify: false`` skips torchvision's md5 checks
     (for re-packed copies); otherwise the same options as ``mnist``.
     """
-    return _image_dataset("cifar10", data_seed, data_dir, download, limit_train, verify)
+    return _image_dataset("cifar10", data_seed, data_dir, download, limit_train, val_size, verify)

@@ -70,11 +70,37 @@ RUNNING_TRIALS = f"tags.`{KIND}` = '{KIND_TRIAL}' and attributes.status = '{RUNN
 # -- outcomes ------------------------------------------------------------------------------------
 # The verdicts of the outcome rules (gradatlas.runners.outcome), in the order reports show them.
 OUTCOMES = ("converged", "unconverged", "stalled", "vanished", "exploded")
+PROBE = "probe"  # not a verdict: a probe-only trial (train.steps 0) has init profiles, no training
 KILLED = "killed"  # not a verdict: the trial was interrupted and is rerun on resume
 FAILED_OUTCOME = "failed"  # not a verdict: the trial raised (run status FAILED, error recorded)
 ERROR = "gradatlas.error"  # trial runs that raised: "ValueError: ..." (one line)
 ERROR_ARTIFACT = "error.txt"  # trial runs that raised: the traceback
-OUTCOME_ORDER = (*OUTCOMES, KILLED)
+OUTCOME_ORDER = (*OUTCOMES, PROBE, KILLED)
+
+# -- tuning (gradatlas.runners.tuning) -----------------------------------------------------------
+# Tuning runs are trial runs of kind ``tuning``: the same tags, params, metrics and trial.json as
+# a trial run, plus the tags below, nested under their study's run (kind ``study``, one per group
+# of cells), which nests under the sweep run. Every trial reader filters kind ``trial``, so
+# tuning runs never enter the outcome statistics.
+KIND_TUNING, KIND_STUDY = "tuning", "study"
+STUDY = "gradatlas.study"  # study and tuning runs: the Optuna study name, "<suite>/<group>"
+TUNING_GROUP = "gradatlas.tuning.group"  # study and tuning runs: the group label ("all": one)
+TUNING_GROUP_LEVELS = "gradatlas.tuning.group_levels"  # JSON: per-factor -> level label
+TUNING_PARAMS = "gradatlas.tuning.params"  # tuning runs: JSON of the values it trained at
+TUNING_NUMBER = "gradatlas.tuning.number"  # tuning runs: the Optuna trial number
+TUNING_PURPOSE = "gradatlas.tuning.purpose"  # tuning runs: "study" | "max_stable_lr"
+TUNING_STOPPED = "gradatlas.tuning.stopped_at"  # tuning runs a pruner stopped: the eval step
+TUNING_BEST = "gradatlas.tuning.best"  # study runs: JSON of the best values found
+TUNING_COMPLETE = "gradatlas.tuning.complete"  # study runs: "true" once the study is done
+TUNING_STORAGE = "gradatlas.tuning.storage"  # study runs: the Optuna storage (no password)
+PURPOSE_STUDY, PURPOSE_MAX_STABLE_LR = "study", "max_stable_lr"
+PRUNED = "pruned"  # tuning runs only: stopped early by the pruner (not a verdict)
+TUNING_ARTIFACT = "tuning.json"  # study runs: the study's summary (docs/record.md)
+FINISHED_TUNING = f"tags.`{KIND}` = '{KIND_TUNING}' and attributes.status = '{FINISHED}'"
+STUDIES = f"tags.`{KIND}` = '{KIND_STUDY}'"
+# (MLflow's filters take no IN for tags: one filter per kind)
+RUNNING_TUNING = f"tags.`{KIND}` = '{KIND_TUNING}' and attributes.status = '{RUNNING_STATUS}'"
+RUNNING_STUDIES = f"{STUDIES} and attributes.status = '{RUNNING_STATUS}'"
 
 
 def final_label(outcome_label: str, interrupted: bool) -> str:

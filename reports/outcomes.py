@@ -12,7 +12,7 @@ from functools import partial
 import numpy as np
 import pandas as pd
 
-from gradatlas.record import OUTCOMES
+from gradatlas.record import OUTCOMES, PROBE
 from gradatlas.reports import figures, stats
 from gradatlas.reports.context import HeatChoice, ReportContext
 from gradatlas.reports.document import Block, Cell, Column, Figure, Para, Table
@@ -60,9 +60,19 @@ class OutcomeRates:
         exp, choice = ctx.exp, ctx.heat
         t = exp.trials
         counts = t["outcome"].value_counts()
+        probes = int(counts.get(PROBE, 0))
+        if probes == len(t):
+            return [
+                Para(
+                    f"All {len(t)} trials are probe-only (train.steps: 0): they were measured at "
+                    "initialization and never trained, so they have no outcome; their evidence "
+                    "is in the gradient profiles.",
+                    note=True,
+                )
+            ]
         parts = [
             f"{int(counts.get(o, 0))} {o} ({pct(counts.get(o, 0) / len(t))})"
-            for o in OUTCOMES
+            for o in (*OUTCOMES, PROBE)
             if counts.get(o, 0)
         ]
         blocks: list[Block] = [Para(f"Of the {len(t)} trials, {join_and(parts)}.")]
@@ -214,8 +224,8 @@ def _effects_blocks(ctx: ReportContext) -> list[Block]:
             ),
             size=figures.effects_size([len(exp.levels[f]) for f in var]),
             caption="Marginal effect of each factor level: convergence and explosion rate (Wilson "
-            "95% interval) and mean final validation accuracy (t 95% interval), pooled over "
-            "seeds and the other factors.",
+            f"95% interval) and mean {stats.accuracy_name(ctx.accuracy_key)} (t 95% interval), "
+            "pooled over seeds and the other factors.",
         )
     )
     rows = [
@@ -311,6 +321,7 @@ def _leaderboard_blocks(ctx: ReportContext) -> list[Block]:
     exp, table = ctx.exp, ctx.cells
     blocks: list[Block] = []
     label_cols = [Column(f) for f in exp.factors] or [Column("cell", weight=2.0)]
+    acc_header = "test acc. [95%]" if ctx.accuracy_key == "test_acc" else "final val. acc [95%]"
 
     def labels(r: pd.Series) -> list[Cell]:
         return [Cell(str(r[exp.fcol(f)])) for f in exp.factors] or [Cell(str(r["cell"]))]
@@ -350,14 +361,14 @@ def _leaderboard_blocks(ctx: ReportContext) -> list[Block]:
                 [
                     Column("#", "right", 0.3),
                     *label_cols,
-                    Column("final val. acc [95%]", "right", 1.6),
+                    Column(acc_header, "right", 1.6),
                     Column("seeds", "right", 0.5),
                     Column("outcomes", weight=1.6),
                 ],
                 rows,
                 name="best-accuracy",
-                caption=f"Best {len(rows)} cells by mean final validation accuracy over seeds "
-                "(t 95% interval).",
+                caption=f"Best {len(rows)} cells by mean "
+                f"{stats.accuracy_name(ctx.accuracy_key)} over seeds (t 95% interval).",
             )
         )
     fast = table[table["n_target"] > 0].assign(share=lambda d: d["n_target"] / d["n"])

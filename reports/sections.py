@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Protocol
 
-from gradatlas.reports import dynamics, outcomes, overview
+from gradatlas.reports import claims, dynamics, literature, outcomes, overview, tuning
 from gradatlas.reports.context import DEFAULT_HEATMAP_FACTORS, ReportContext, make_context
 from gradatlas.reports.document import Block, Document, NumberedSection
 from gradatlas.reports.fmt import plural
@@ -33,10 +33,21 @@ class Section(Protocol):
     def build(self, ctx: ReportContext) -> list[Block]: ...
 
 
+def applies(section: Section, ctx: ReportContext) -> bool:
+    """Whether a section belongs in this report. A section that only some suites have (claims,
+    tuning, a paper's published claim) says so with an ``applies(ctx)`` method; the others are
+    in every report. Sections that do not apply are left out, not numbered."""
+    check = getattr(section, "applies", None)
+    return True if check is None else bool(check(ctx))
+
+
 SECTIONS: list[Section] = [
+    claims.Claims(),
     overview.Overview(),
     outcomes.OutcomeRates(),
+    literature.Literature(),
     dynamics.Convergence(),
+    tuning.Tuning(),
     dynamics.GradientProfiles(),
     outcomes.FactorEffects(),
     outcomes.Leaderboard(),
@@ -63,9 +74,10 @@ def build_document(
 def document_for(ctx: ReportContext, sections: Sequence[Section]) -> Document:
     """``sections`` built for ``ctx`` and numbered from 1 in the order given."""
     exp = ctx.exp
+    shown = [section for section in sections if applies(section, ctx)]
     numbered = [
         NumberedSection(number, section.title, section.build(ctx))
-        for number, section in enumerate(sections, start=1)
+        for number, section in enumerate(shown, start=1)
     ]
     subtitle = (
         f"{plural(len(exp.trials), 'trial')} in {plural(len(ctx.cells), 'cell')} · "

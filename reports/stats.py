@@ -114,11 +114,22 @@ def cell_table(exp: Experiment) -> pd.DataFrame:
     return sort_by_levels(table, exp).reset_index(drop=True)
 
 
+# The accuracy a report quotes, best first: the test split, scored once after training, then
+# (for records made before there was a test split) the final validation accuracy.
+ACCURACY_KEYS = {"test_acc": "test accuracy", "final_val_acc": "final validation accuracy"}
+
+
 def accuracy_key(exp: Experiment) -> str | None:
-    """``final_val_acc`` for classification suites; None when no trial recorded one."""
-    if "final_val_acc" in exp.trials and exp.trials["final_val_acc"].notna().any():
-        return "final_val_acc"
+    """The first of ``ACCURACY_KEYS`` some trial recorded; None when none did (regression)."""
+    for key in ACCURACY_KEYS:
+        if key in exp.trials and exp.trials[key].notna().any():
+            return key
     return None
+
+
+def accuracy_name(key: str | None) -> str:
+    """What ``accuracy_key``'s column is, in words."""
+    return ACCURACY_KEYS.get(key or "", "accuracy")
 
 
 def level_effects(exp: Experiment) -> pd.DataFrame:

@@ -13,12 +13,14 @@ is a result, not a retry), and hands results back the moment each unit returns.
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 import threading
 import time
 import traceback
-from collections.abc import Iterable, Iterator, Sequence
+from collections import deque
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -26,13 +28,49 @@ from gradatlas.suites import Trial
 
 
 @dataclass(frozen=True)
+class EarlyStop:
+    """A pruner's verdict, decided in advance by the driver (``runners.tuning``), so a worker
+    never reads the study: the run stops at an eval step where its ``metric`` is worse than the
+    threshold given for that step (a NaN is worse than anything)."""
+
+    metric: str  # "val_acc" | "val_loss"
+    maximize: bool
+    thresholds: Mapping[int, float]  # eval step -> the value the run must reach there
+
+    def worse(self, step: int, metrics: Mapping[str, float] | None) -> bool:
+        threshold = self.thresholds.get(step)
+        if threshold is None or metrics is None or self.metric not in metrics:
+            return False
+        value = metrics[self.metric]
+        if not math.isfinite(value):
+            return True
+        return value < threshold if self.maximize else value > threshold
+
+
+@dataclass(frozen=True)
+class MemberRules:
+    """The early-stop rules of the members of one group (None: that member has none). One
+    member worse than its threshold stops the group: its tuning trial is pruned either way."""
+
+    rules: tuple[EarlyStop | None, ...]
+
+    def __call__(self, step: int, values: list[dict[str, float] | None]) -> bool:
+        return any(
+            rule is not None and rule.worse(step, v)
+            for rule, v in zip(self.rules, values, strict=True)
+        )
+
+
+@dataclass(frozen=True)
 class WorkUnit:
     """The pending trials of one cell, run by one worker: together as stacked models where
-    ``batch_seeds`` allows (``runners.batching``), else one after another."""
+    ``batch_seeds`` allows (``runners.batching``), else one after another. ``early_stop``:
+    trial id -> the rule that may stop it early (tuning trials under a pruner)."""
 
     cell_id: str
     trials: tuple[Trial, ...]
     batch_seeds: int | str = 1  # "auto" or K; decided on the worker, which knows its device
+    early_stop: Mapping[str, EarlyStop] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -82,8 +120,10 @@ def run_unit(
         group = queue.pop(0)
         if stop is not None and stop.is_set():
             break
+        rules = [unit.early_stop.get(t.trial_id) for t in group]
+        extra = {"early_stop": MemberRules(tuple(rules))} if any(rules) else {}
         try:
-            results = run_trials(group, accelerator=accelerator, stop=stop)
+            results = run_trials(group, accelerator=accelerator, stop=stop, **extra)
         except Exception as exc:  # a trial that blows up is a result, not a crash
             if len(group) > 1:  # find out which member it was: each on its own
                 queue[:0] = [[t] for t in group]
@@ -112,7 +152,30 @@ class Executor(Protocol):
 
     def run(self, units: Sequence[WorkUnit], stop: threading.Event) -> Iterator[UnitResult]: ...
 
+    def pool(self, stop: threading.Event) -> Pool: ...
+
     def close(self) -> None: ...
+
+
+class Pool(Protocol):
+    """Units submitted one at a time, results taken one at a time: for a driver whose next
+    units depend on the results so far (tuning asks its sampler after each result).
+
+    ``capacity``: units worth keeping in flight; ``busy``: units submitted and not yet taken.
+    ``next_done`` blocks until a unit returns (any order) and gives None once ``stop`` is set
+    and nothing more will come; ``cancel`` drops what is still in flight.
+    """
+
+    capacity: int
+
+    @property
+    def busy(self) -> int: ...
+
+    def submit(self, unit: WorkUnit) -> None: ...
+
+    def next_done(self) -> UnitResult | None: ...
+
+    def cancel(self) -> None: ...
 
 
 class InProcessExecutor:
@@ -130,8 +193,38 @@ class InProcessExecutor:
                 return
             yield run_unit(unit, accelerator=self.accelerator, threads=self.threads, stop=stop)
 
+    def pool(self, stop: threading.Event) -> InProcessPool:
+        return InProcessPool(self, stop)
+
     def close(self) -> None:
         pass
+
+
+class InProcessPool:
+    """One unit at a time, run when its result is asked for."""
+
+    capacity = 1
+
+    def __init__(self, executor: InProcessExecutor, stop: threading.Event):
+        self.executor, self.stop = executor, stop
+        self._queue: deque[WorkUnit] = deque()
+
+    @property
+    def busy(self) -> int:
+        return len(self._queue)
+
+    def submit(self, unit: WorkUnit) -> None:
+        self._queue.append(unit)
+
+    def next_done(self) -> UnitResult | None:
+        if not self._queue or self.stop.is_set():
+            return None
+        unit = self._queue.popleft()
+        ex = self.executor
+        return run_unit(unit, accelerator=ex.accelerator, threads=ex.threads, stop=self.stop)
+
+    def cancel(self) -> None:
+        self._queue.clear()
 
 
 def physical_cores() -> int:
@@ -278,23 +371,14 @@ class RayExecutor:
             while queue or in_flight:
                 while queue and len(in_flight) < limit and not stop.is_set():
                     unit = queue.pop(0)
-                    ref = self._remote.remote(unit, self.accelerator, self.plan.threads)
-                    in_flight[ref] = unit
+                    in_flight[self.submit(unit)] = unit
                 if stop.is_set() and not in_flight:
                     return
                 if stop.is_set():
                     queue.clear()
                 done, _ = ray.wait(list(in_flight), num_returns=1, timeout=0.5)
                 for ref in done:
-                    unit = in_flight.pop(ref)
-                    try:
-                        yield ray.get(ref)
-                    except (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError,
-                            ray.exceptions.RayTaskError, ray.exceptions.TaskCancelledError,
-                            ray.exceptions.ObjectLostError) as exc:  # fmt: skip
-                        # Retries exhausted (or cancelled): the unit's trials stay pending and
-                        # a rerun resumes them; the error is reported, never swallowed.
-                        yield UnitResult(unit, lost=f"{type(exc).__name__}: {exc}"[:300])
+                    yield _ray_result(ref, in_flight.pop(ref))
                 if stop.is_set():
                     for ref in in_flight:
                         ray.cancel(ref, force=True)
@@ -302,11 +386,65 @@ class RayExecutor:
             for ref in in_flight:
                 ray.cancel(ref, force=True)
 
+    def pool(self, stop: threading.Event) -> RayPool:
+        return RayPool(self, stop)
+
+    def submit(self, unit: WorkUnit) -> Any:
+        return self._remote.remote(unit, self.accelerator, self.plan.threads)
+
     def close(self) -> None:
         import ray
 
         if self._owns and ray.is_initialized():
             ray.shutdown()
+
+
+class RayPool:
+    """Units as Ray tasks, at most ``2 x workers`` of them worth keeping in flight."""
+
+    def __init__(self, executor: RayExecutor, stop: threading.Event):
+        self.executor, self.stop = executor, stop
+        self.capacity = max(1, 2 * executor.workers)
+        self._in_flight: dict[Any, WorkUnit] = {}
+
+    @property
+    def busy(self) -> int:
+        return len(self._in_flight)
+
+    def submit(self, unit: WorkUnit) -> None:
+        self._in_flight[self.executor.submit(unit)] = unit
+
+    def next_done(self) -> UnitResult | None:
+        import ray
+
+        while self._in_flight:
+            if self.stop.is_set():
+                self.cancel()
+                return None
+            done, _ = ray.wait(list(self._in_flight), num_returns=1, timeout=0.5)
+            if done:
+                return _ray_result(done[0], self._in_flight.pop(done[0]))
+        return None
+
+    def cancel(self) -> None:
+        import ray
+
+        for ref in self._in_flight:
+            ray.cancel(ref, force=True)
+        self._in_flight.clear()
+
+
+def _ray_result(ref: Any, unit: WorkUnit) -> UnitResult:
+    """A returned unit's result, or a lost unit: retries exhausted (or cancelled), its trials
+    stay pending and a rerun resumes them; the error is reported, never swallowed."""
+    import ray
+
+    try:
+        return ray.get(ref)
+    except (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError,
+            ray.exceptions.RayTaskError, ray.exceptions.TaskCancelledError,
+            ray.exceptions.ObjectLostError) as exc:  # fmt: skip
+        return UnitResult(unit, lost=f"{type(exc).__name__}: {exc}"[:300])
 
 
 def _warm_worker() -> str:

@@ -56,12 +56,15 @@ class Recorder:
         self._reports_r = Connection(reports_r, writable=False)
         self._closed = False
 
-    def put(self, unit: Any) -> None:
-        """Hand over a returned unit, as plain records (the recorder never imports torch)."""
+    def put(self, unit: Any, writes: list[Any] | None = None) -> None:
+        """Hand over a returned unit, as plain records (the recorder never imports torch).
+        ``writes``: the unit's records already made (tuning runs: their kind, parent and tags),
+        instead of one trial run per result."""
         from gradatlas.runners.store import StoreWriteError
         from gradatlas.runners.tracking import TrialWrite
 
-        writes = [TrialWrite.of(r) for r in unit.results]
+        if writes is None:
+            writes = [TrialWrite.of(r) for r in unit.results]
         try:
             self._units_w.send((writes, list(unit.failures)))
         except OSError as exc:  # BrokenPipeError: the recorder died (killed, out of memory)
@@ -70,10 +73,18 @@ class Recorder:
                 f"the recorder process ended (exit status {code}) and cannot write: {exc}"
             ) from exc
 
-    def reports(self) -> list[dict[str, Any]]:
-        """What the recorder reported since the last call (never blocks)."""
+    def reports(self, wait: float = 0.0) -> list[dict[str, Any]]:
+        """What the recorder reported since the last call (never blocks). ``wait``: seconds to
+        wait for a first report when none is there (tuning waits for its runs' writes before
+        telling the study); a recorder that ended meanwhile is a ``StoreWriteError``."""
         out = []
         with contextlib.suppress(EOFError, OSError):
+            if wait and not self._reports_r.poll(wait) and self._proc.poll() is not None:
+                from gradatlas.runners.store import StoreWriteError
+
+                raise StoreWriteError(
+                    f"the recorder process ended (exit status {self._proc.poll()}) and cannot write"
+                )
             while self._reports_r.poll():
                 out.append(self._reports_r.recv())
         return out
@@ -177,9 +188,7 @@ def _write_unit(tracker, exp_id, sweep_id, unit, force, report) -> None:
     writes, failures = unit
     for write in writes:
         t0 = time.perf_counter()
-        if not (force or write.interrupted) and store.already_recorded(
-            tracker.client, exp_id, write.trial_id
-        ):
+        if not (force or write.interrupted) and tracker.recorded(exp_id, write):
             report["duplicates"].append(write.label)
             continue
         try:

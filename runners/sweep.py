@@ -19,6 +19,7 @@ nothing is recorded twice: each trial id is checked against the store right befo
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import signal
 import sys
 import threading
@@ -29,7 +30,8 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from gradatlas.errors import UserInputError
-from gradatlas.record import FAILED_OUTCOME, OUTCOME, OUTCOME_ORDER, final_label
+from gradatlas.record import FAILED_OUTCOME, OUTCOME, OUTCOME_ORDER, TODO_TRIALS, final_label
+from gradatlas.runners.executor import InProcessExecutor
 from gradatlas.runners.recorder import Recorder
 from gradatlas.suites import Suite
 
@@ -69,6 +71,8 @@ class SweepSummary:
     instrument_s: float = 0.0
     logging_s: float = 0.0
     trial_s: float = 0.0
+    suite: Any = None  # the suite whose trials were run (a tuned suite: at the best values)
+    tuning: Any = None  # runners.tuning.TuningSummary of a suite with a tune block
 
 
 def _fmt_time(seconds: float) -> str:
@@ -180,13 +184,18 @@ def run_suite(
     executor: Any = None,
     stream: TextIO = sys.stderr,
     batch_seeds: int | str | None = None,
+    optuna_storage: str | None = None,
 ) -> SweepSummary:
     """Run what is pending of ``suite`` on ``executor`` (default: in this process) and record
     it in ``tracking_uri``. ``batch_seeds`` (default: the suite's ``execution.batch_seeds``)
     says how many seeds of a cell train together. Raises ``UserInputError`` (exit 2) for a
-    store that cannot be used or another live driver of this suite, before any trial trains."""
+    store that cannot be used or another live driver of this suite, before any trial trains.
+
+    A suite with a ``tune`` block is tuned first (``runners.tuning``; studies in
+    ``optuna_storage``, default beside a SQLite MLflow store) and its trials then run at each
+    group's best values; ``limit`` and ``force`` apply to those trials, never to tuning runs.
+    ``summary.suite`` is the suite whose trials were run (the tuned one)."""
     from gradatlas.runners import store
-    from gradatlas.runners.executor import InProcessExecutor, make_units
     from gradatlas.runners.tracking import Tracker
 
     store.open_store(tracking_uri)  # probes and creates the store once, before anything runs
@@ -202,20 +211,22 @@ def run_suite(
             "trials twice",
             source=tracking_uri,
         )
-    done = set() if force else set(tracker.finished_trials(exp_id))
-    failed = set() if (force or retry_failed) else tracker.failed_trials(exp_id)
-    todo, pending = pending_trials(suite, done, failed, limit)
-    summary = SweepSummary(exp_id, tracking_uri, len(suite.trials), len(suite.trials) - pending)
+    tuner = _open_tuner(suite, tracking_uri, optuna_storage, tracker, exp_id, stream)
+    if tuner is not None and tuner.tuned:
+        suite = dataclasses.replace(suite, trials=tuner.evaluation_trials())
+    summary = SweepSummary(exp_id, tracking_uri, len(suite.trials), 0, suite=suite)
     summary.closed_stale = closed
     if closed != (0, 0):
         stream.write(
             f"Closed {closed[0]} sweep and {closed[1]} trial runs left RUNNING by a driver "
             "that died (now KILLED; their trials run again)\n"
         )
-    skipped_failed = len(
-        [t for t in suite.trials if t.trial_id in failed and t.trial_id not in done]
-    )
-    if not todo:
+    tuning = tuner is not None and not tuner.complete
+    todo, pending, skipped_failed = _pending(suite, tracker, exp_id, force, retry_failed, limit)
+    summary.skipped = len(suite.trials) - pending
+    if not todo and not tuning:
+        if tuner is not None:
+            summary.tuning = tuner.summarize()
         stream.write(
             f"All {len(suite.trials)} trials of '{suite.name}' are already recorded"
             + (
@@ -228,39 +239,68 @@ def run_suite(
         return summary
     executor = executor or InProcessExecutor(accelerator=accelerator)
     summary.executor = executor.description
-    stream.write(
-        f"Running {len(todo)} of {len(suite.trials)} trials of '{suite.name}'"
-        + (f" ({summary.skipped} already recorded)" if summary.skipped else "")
-        + (
-            f"; {skipped_failed} failed before (--retry-failed reruns them)"
-            if skipped_failed
-            else ""
+    if tuning:
+        stream.write(
+            f"Tuning '{suite.name}': {len(tuner.searches)} studies in {tuner.summary.storage}"
+            + (
+                f" ({tuner.summary.recovered} trials left running by a dead driver asked again)"
+                if tuner.summary.recovered
+                else ""
+            )
+            + f"\n  on {executor.description}\n"
         )
-        + (f"; --limit leaves {pending - len(todo)} for later" if len(todo) < pending else "")
-        + f"\n  on {executor.description}\n"
-    )
-    sweep_id = tracker.start_sweep(exp_id, suite, len(suite.trials), len(todo))
+    else:
+        _say_running(stream, suite, todo, pending, summary.skipped, skipped_failed, executor)
+    sweep_id = tracker.start_sweep(exp_id, suite, len(suite.trials), None if tuning else len(todo))
     store.claim_sweep(tracker.client, sweep_id)  # host, pid, heartbeat: whose sweep this is
-    progress = Progress(len(todo), executor.workers, stream)
     t0 = time.perf_counter()
     status = "FINISHED"
     signals = StopOnSignals(stream)
+    batch = batch_seeds or suite.spec.execution.batch_seeds
     try:
         with signals:
-            # From here until it closes, only the recorder process writes the store.
-            recorder = Recorder(tracking_uri, exp_id, sweep_id, force)
-            try:
-                units = make_units(todo, batch_seeds or suite.spec.execution.batch_seeds)
-                for unit in executor.run(units, signals.event):
-                    with signals.writing():  # a second signal never cuts a unit in half
-                        recorder.put(unit)  # written while the next unit trains
-                    _account(unit, summary, progress, stream)
-                    _reconcile(recorder.reports(), summary)
-                    if summary.interrupted:
-                        break
-            finally:
-                with signals.writing():  # a second signal waits until the queue is written
-                    _reconcile(recorder.close(), summary)
+            if tuning:
+                summary.tuning = tuner.run(
+                    tracking_uri=tracking_uri,
+                    sweep_id=sweep_id,
+                    executor=executor,
+                    signals=signals,
+                    batch_seeds=batch,
+                )
+                if signals.event.is_set() or not tuner.tuned:
+                    summary.interrupted = signals.event.is_set()
+                    todo = []  # no evaluation on values a study has not settled
+                else:
+                    suite = dataclasses.replace(suite, trials=tuner.evaluation_trials())
+                    summary.suite = suite
+                    todo, pending, skipped_failed = _pending(
+                        suite, tracker, exp_id, force, retry_failed, limit
+                    )
+                    summary.skipped = len(suite.trials) - pending
+                    if todo:
+                        _say_running(
+                            stream,
+                            suite,
+                            todo,
+                            pending,
+                            summary.skipped,
+                            skipped_failed,
+                            executor,
+                        )
+            if todo:
+                _evaluate(
+                    suite,
+                    todo,
+                    tracking_uri,
+                    exp_id,
+                    sweep_id,
+                    force,
+                    executor,
+                    signals,
+                    summary,
+                    stream,
+                    batch,
+                )
             if signals.event.is_set():
                 summary.interrupted = True
     except store.StoreWriteError as exc:
@@ -276,9 +316,110 @@ def run_suite(
         if summary.interrupted:
             status = "KILLED"
         with contextlib.suppress(Exception):  # the store may be the thing that failed
+            if tuning and not summary.interrupted and not summary.write_error:
+                tracker.client.set_tag(sweep_id, TODO_TRIALS, str(len(todo)))
             tracker.end_sweep(sweep_id, status)
         summary.wall_s = time.perf_counter() - t0
     return summary
+
+
+def _open_tuner(
+    suite: Suite,
+    tracking_uri: str,
+    optuna_storage: str | None,
+    tracker: Any,
+    exp_id: str,
+    stream: TextIO,
+) -> Any:
+    """The suite's studies, opened (None for a suite without a tune block); what dead drivers
+    left RUNNING in them and in MLflow is closed first (no other driver is alive by now)."""
+    if suite.spec.tune is None:
+        return None
+    from gradatlas.runners import tuning
+
+    storage = optuna_storage or tuning.default_storage(tracking_uri)
+    if storage is None:
+        raise UserInputError(
+            "this suite has a tune block and the MLflow store is a server: name the Optuna "
+            "storage every driver of this suite shares with --optuna-storage (e.g. "
+            "postgresql://HOST/optuna or sqlite:////shared/optuna.db)",
+            source=suite.source,
+        )
+    tuning.close_dead_tuning_runs(tracker.client, exp_id)
+    return tuning.Tuner.open(suite, storage, tracker.client, exp_id, stream)
+
+
+def _pending(
+    suite: Suite,
+    tracker: Any,
+    exp_id: str,
+    force: bool,
+    retry_failed: bool,
+    limit: int | None,
+) -> tuple[list[Any], int, int]:
+    """(the trials to run now, how many are pending, how many are skipped as failed)."""
+    done = set() if force else set(tracker.finished_trials(exp_id))
+    failed = set() if (force or retry_failed) else tracker.failed_trials(exp_id)
+    todo, pending = pending_trials(suite, done, failed, limit)
+    skipped_failed = len(
+        [t for t in suite.trials if t.trial_id in failed and t.trial_id not in done]
+    )
+    return todo, pending, skipped_failed
+
+
+def _say_running(
+    stream: TextIO,
+    suite: Suite,
+    todo: list[Any],
+    pending: int,
+    skipped: int,
+    skipped_failed: int,
+    executor: Any,
+) -> None:
+    stream.write(
+        f"Running {len(todo)} of {len(suite.trials)} trials of '{suite.name}'"
+        + (f" ({skipped} already recorded)" if skipped else "")
+        + (
+            f"; {skipped_failed} failed before (--retry-failed reruns them)"
+            if skipped_failed
+            else ""
+        )
+        + (f"; --limit leaves {pending - len(todo)} for later" if len(todo) < pending else "")
+        + f"\n  on {executor.description}\n"
+    )
+
+
+def _evaluate(
+    suite: Suite,
+    todo: list[Any],
+    tracking_uri: str,
+    exp_id: str,
+    sweep_id: str,
+    force: bool,
+    executor: Any,
+    signals: StopOnSignals,
+    summary: SweepSummary,
+    stream: TextIO,
+    batch_seeds: int | str,
+) -> None:
+    """The trials, unit by unit as the executor returns them, each recorded at once."""
+    from gradatlas.runners.executor import make_units
+
+    progress = Progress(len(todo), executor.workers, stream)
+    # From here until it closes, only the recorder process writes the store.
+    recorder = Recorder(tracking_uri, exp_id, sweep_id, force)
+    try:
+        units = make_units(todo, batch_seeds)
+        for unit in executor.run(units, signals.event):
+            with signals.writing():  # a second signal never cuts a unit in half
+                recorder.put(unit)  # written while the next unit trains
+            _account(unit, summary, progress, stream)
+            _reconcile(recorder.reports(), summary)
+            if summary.interrupted:
+                break
+    finally:
+        with signals.writing():  # a second signal waits until the queue is written
+            _reconcile(recorder.close(), summary)
 
 
 def _account(unit: Any, summary: SweepSummary, progress: Progress, stream: TextIO) -> None:

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,7 @@ from gradatlas.record import (
     FAILED_OUTCOME,
     FAILED_TRIALS,
     FINISHED_TRIALS,
+    KIND_TRIAL,
     MAX_REASON_TAG,
     OVERRIDES,
     OVERRIDES_ARTIFACT,
@@ -202,11 +203,29 @@ class Tracker:
             experiment_id,
             write.record,
             run_name=write.run_name,
-            parent_run=sweep_id,
+            parent_run=write.parent or sweep_id,
             start_ms=write.start_ms,
             end_ms=write.end_ms,
             t0=time.perf_counter(),
+            extra_tags=write.tags,
         )
+
+    def recorded(self, experiment_id: str, write: TrialWrite) -> bool:
+        """Whether a FINISHED run of this write's kind and trial id exists (a tuning run and a
+        trial run of one id are different records)."""
+        from gradatlas.runners import store
+
+        if write.kind == KIND_TRIAL:
+            return store.already_recorded(self.client, experiment_id, write.trial_id)
+        if "'" in write.trial_id or "\\" in write.trial_id or "'" in write.kind:
+            raise ValueError(f"not a trial id: {write.trial_id!r}")
+        runs = self.client.search_runs(
+            [experiment_id],
+            filter_string=f"tags.`{KIND}` = '{write.kind}' and attributes.status = 'FINISHED' "
+            f"and tags.`{TRIAL_ID}` = '{write.trial_id}'",
+            max_results=1,
+        )
+        return bool(runs)
 
 
 @dataclass(frozen=True)
@@ -219,6 +238,14 @@ class TrialWrite:
     start_ms: int
     end_ms: int | None
     interrupted: bool
+    # A run other than a sweep's trial (tuning): its own parent run and the tags that say what
+    # it is (``gradatlas.kind`` among them), over the trial run's tags.
+    parent: str | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def kind(self) -> str:
+        return self.tags.get(KIND, KIND_TRIAL)
 
     @property
     def trial_id(self) -> str:
@@ -321,20 +348,22 @@ def log_trial(
     end_ms: int | None = None,
     t0: float | None = None,
     last_points_only: bool = False,
+    extra_tags: dict[str, str] | None = None,
 ) -> str:
     """Write one trial run from its record: tags at creation, params and metrics in one
     ``log_batch`` (MLflow splits it into its own batch limits), ``trial.json``, then the run's
     status (FINISHED, or KILLED for a ``killed`` record). ``timing.logging_time_s`` and the
     ``logging_time_s`` metric are the time spent here (from ``t0`` when given). With
     ``last_points_only`` each curve metric is logged at its last step only (the synthetic
-    benchmark store: reports read ``trial.json``, never metric history). Returns the run id."""
+    benchmark store: reports read ``trial.json``, never metric history). ``extra_tags`` go over
+    the trial run's tags (a tuning run's kind and study). Returns the run id."""
     from mlflow.entities import Metric, Param
 
     t0 = time.perf_counter() if t0 is None else t0
     run = client.create_run(
         experiment_id,
         run_name=run_name,
-        tags=trial_tags(record, parent_run),
+        tags=trial_tags(record, parent_run) | (extra_tags or {}),
         start_time=start_ms,
     )
     rid = run.info.run_id

@@ -1,9 +1,10 @@
 """One trial's whole life, top to bottom.
 
 resolve config -> build data, model, optimizer -> probe at init -> train under Lightning with the
-instrument callback -> classify the outcome -> return a ``TrialResult``. Recording it (MLflow)
-is someone else's job (``gradatlas.runners.tracking``), so this function can run anywhere: in a
-sweep, in a worker claiming trials from a queue, or in a test.
+instrument callback (validation split) -> classify the outcome -> score the test split once ->
+return a ``TrialResult``. A probe-only trial (``train.steps: 0``) stops after the probe.
+Recording it (MLflow) is someone else's job (``gradatlas.runners.tracking``), so this function
+can run anywhere: in a sweep, in a worker claiming trials from a queue, or in a test.
 
 ``run_trials`` lives the same life for several seeds of one cell at once (batched seeds): the
 seeds' models are built and probed one by one, stacked into one model with a leading seed
@@ -18,7 +19,7 @@ import math
 import threading
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +30,7 @@ import torch
 from gradatlas.datasets import load_dataset
 from gradatlas.models import build_model
 from gradatlas.models.stacked import stack_models
+from gradatlas.record import PROBE
 from gradatlas.runners.instrument import GradientInstrument
 from gradatlas.runners.loader import StackedBatches, TensorBatches
 from gradatlas.runners.module import StackedTrialModule, TrialModule, loss_for
@@ -87,14 +89,22 @@ def pick_device(accelerator: str) -> torch.device:
 
 
 def run_trial(
-    trial: Trial, *, accelerator: str = "auto", stop: threading.Event | None = None
+    trial: Trial,
+    *,
+    accelerator: str = "auto",
+    stop: threading.Event | None = None,
+    early_stop: EarlyStopRule | None = None,
 ) -> TrialResult:
     """One trial on its own: one model, one Trainer."""
-    return run_trials([trial], accelerator=accelerator, stop=stop)[0]
+    return run_trials([trial], accelerator=accelerator, stop=stop, early_stop=early_stop)[0]
 
 
 def run_trials(
-    trials: Sequence[Trial], *, accelerator: str = "auto", stop: threading.Event | None = None
+    trials: Sequence[Trial],
+    *,
+    accelerator: str = "auto",
+    stop: threading.Event | None = None,
+    early_stop: EarlyStopRule | None = None,
 ) -> list[TrialResult]:
     """Seeds of one cell under one Trainer: one trial as today, several as one stacked model
     (``models.stacked``) whose member k is trial k exactly as it would have run alone (same
@@ -123,7 +133,7 @@ def run_trials(
     else:
         loader = TensorBatches(data.x_train, data.y_train, train.batch_size, seed=spec.seed)
     steps_per_epoch = len(loader)
-    max_steps = train.steps or train.epochs * steps_per_epoch
+    max_steps = train.steps if train.steps is not None else train.epochs * steps_per_epoch
     eval_every = train.eval_every or steps_per_epoch
 
     # Models: each seeded and built as its own trial (so member k's init is trial k's, bit for
@@ -138,6 +148,8 @@ def run_trials(
             probe_init(built.to(device), data.x_train[:probe_n], data.y_train[:probe_n], loss_fn)
         )
         models.append(built)
+    if max_steps == 0:
+        return _probe_only(trials, profiles, data, device, t_start, started_at)
     model = stack_models(models) if stacked else models[0]
     module_type = StackedTrialModule if stacked else TrialModule
     module = module_type(model, spec.optim, train, max_steps, data.task)
@@ -160,6 +172,9 @@ def run_trials(
         stop=stop,
         grad_overflow_skipped=train.precision == "16-mixed",
     )
+    stopped_at: list[int] = []  # tuning: the eval step at which ``early_stop`` ended the fit
+    if early_stop is not None:
+        instrument.evaluate = _stopping(instrument, module, early_stop, stopped_at)
     clip = train.grad_clip
     trainer = pl.Trainer(
         accelerator="gpu" if device.type == "cuda" else "cpu",
@@ -195,6 +210,10 @@ def run_trials(
         warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\).*")
         trainer.fit(module, train_dataloaders=loader)
     fit_time = time.perf_counter() - t_fit
+    # The test split, scored once after training and never looked at before: the accuracies a
+    # report quotes were not used to label, tune or stop anything.
+    test = {f"test_{k}": v.detach().double().cpu().numpy() for k, v in
+            module.evaluate(data.x_test, data.y_test).items()}  # fmt: skip
 
     judged = []
     for k in range(members):
@@ -209,10 +228,15 @@ def run_trials(
             val_acc=rec["eval"].get("val_acc"),
             layer_steps=rec["layer_steps"],
             layer_grad_norm=rec["layer_grad_norm"],
+            layer_update_ratio=rec["update_ratio"],
+            layer_lr=np.asarray([v for _, v in rec["lr"]], dtype=np.float64),
             grad_overflow_skipped=instrument.grad_overflow_skipped,
         )
         outcome = classify(trace, dataclasses.asdict(specs[k].outcomes))
         summary = _summary(rec, outcome, profiles[k], instrument.steps_run[k])
+        summary |= {key: float(values[k]) for key, values in test.items()}
+        if "test_acc" in summary and "final_train_acc" in summary:
+            summary["generalization_gap"] = summary["final_train_acc"] - summary["test_acc"]
         judged.append((outcome, summary, _curves(rec, spec.instrument.max_points)))
 
     # Each member's share of the time: batching is how the trials ran, not what they are (the
@@ -240,9 +264,90 @@ def run_trials(
                 interrupted=instrument.interrupted,
                 started_at=started_at,
                 ended_at=ended_at,
+                extra={"early_stop_step": stopped_at[0]} if stopped_at else {},
             )
         )
     return results
+
+
+# -- early stop (tuning's pruners) --------------------------------------------------------------
+# (eval step, each member's validation metrics or None for a member no longer training) -> stop?
+EarlyStopRule = Callable[[int, list[dict[str, float] | None]], bool]
+
+
+def _stopping(
+    instrument: GradientInstrument, module: Any, rule: EarlyStopRule, stopped_at: list[int]
+) -> Any:
+    """The instrument's ``evaluate``, asking ``rule`` after each evaluation during training
+    whether to stop there (a pruned tuning trial: the compute it would still take is saved)."""
+    evaluate = instrument.evaluate
+
+    def evaluate_then_ask() -> dict[str, torch.Tensor]:
+        metrics = evaluate()
+        step = module.trainer.global_step
+        if step > 0 and not stopped_at:
+            values = [
+                {k: float(v[i]) for k, v in metrics.items()} if alive else None
+                for i, alive in enumerate(instrument.alive)
+            ]
+            if rule(step, values):
+                stopped_at.append(step)
+                module.trainer.should_stop = True
+        return metrics
+
+    return evaluate_then_ask
+
+
+def _probe_only(
+    trials: Sequence[Trial],
+    profiles: list[dict[str, Any]],
+    data: Any,
+    device: torch.device,
+    t_start: float,
+    started_at: float,
+) -> list[TrialResult]:
+    """Results of probe-only trials: the init profiles and their summary, no training and no
+    verdict (for studies of the gradient at initialisation)."""
+    members = len(trials)
+    timing = {
+        "wall_time_s": (time.perf_counter() - t_start) / members,
+        "fit_time_s": 0.0,
+        "instrument_time_s": 0.0,
+        "batch_seeds": float(members),
+    }
+    outcome = Outcome(PROBE, "probe-only trial (train.steps: 0): profiles at init, no training")
+    ended_at = time.time()
+    return [
+        TrialResult(
+            trial=trial,
+            outcome=outcome,
+            task=data.task,
+            num_classes=data.num_classes,
+            summary=_init_summary(profile) | timing,
+            curves={},
+            profiles=profile,
+            timing=dict(timing),
+            device=str(device),
+            started_at=started_at,
+            ended_at=ended_at,
+        )
+        for trial, profile in zip(trials, profiles, strict=True)
+    ]
+
+
+def _init_summary(profiles: dict[str, Any]) -> dict[str, float]:
+    """The gradient at init, first and last weight layer, and their ratio."""
+    first, last = profiles["init"]["grad_norm"][0], profiles["init"]["grad_norm"][-1]
+    out = {
+        "init_grad_norm_first": first if first is not None else float("nan"),
+        "init_grad_norm_last": last if last is not None else float("nan"),
+    }
+    out["init_grad_ratio"] = (
+        out["init_grad_norm_first"] / out["init_grad_norm_last"]
+        if out["init_grad_norm_last"] not in (0.0,) and math.isfinite(out["init_grad_norm_last"])
+        else float("nan")
+    )
+    return out
 
 
 def _finite_or_none(values: np.ndarray) -> list[float | None]:
@@ -293,7 +398,6 @@ def _summary(rec: dict[str, Any], outcome: Outcome, profiles: dict, steps_run: i
     ev = rec["eval"]
     loss = rec["step_loss"]
     tail = loss[-max(1, loss.size // 10) :] if loss.size else loss
-    first, last = profiles["init"]["grad_norm"][0], profiles["init"]["grad_norm"][-1]
     out: dict[str, float] = {
         "initial_loss": float(loss[0]) if loss.size else float("nan"),
         "final_train_loss": float(np.mean(tail)) if tail.size else float("nan"),
@@ -302,14 +406,8 @@ def _summary(rec: dict[str, Any], outcome: Outcome, profiles: dict, steps_run: i
         if np.isfinite(ev["val_loss"]).any()
         else float("nan"),
         "steps_run": float(steps_run),
-        "init_grad_norm_first": first if first is not None else float("nan"),
-        "init_grad_norm_last": last if last is not None else float("nan"),
+        **_init_summary(profiles),
     }
-    out["init_grad_ratio"] = (
-        out["init_grad_norm_first"] / out["init_grad_norm_last"]
-        if out["init_grad_norm_last"] not in (0.0,) and math.isfinite(out["init_grad_norm_last"])
-        else float("nan")
-    )
     if "val_acc" in ev:
         out["final_val_acc"] = _last_finite(ev["val_acc"])
         out["best_val_acc"] = (

@@ -21,6 +21,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from gradatlas.errors import SuiteErrors, UserInputError, field_key, short_repr
+from gradatlas.record import factor_levels
 from gradatlas.suites.schema import Budget, SuiteSpec, loc_to_path
 from gradatlas.suites.spec import (
     FACTORS,
@@ -146,6 +147,12 @@ def expand_suite(
     return Suite(spec, source, text, tuple(trials), overrides)
 
 
+def _block(origin: str) -> str:
+    """The block a cell's origin names: ``grid``, ``grids[2]``, ``include`` or ``the suite``."""
+    block = origin.split(".", 1)[0]
+    return "include" if block.startswith("include[") else block
+
+
 def _ok(key: str, value: Any) -> bool:
     if key == "grid":
         return isinstance(value, dict) and all(isinstance(v, list) for v in value.values())
@@ -192,16 +199,19 @@ class _Expander:
     def run(self) -> list[Trial]:
         spec = self.spec
         fixed, family, family_options, budget = self._fixed_settings()
-        levels = self._grid_levels()
+        levels = self._grid_levels(self.spec.grid or {}, "grid")
+        sub_levels = [
+            self._grid_levels(grid, f"grids[{i}]") for i, grid in enumerate(self.spec.grids)
+        ]
         self._check_lr_sources(fixed)
         if self.partial:
             return []
         dataset, shape = self._dataset()
         if self.errors:
             return []
-        if not self._plan_fits(levels):
+        if not self._plan_fits([levels, *sub_levels]):
             return []
-        cells = self._cells(levels)
+        cells = self._cells(levels) + self._sub_grid_cells(sub_levels)
         if self.errors:
             return []
         if not cells:
@@ -215,6 +225,9 @@ class _Expander:
         trials: list[Trial] = []
         first_origin: dict[str, str] = {}
         seeds = spec.seed_list()
+        # Every trial is labelled on every factor the plan varies anywhere (a factor its own
+        # grid does not name shows its fixed setting), so cells of different sub-grids compare.
+        varied = list(dict.fromkeys(name for cell, _ in cells for name in cell))
         for cell, origin in cells:
             base = resolve_trial(
                 {**fixed, **cell},
@@ -230,7 +243,10 @@ class _Expander:
                 continue
             where = ", ".join(origin.values()) or "the suite"
             if base.cell_id in first_origin:
-                if first_origin[base.cell_id] != where and not where.startswith("include["):
+                # Sub-grids and includes may share cells (a common baseline): run them once.
+                # Within one grid, two levels that give one trial are a mistake.
+                first = first_origin[base.cell_id]
+                if first != where and _block(first) == _block(where) and _block(where) != "include":
                     self.error(
                         f"gives the same trials as {first_origin[base.cell_id]}: a level that "
                         "changes nothing in the resolved config (remove one of them)",
@@ -238,12 +254,23 @@ class _Expander:
                     )
                 continue  # an include may repeat a grid cell: run it once
             first_origin[base.cell_id] = where
-            factor_labels = {n: FACTORS[n].label(v) for n, v in cell.items()}
+            factor_labels = {n: FACTORS[n].label(cell.get(n, fixed[n])) for n in varied}
             label = "-".join(factor_labels.values())
             for seed in seeds:
                 trial_spec = base if seed == base.seed else replace(base, seed=seed)
                 trials.append(Trial(trial_spec, factor_labels, label, spec.name))
+        self._check_blocks(trials)
         return trials
+
+    def _check_blocks(self, trials: list[Trial]) -> None:
+        """The ``claims`` and ``tune`` blocks name factors and levels of this plan."""
+        from gradatlas.suites.claims import check_claims
+        from gradatlas.suites.tune import check_tune
+
+        plan_levels = factor_levels(t.factors for t in trials)
+        self.errors += check_claims(self.spec.claims, plan_levels)
+        if self.spec.tune is not None:
+            self.errors += check_tune(self.spec.tune, plan_levels, trials)
 
     # -- the fixed blocks --------------------------------------------------------------------
     def _fixed_settings(self) -> tuple[dict[str, Any], str, dict[str, Any], dict[str, Any]]:
@@ -308,27 +335,28 @@ class _Expander:
                 )
 
     # -- the grid ----------------------------------------------------------------------------
-    def _grid_levels(self) -> dict[str, list[Any]]:
+    def _grid_levels(self, grid: dict[str, list[Any]], where: str) -> dict[str, list[Any]]:
+        """Each factor of one grid block (``grid`` or ``grids[i]``) -> its resolved levels."""
         levels: dict[str, list[Any]] = {}
-        for name, raw_levels in (self.spec.grid or {}).items():
+        for name, raw_levels in grid.items():
             if name not in FACTORS:
                 self.error(
                     f"unknown factor {short_repr(name)} (factors: {', '.join(FACTORS)})",
-                    f"grid.{field_key(name)}",
+                    f"{where}.{field_key(name)}",
                 )
                 continue
             factor = FACTORS[name]
             resolved, seen = [], {}
             for i, level in enumerate(raw_levels):
                 before = len(self.errors)
-                value = self._resolve(factor.resolve, level, f"grid.{name}[{i}]")
+                value = self._resolve(factor.resolve, level, f"{where}.{name}[{i}]")
                 if len(self.errors) > before:
                     continue
                 label = factor.label(value)
                 if label in seen:
                     self.error(
-                        f"repeats grid.{name}[{seen[label]}] ({label}): each level once",
-                        f"grid.{name}[{i}]",
+                        f"repeats {where}.{name}[{seen[label]}] ({label}): each level once",
+                        f"{where}.{name}[{i}]",
                     )
                     continue
                 seen[label] = i
@@ -336,10 +364,15 @@ class _Expander:
             levels[name] = resolved
         return levels
 
-    def _plan_fits(self, levels: dict[str, list[Any]]) -> bool:
+    def _plan_fits(self, grids: list[dict[str, list[Any]]]) -> bool:
         """The plan's size from the level counts alone, before anything is expanded (a
         ``seeds: 10**9`` or a 10^7-cell grid must be refused in microseconds, not built)."""
-        cells = math.prod(len(v) for v in levels.values()) + len(self.spec.include)
+        # An empty ``grid`` is one cell (every factor fixed) unless sub-grids replace it.
+        main, subs = grids[0], grids[1:]
+        cells = (math.prod(len(v) for v in main.values()) if main or not subs else 0) + sum(
+            math.prod(len(v) for v in g.values()) for g in subs
+        )
+        cells += len(self.spec.include)
         trials = cells * self.spec.seed_count
         limit = self.spec.limits.max_trials
         if trials > limit:
@@ -352,15 +385,31 @@ class _Expander:
             return False
         return True
 
+    def _sub_grid_cells(
+        self, grids: list[dict[str, list[Any]]]
+    ) -> list[tuple[dict[str, Any], dict[str, str]]]:
+        """The full cross of each of ``grids`` (no exclude rules: a sub-grid is written to be
+        run whole); factors a sub-grid does not name keep their fixed setting."""
+        cells = []
+        for g, levels in enumerate(grids):
+            names = list(levels)
+            for combo in itertools.product(*(range(len(levels[n])) for n in names)):
+                cell = {n: levels[n][i] for n, i in zip(names, combo, strict=True)}
+                origin = {n: f"grids[{g}].{n}[{i}]" for n, i in zip(names, combo, strict=True)}
+                cells.append((cell, origin))
+        return cells
+
     def _cells(self, levels: dict[str, list[Any]]) -> list[tuple[dict[str, Any], dict[str, str]]]:
         """The full cross of the grid, minus excluded cells, plus included ones. Each cell keeps
-        where each of its levels was written, so a combination error can point at it."""
+        where each of its levels was written, so a combination error can point at it. With
+        sub-grids (``grids``) and an empty ``grid``, the grid adds no cell of its own."""
         names = list(levels)
         rules = [self._exclude_rule(i, rule, levels) for i, rule in enumerate(self.spec.exclude)]
         if self.errors:
             return []
         cells = []
-        for combo in itertools.product(*(range(len(levels[n])) for n in names)):
+        crossed = itertools.product(*(range(len(levels[n])) for n in names))
+        for combo in crossed if levels or not self.spec.grids else ():
             if any(rule and all(combo[names.index(f)] in hit for f, hit in rule.items())
                    for rule in rules):  # fmt: skip
                 continue
@@ -416,7 +465,7 @@ class _Expander:
 
     # -- one cell against its dataset and the limits -----------------------------------------
     def _dataset(self) -> tuple[DatasetSpec, tuple[int, ...]]:
-        from gradatlas.datasets import DATASETS, describe
+        from gradatlas.datasets import DATASETS, default_seed, describe
 
         ds = self.spec.dataset
         try:
@@ -424,10 +473,13 @@ class _Expander:
         except UserInputError as exc:
             prefix = "dataset.name" if ds.name not in DATASETS else "dataset.options"
             self.errors.append(exc.located(prefix=prefix))
-            return DatasetSpec(ds.name, ds.seed, {}), ()
+            return DatasetSpec(ds.name, 0, {}), ()
         _, shape, outputs = describe(ds.name, options)
         self.num_outputs = outputs
-        return DatasetSpec(ds.name, ds.seed, options), shape
+        # ``default``: the dataset's own default seed, resolved here so the trial config (the
+        # identity) holds the number that was used.
+        seed = default_seed(ds.name) if ds.seed == "default" else ds.seed
+        return DatasetSpec(ds.name, seed, options), shape
 
     def _check_cell(self, trial: TrialSpec, shape: tuple[int, ...], origin: dict[str, str]) -> bool:
         """Model x dataset, norm x family, and the size limits, located at the level that caused

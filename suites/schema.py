@@ -40,8 +40,11 @@ class Section(BaseModel):
 
 
 class DatasetSection(Section):
+    """``seed`` fixes the data and its train/validation/test split; ``default`` is the
+    dataset's own default seed (mnist1d's generator: 42, the seed of its reference numbers)."""
+
     name: str = "mnist1d"
-    seed: Seed = 0
+    seed: Seed | Literal["default"] = 0
     options: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -49,7 +52,7 @@ class Budget(Section):
     """The training budget and numerics: the ``train`` settings that are not grid factors."""
 
     epochs: PositiveInt | None = None
-    steps: PositiveInt | None = None
+    steps: NonNegInt | None = None  # 0: probe-only (init profiles, no training, no outcome)
     precision: Literal["32", "64", "16-mixed", "bf16-mixed"] = "32"
     eval_every: NonNegInt = 0
 
@@ -75,11 +78,12 @@ class InstrumentSection(Section):
 class OutcomeSection(Section):
     """Thresholds of the outcome rules (see ``gradatlas.runners.outcome``); printed in reports."""
 
-    target_accuracy: Annotated[Finite, Field(gt=0.0, le=1.0)] = 0.6
+    target_accuracy: Annotated[Finite, Field(gt=0.0, le=1.0)] = 0.5
     target_loss: PositiveFloat = 0.2
     explode_grad_norm: PositiveFloat = 1e5
     vanish_grad_norm: PositiveFloat = 1e-7
-    vanish_ratio: PositiveFloat = 1e-5
+    vanish_ratio: PositiveFloat = 1e-4
+    vanish_update_ratio: PositiveFloat = 1e-4  # |dw| / |w| per step, per unit learning rate
     loss_progress: Fraction = 0.05
     chance_margin: Fraction = 0.05
 
@@ -105,12 +109,99 @@ class Limits(Section):
     max_steps: PositiveInt = 100_000_000
 
 
+class TuneParam(Section):
+    """One tuned hyper-parameter's range (``log``: sampled on a log scale)."""
+
+    low: Finite
+    high: Finite
+    log: bool = False
+
+    @model_validator(mode="after")
+    def _range(self) -> TuneParam:
+        if not self.low < self.high:
+            raise ValueError(f"low ({self.low:g}) must be below high ({self.high:g})")
+        if self.log and self.low <= 0:
+            raise ValueError(f"a log range needs low > 0, got {self.low:g}")
+        return self
+
+
+class TuneSampler(Section):
+    name: Literal["tpe", "random"] = "tpe"
+    seed: Seed = 0
+
+
+class TunePruner(Section):
+    """Stops tuning trials whose intermediate validation value lags (median: below the median
+    of earlier trials at the same step; successive_halving: outside the top 1/eta at a rung)."""
+
+    name: Literal["median", "successive_halving", "none"] = "median"
+    startup_trials: NonNegInt = 5  # median: trials that finish before any is pruned
+    warmup_steps: NonNegInt = 0  # median: steps before pruning starts
+    eta: Annotated[Int, Field(ge=2)] = 3  # successive_halving: keep the top 1/eta per rung
+    min_steps: PositiveInt = 50  # successive_halving: the first rung
+
+
+class MaxStableLr(Section):
+    """Bracketing of the largest learning rate that does not explode, per cell."""
+
+    low: PositiveFloat = 1e-4
+    high: PositiveFloat = 10.0
+    steps: PositiveInt = 6  # bisection steps on a log scale after the bracket is found
+
+
+class TuneSection(Section):
+    """Tuning before evaluation: one Optuna study per group of cells (``per``), each trial of a
+    study trained at sampled values on the tuning seeds; the suite's own seeds then run at
+    each group's best values (``gradatlas.runners.tuning``)."""
+
+    params: Annotated[dict[str, TuneParam], Field(min_length=1)]
+    per: list[str] = Field(default_factory=list)  # factors; [] = one study for the whole suite
+    # Only the cells matching every filter (factor -> level or list of levels) are tuned; the
+    # others run as written. {} = every cell.
+    where: dict[str, Any] = Field(default_factory=dict)
+    trials: PositiveInt = 20  # per study
+    steps: PositiveInt | None = None  # per tuning trial (default: the suite's own budget)
+    objective: Literal["val_acc", "val_loss"] = "val_acc"
+    sampler: TuneSampler = Field(default_factory=TuneSampler)
+    pruner: TunePruner = Field(default_factory=TunePruner)
+    seeds: Annotated[list[Seed], Field(min_length=1)] = Field(default_factory=lambda: [10_000])
+    max_stable_lr: MaxStableLr | None = None
+
+
+class ClaimSection(Section):
+    """One claim put to the test (``gradatlas.reports.claims``): the trials of group ``a`` and
+    group ``b`` (factor -> level or list of levels, within ``where``) are matched cell by cell
+    on every other factor, and ``metric`` is compared in the ``predict``ed direction; ``equal``
+    claims need a ``margin`` (no difference larger than it)."""
+
+    id: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=40)]
+    text: Annotated[str, Field(min_length=1)]
+    source: str = ""
+    metric: str
+    a: Annotated[dict[str, Any], Field(min_length=1)]
+    b: Annotated[dict[str, Any], Field(min_length=1)]
+    where: dict[str, Any] = Field(default_factory=dict)
+    predict: Literal["greater", "less", "equal"]
+    margin: PositiveFloat | None = None
+
+    @model_validator(mode="after")
+    def _margin(self) -> ClaimSection:
+        if self.predict == "equal" and self.margin is None:
+            raise ValueError(
+                "predict: equal needs a margin (the largest difference that is 'no difference')"
+            )
+        return self
+
+
 class SuiteSpec(Section):
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=80)]
     description: str = ""
     dataset: DatasetSection = Field(default_factory=DatasetSection)
     model: dict[str, Any] = Field(default_factory=dict)
     grid: dict[str, Annotated[list[Any], Field(min_length=1)]] = Field(default_factory=dict)
+    # More grids, each crossed on its own; the plan is their union with ``grid`` (a factor a
+    # sub-grid does not name keeps its fixed setting). One suite can hold several designs.
+    grids: list[dict[str, Annotated[list[Any], Field(min_length=1)]]] = Field(default_factory=list)
     exclude: list[dict[str, Any]] = Field(default_factory=list)
     include: list[dict[str, Any]] = Field(default_factory=list)
     seeds: PositiveInt | Annotated[list[Seed], Field(min_length=1)] = 1
@@ -119,6 +210,8 @@ class SuiteSpec(Section):
     outcomes: OutcomeSection = Field(default_factory=OutcomeSection)
     limits: Limits = Field(default_factory=Limits)
     execution: ExecutionSection = Field(default_factory=ExecutionSection)
+    tune: TuneSection | None = None
+    claims: list[ClaimSection] = Field(default_factory=list)
 
     @property
     def seed_count(self) -> int:

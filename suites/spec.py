@@ -24,6 +24,7 @@ from typing import Any
 from gradatlas.identity import cell_id, trial_id
 from gradatlas.suites import levels as lv
 from gradatlas.suites.levels import Clip, Named, WeightDecay
+from gradatlas.suites.schema import OutcomeSection
 
 __all__ = ["FACTORS", "Clip", "Factor", "Named", "TrialSpec", "WeightDecay"]
 
@@ -164,8 +165,15 @@ class OutcomeThresholds:
     explode_grad_norm: float
     vanish_grad_norm: float
     vanish_ratio: float
+    vanish_update_ratio: float
     loss_progress: float
     chance_margin: float
+
+    @classmethod
+    def from_config(cls, data: Mapping[str, Any]) -> OutcomeThresholds:
+        """A record written before a threshold existed (``vanish_update_ratio``) loads with
+        that threshold's default: a missing key takes ``OutcomeSection``'s value."""
+        return cls(**(OutcomeSection().model_dump() | dict(data)))
 
 
 @dataclass(frozen=True)
@@ -210,7 +218,7 @@ class TrialSpec:
             optim=OptimSpec.from_config(data["optim"]),
             train=TrainSpec.from_config(data["train"]),
             instrument=InstrumentSpec(**data["instrument"]),
-            outcomes=OutcomeThresholds(**data["outcomes"]),
+            outcomes=OutcomeThresholds.from_config(data["outcomes"]),
             seed=int(data["seed"]),
         )
 

@@ -40,7 +40,7 @@ def test_the_estimate_adds_up_over_the_trials():
     suite = load_suite("quickstart")
     est = estimate_cost(suite.trials)
     assert est.trials == len(suite.trials) == 36
-    assert est.steps == 36 * 24 * 32  # 4,000 MNIST-1D training examples in batches of 128
+    assert est.steps == 36 * 24 * 25  # 3,200 MNIST-1D training examples in batches of 128
     assert est.gpu_seconds == pytest.approx(sum(trial_cost(t.spec)[2] for t in suite.trials))
     assert est.gpu_hours == pytest.approx(est.gpu_seconds / 3600)
     assert est.mean_seconds == pytest.approx(est.gpu_seconds / 36)
@@ -56,7 +56,7 @@ def test_more_steps_cost_more():
     assert long[1] > short[1] and long[2] > short[2]
     # Fewer examples per epoch make fewer steps (and an epoch is ceil(train / batch) steps).
     small = one_trial("dataset.options={num_samples: 1000}")
-    assert trial_cost(small)[0] == 24 * 7  # 800 training examples in batches of 128
+    assert trial_cost(small)[0] == 24 * 5  # 640 training examples in batches of 128
 
 
 def test_deeper_and_wider_nets_cost_more():
@@ -94,11 +94,11 @@ def test_the_atlas_smoke_slice_is_small_and_the_full_atlas_is_a_cluster_job():
 
 
 def test_split_sizes_follow_the_dataset_options():
-    assert split_sizes("mnist1d", {"num_samples": 5000, "train_split": 0.8}) == (4000, 1000)
-    assert split_sizes("digits", {"val_fraction": 0.2}) == (1438, 359)
-    assert split_sizes("mnist", {"limit_train": 0}) == (60_000, 10_000)
-    assert split_sizes("fashion_mnist", {"limit_train": 5000}) == (5000, 10_000)
-    assert split_sizes("cifar10", {}) == (50_000, 10_000)
+    assert split_sizes("mnist1d", {"num_samples": 5000, "train_split": 0.8}) == (3200, 800)
+    assert split_sizes("digits", {"val_fraction": 0.2}) == (1079, 359)
+    assert split_sizes("mnist", {"limit_train": 0}) == (55_000, 5000)
+    assert split_sizes("fashion_mnist", {"limit_train": 5000, "val_size": 1000}) == (5000, 1000)
+    assert split_sizes("cifar10", {}) == (45_000, 5000)
     assert split_sizes("teacher", {"n_train": 300, "n_val": 50}) == (300, 50)
     with pytest.raises(ValueError, match="SPLIT_SIZES"):
         split_sizes("imagenet", {})

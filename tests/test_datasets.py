@@ -61,7 +61,9 @@ def test_mnist1d_shapes_and_standardization() -> None:
         10,
         10,
     )
-    assert d.x_train.shape == (400, 1, 40) and d.x_val.shape == (100, 1, 40)
+    # The generator's 400/100 train/test split; validation is 20% of its train split.
+    assert d.x_train.shape == (320, 1, 40) and d.x_val.shape == (80, 1, 40)
+    assert d.x_test.shape == (100, 1, 40)
     assert d.x_train.dtype == torch.float32 and d.y_train.dtype == torch.int64
     assert set(d.y_train.tolist()) == set(range(10))
     assert_standardized(d.x_train, (0, 2))
@@ -80,6 +82,7 @@ def test_mnist1d_determined_by_seed_and_leaves_global_rng_alone() -> None:
     b = DATASETS.build("mnist1d", 0, **SMALL_MNIST1D)
     c = load_dataset("mnist1d", 1, SMALL_MNIST1D)
     assert torch.equal(a.x_train, b.x_train) and torch.equal(a.y_val, b.y_val)
+    assert torch.equal(a.y_test, b.y_test)
     assert not torch.equal(a.x_train, c.x_train)
 
 
@@ -97,7 +100,7 @@ def test_mnist1d_disk_cache_is_written_and_reused(tmp_path: Path) -> None:
     np.savez(path, **arrays)
     clear_cache()
     second = load_dataset("mnist1d", 3, SMALL_MNIST1D)
-    assert (second.y_train == 7).all()
+    assert (second.y_train == 7).all() and (second.y_val == 7).all()
     assert torch.equal(first.x_train, second.x_train)
 
     # A damaged file is regenerated, not trusted.
@@ -117,12 +120,14 @@ def test_in_process_cache_keys_on_resolved_options() -> None:
 def test_digits() -> None:
     d = load_dataset("digits", 0, {"val_fraction": 0.25})
     assert d.input_shape == (1, 8, 8) and d.num_classes == 10
-    assert len(d.x_train) + len(d.x_val) == 1797 and len(d.x_val) == round(1797 * 0.25)
+    assert len(d.x_train) + len(d.x_val) + len(d.x_test) == 1797
+    assert len(d.x_val) == round(1797 * 0.25) and len(d.x_test) == round(1797 * 0.2)
     assert d.x_train.shape[1:] == (1, 8, 8) and d.x_train.dtype == torch.float32
     assert_standardized(d.x_train, (0, 2, 3))
     again = DATASETS.build("digits", 0, val_fraction=0.25)
     other = DATASETS.build("digits", 1, val_fraction=0.25)
     assert torch.equal(d.x_val, again.x_val) and torch.equal(d.y_train, again.y_train)
+    assert torch.equal(d.x_test, again.x_test)
     assert not torch.equal(d.y_train, other.y_train)
 
 
@@ -131,6 +136,7 @@ def test_teacher() -> None:
     d = load_dataset("teacher", 0, opts)
     assert (d.task, d.input_shape, d.num_outputs, d.num_classes) == ("regression", (5,), 3, None)
     assert d.x_train.shape == (300, 5) and d.y_train.shape == (300, 3) and d.y_val.shape == (100, 3)
+    assert d.y_test.shape == (1000, 3)
     assert d.y_train.dtype == torch.float32
     assert_standardized(d.x_train, (0,))
     assert_standardized(d.y_train, (0,))
@@ -199,27 +205,30 @@ def expected_standardized(train: np.ndarray, other: np.ndarray) -> torch.Tensor:
 )
 def test_mnist_family_reads_idx_files(tmp_path: Path, name: str, folder: str) -> None:
     arrays = write_mnist(tmp_path, folder)
-    d = load_dataset(name, 0, {"data_dir": str(tmp_path)})
+    d = load_dataset(name, 0, {"data_dir": str(tmp_path), "val_size": 5})
     assert d.input_shape == (1, 28, 28) and d.num_classes == 10
-    assert d.x_train.shape == (20, 1, 28, 28) and d.x_val.shape == (10, 1, 28, 28)
-    assert d.y_train.tolist() == arrays["train_y"].tolist()
-    assert d.y_val.tolist() == arrays["test_y"].tolist()
-    train, test = arrays["train_x"][:, None], arrays["test_x"][:, None]
-    assert torch.allclose(d.x_train, expected_standardized(train, train), atol=1e-5)
-    assert torch.allclose(d.x_val, expected_standardized(train, test), atol=1e-5)
+    assert d.x_train.shape == (15, 1, 28, 28) and d.x_val.shape == (5, 1, 28, 28)
+    assert d.x_test.shape == (10, 1, 28, 28)
+    assert d.y_test.tolist() == arrays["test_y"].tolist()
+    # Validation and train partition the official train split; test is the official test split.
+    assert sorted(d.y_train.tolist() + d.y_val.tolist()) == sorted(arrays["train_y"].tolist())
+    assert_standardized(d.x_train, (0, 2, 3))
 
 
 def test_mnist_limit_train_is_a_seeded_subset(tmp_path: Path) -> None:
     arrays = write_mnist(tmp_path, "MNIST")
     opts = {"data_dir": str(tmp_path), "limit_train": 8}
+    opts["val_size"] = 5
     a = load_dataset("mnist", 0, opts)
     b = DATASETS.build("mnist", 0, **opts)
     c = DATASETS.build("mnist", 5, **opts)
-    assert a.x_train.shape == (8, 1, 28, 28) and len(a.x_val) == 10
+    assert a.x_train.shape == (8, 1, 28, 28) and len(a.x_val) == 5 and len(a.x_test) == 10
     assert torch.equal(a.x_train, b.x_train) and not torch.equal(a.y_train, c.y_train)
     assert set(a.y_train.tolist()) <= set(arrays["train_y"].tolist())
     with pytest.raises(UserInputError, match="limit_train"):
-        load_dataset("mnist", 0, {"data_dir": str(tmp_path), "limit_train": 21})
+        load_dataset("mnist", 0, {"data_dir": str(tmp_path), "limit_train": 16, "val_size": 5})
+    with pytest.raises(UserInputError, match="val_size"):
+        load_dataset("mnist", 0, {"data_dir": str(tmp_path), "val_size": 20})
 
 
 def test_data_dir_defaults_to_gradatlas_data(
@@ -227,7 +236,7 @@ def test_data_dir_defaults_to_gradatlas_data(
 ) -> None:
     write_mnist(tmp_path, "MNIST")
     monkeypatch.setenv("GRADATLAS_DATA", str(tmp_path))
-    assert len(load_dataset("mnist", 0, {}).x_train) == 20
+    assert len(load_dataset("mnist", 0, {"val_size": 4}).x_train) == 16
 
 
 def write_cifar(root: Path) -> dict[str, np.ndarray]:
@@ -257,14 +266,12 @@ def write_cifar(root: Path) -> dict[str, np.ndarray]:
 
 def test_cifar10_reads_pickled_batches(tmp_path: Path) -> None:
     arrays = write_cifar(tmp_path)
-    d = load_dataset("cifar10", 0, {"data_dir": str(tmp_path), "verify": False})
+    d = load_dataset("cifar10", 0, {"data_dir": str(tmp_path), "verify": False, "val_size": 4})
     assert d.input_shape == (3, 32, 32) and d.num_classes == 10
-    assert d.x_train.shape == (20, 3, 32, 32) and d.x_val.shape == (6, 3, 32, 32)
-    assert d.y_train.tolist() == arrays["train_y"].tolist()
-    assert d.y_val.tolist() == arrays["test_y"].tolist()
-    train, test = arrays["train_x"], arrays["test_x"]
-    assert torch.allclose(d.x_train, expected_standardized(train, train), atol=1e-5)
-    assert torch.allclose(d.x_val, expected_standardized(train, test), atol=1e-5)
+    assert d.x_train.shape == (16, 3, 32, 32) and d.x_val.shape == (4, 3, 32, 32)
+    assert d.x_test.shape == (6, 3, 32, 32)
+    assert sorted(d.y_train.tolist() + d.y_val.tolist()) == sorted(arrays["train_y"].tolist())
+    assert d.y_test.tolist() == arrays["test_y"].tolist()
 
 
 def test_cifar10_verifies_checksums_by_default(tmp_path: Path) -> None:
@@ -309,7 +316,8 @@ def test_unknown_option_is_named() -> None:
         ("mnist1d", {"train_split": 1.5}, "train_split"),
         ("digits", {"val_fraction": 0.0}, "val_fraction"),
         ("teacher", {"depth": -1}, "depth"),
-        ("mnist", {"val_from": "train"}, "val_from"),
+        ("mnist", {"val_size": 0}, "val_size"),
+        ("mnist1d", {"val_fraction": 1.0}, "val_fraction"),
         ("cifar10", {"verify": "perhaps"}, "verify"),
     ],
 )

@@ -1,4 +1,5 @@
-"""Each outcome rule, on traces built by hand: the verdict follows from the numbers."""
+"""Each outcome rule, on traces built by hand: the verdict follows from the numbers; then the
+vanishing rule on the textbook trials it exists for, trained for real."""
 
 from __future__ import annotations
 
@@ -11,12 +12,26 @@ from gradatlas.suites.schema import OutcomeSection
 T = OutcomeSection().model_dump() | {"target_accuracy": 0.6}
 
 
-def trace(loss, grad=None, val_acc=None, val_loss=None, layers=None, task="classification"):
+def trace(
+    loss,
+    grad=None,
+    val_acc=None,
+    val_loss=None,
+    layers=None,
+    task="classification",
+    updates=None,
+    lr=None,
+):
+    """``updates``: per-record |dw| / |w| rows like ``layers``; ``lr``: one rate for every
+    record, or one per record."""
     n = len(loss)
     grad = np.ones(n) if grad is None else np.asarray(grad, float)
     val_acc = np.asarray(val_acc if val_acc is not None else [0.1, 0.2, 0.3], float)
     val_loss = np.asarray(val_loss if val_loss is not None else [2.3] * len(val_acc), float)
     layers = np.asarray(layers if layers is not None else [[1.0, 1.0]] * 3, float)
+    updates = None if updates is None else np.asarray(updates, float)
+    if lr is not None:
+        lr = np.broadcast_to(np.asarray(lr, float), (len(layers),)).copy()
     return Trace(
         task=task,
         num_classes=10 if task == "classification" else None,
@@ -27,6 +42,8 @@ def trace(loss, grad=None, val_acc=None, val_loss=None, layers=None, task="class
         val_acc=val_acc if task == "classification" else None,
         layer_steps=np.arange(len(layers)) * 5,
         layer_grad_norm=layers,
+        layer_update_ratio=updates,
+        layer_lr=lr,
     )
 
 
@@ -126,3 +143,143 @@ def test_outcome_names_live_in_the_record():
     from gradatlas.runners import outcome
 
     assert outcome.OUTCOMES is record.OUTCOMES
+
+
+# -- rule 3 beyond the two ends: uniformly small gradients, tiny learning rates, dead units --------
+FLAT = [2.35, 2.31, 2.303, 2.303, 2.303]  # at chance throughout
+CHANCE = [0.1, 0.1, 0.11]  # val accuracy: no better than chance either
+# The Xavier d30 ReLU net as measured (mnist1d, momentum lr 0.02): every hidden layer's gradient
+# near 3e-7, the head's 2e-3 (so 1.6e-4 of it: above vanish_ratio), updates of 2e-9 per step.
+UNIFORM = [[3.5e-7, 3.8e-7, 2.1e-3]] * 4
+UNIFORM_UPDATES = [[2.1e-9, 2.2e-9, 1.9e-5]] * 4
+
+
+def test_uniformly_small_gradients_vanish_by_their_update_ratio():
+    out = classify(trace(FLAT, layers=UNIFORM, updates=UNIFORM_UPDATES, lr=0.02), T)
+    assert out.label == "vanished", out.reason
+    assert "(update ratio below threshold)" in out.reason
+    # The figures behind the label, with their thresholds.
+    for figure in ("3.5e-07", "0.000167 of the last layer's", "2.1e-09 at lr 0.02", "1.05e-07 per"):
+        assert figure in out.reason, out.reason
+    for threshold in ("(threshold 1e-07)", "(threshold 0.0001)"):
+        assert threshold in out.reason
+    # Both ends of the net are above the other two tests: without the updates it was stalled.
+    assert classify(trace(FLAT, layers=UNIFORM, val_acc=CHANCE), T).label == "stalled"
+
+
+def test_a_tiny_learning_rate_is_not_a_vanished_gradient():
+    # Healthy gradients, lr 1e-6: the layers barely move (update ratio 4e-7, below what the
+    # vanishing net above shows per step) but per unit lr the update is 0.4, a learning layer's.
+    healthy = [[0.73, 0.9, 1.9]] * 4
+    updates = [[4.3e-7, 5e-7, 4e-6]] * 4
+    out = classify(trace(FLAT, layers=healthy, updates=updates, lr=1e-6, val_acc=CHANCE), T)
+    assert out.label == "stalled", out.reason
+
+
+def test_a_healthy_slow_learner_is_not_vanished():
+    # The loss fell 3.5% (within loss_progress of its reference), val accuracy rose past chance
+    # + margin, the first layer moved 3.6e-5 per step at lr 1e-3: learning, slowly.
+    slow = [2.35, 2.30, 2.27, 2.24, 2.22]
+    t = trace(slow, layers=[[0.41, 0.47]] * 4, updates=[[3.6e-5, 1e-4]] * 4, lr=1e-3)
+    t.val_acc = np.asarray([0.1, 0.14, 0.18])
+    out = classify(t, T)
+    assert out.label == "unconverged", out.reason
+
+
+def test_update_test_reads_only_records_with_a_learning_rate():
+    # A warm-up from lr 0 and a non-finite record are skipped, not divided by.
+    updates = [[0.0, 1e-5], [np.nan, 1e-5], [2e-9, 1e-5], [2e-9, 1e-5]]
+    out = classify(trace(FLAT, layers=UNIFORM, updates=updates, lr=[0.0, 0.02, 0.02, 0.02]), T)
+    assert out.label == "vanished" and "1e-07 per unit lr" in out.reason, out.reason
+    # Not recorded: the test is skipped and the reason says so.
+    out = classify(trace(FLAT, layers=[[1e-9, 1e-3]] * 3), T)
+    assert out.label == "vanished" and "update ratio not recorded" in out.reason
+
+
+def test_exact_zero_gradients_are_dead_units():
+    # A ReLU net that collapsed mid-training: healthy records, then exactly zero in every layer.
+    layers = [[0.7, 1.4, 2.2]] * 4 + [[0.0, 0.0, 0.0]] * 6
+    updates = [[3e-2, 6e-2, 2e-1]] * 4 + [[1e-6, 1e-6, 1e-6]] * 6  # momentum still coasting
+    out = classify(trace(FLAT, layers=layers, updates=updates, lr=0.5), T)
+    assert out.label == "vanished"
+    assert out.reason.startswith("dead units: the first layer's gradient was exactly 0 at 5 of 5")
+    assert "the first 3 of 3 weight layers'" in out.reason
+    assert "stayed near its reference" in out.reason
+    # Dead from the start, only the first layer (the layers above it still get gradients).
+    out = classify(trace(FLAT, layers=[[0.0, 0.3, 0.5]] * 6), T)
+    assert out.reason.startswith("dead units:") and "the first 1 of 3" in out.reason
+
+
+def test_a_few_zero_records_are_not_dead_units():
+    layers = [[1e-9, 1e-3]] * 6 + [[0.0, 1e-3]] * 2  # 2 of 4 in the second half: not most
+    out = classify(trace(FLAT, layers=layers), T)
+    assert out.label == "vanished" and not out.reason.startswith("dead units")
+
+
+def test_dead_units_need_the_loss_to_have_stayed_flat():
+    learned = [2.9, 2.0, 1.5, 1.2, 1.0]
+    t = trace(learned, layers=[[0.0, 0.3]] * 6, val_acc=[0.1, 0.2, 0.4])
+    assert classify(t, T).label == "unconverged"
+
+
+# -- thresholds: one set of defaults, documented as they are ---------------------------------------
+def test_readme_example_outcomes_are_the_schema_defaults():
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```yaml\n(.*?)```", readme, flags=re.S)
+    (example,) = [b for b in blocks if "\noutcomes:" in b]
+    documented = yaml.safe_load(example)["outcomes"]
+    assert documented == OutcomeSection().model_dump()  # every threshold, at its default
+
+
+def test_records_written_before_a_threshold_existed_still_load():
+    from gradatlas.suites import load_suite
+    from gradatlas.suites.spec import TrialSpec
+
+    trial = load_suite("quickstart").trials[0]
+    old = trial.config | {"outcomes": dict(trial.config["outcomes"])}
+    del old["outcomes"]["vanish_update_ratio"]
+    spec = TrialSpec.from_config(old)
+    assert spec.outcomes.vanish_update_ratio == OutcomeSection().vanish_update_ratio
+    assert spec.model == trial.spec.model and spec.outcomes.vanish_ratio == 1e-4
+
+
+# -- the textbook trials, trained (mnist1d, SGD momentum lr 0.02, batch 128, 200 steps) ----------
+DEAD_INIT = {"name": "normal", "std": 0.01, "mean": -0.05}  # layers past the first: all ReLUs off
+TEXTBOOK = {  # name: (depth, width, activation, init, expected label)
+    # He et al. 2015: 30 ReLU layers under Xavier init do not learn; under He init they do.
+    "relu-d30-xavier": (30, 64, "relu", "xavier_normal", "vanished"),
+    "relu-d30-he": (30, 64, "relu", "kaiming_normal", "unconverged"),
+    # Glorot & Bengio 2010: deep sigmoid nets vanish under either init, normalized or standard.
+    "sigmoid-8x128-xavier": (8, 128, "sigmoid", "xavier_normal", "vanished"),
+    "sigmoid-8x128-standard": (8, 128, "sigmoid", "glorot_standard", "vanished"),
+    "relu-d3-dead": (3, 64, "relu", DEAD_INIT, "vanished"),
+}
+
+
+@pytest.mark.parametrize("name", list(TEXTBOOK))
+def test_textbook_trials(name):
+    from gradatlas.runners.trial import run_trial, set_threads
+    from gradatlas.suites.expand import expand_suite
+
+    set_threads(1)
+    depth, width, activation, init, label = TEXTBOOK[name]
+    suite = {
+        "name": name,
+        "dataset": {"name": "mnist1d", "seed": 0},
+        "model": {"family": "mlp", "depth": depth, "width": width, "activation": activation}
+        | {"init": init},
+        "train": {"steps": 200, "batch_size": 128, "optimizer": "momentum", "lr": 0.02},
+        "instrument": {"every": 10},
+    }
+    (trial,) = expand_suite(suite, source="test").trials
+    out = run_trial(trial, accelerator="cpu").outcome
+    assert out.label == label, out.reason
+    if name == "relu-d30-xavier":  # caught by the update ratio alone, as the rule intends
+        assert "(update ratio below threshold)" in out.reason, out.reason
+    if name == "relu-d3-dead":
+        assert out.reason.startswith("dead units:"), out.reason

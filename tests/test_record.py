@@ -112,7 +112,7 @@ def test_record_rebuilt_from_run_data_is_schema_0_and_reads_back() -> None:
 def test_final_label_is_the_only_killed_rule() -> None:
     assert R.final_label("converged", False) == "converged"
     assert R.final_label("exploded", True) == R.KILLED == "killed"
-    assert (*R.OUTCOMES, "killed") == R.OUTCOME_ORDER
+    assert (*R.OUTCOMES, R.PROBE, "killed") == R.OUTCOME_ORDER
 
 
 def test_tags_params_and_metrics_follow_the_record() -> None:

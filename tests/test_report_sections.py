@@ -47,10 +47,15 @@ class Appendix:
         return [Para(f"{len(ctx.cells)} cells, built {ctx.built_at:%Y}")]
 
 
+# The sections every report has; claims, tuning and a paper's claim appear only where they apply
+# (a suite with a claims or tune block, a literature suite), and the fake experiment has none.
+EVERY_REPORT = [s for s in SECTIONS if not hasattr(s, "applies")]
+
+
 def test_sections_are_numbered_by_their_place_in_the_list() -> None:
     doc = build_document(fake_experiment(FACTORS))
-    titles = [s.title for s in SECTIONS]
-    assert [s.number for s in doc.sections] == list(range(1, len(SECTIONS) + 1))
+    titles = [s.title for s in EVERY_REPORT]
+    assert [s.number for s in doc.sections] == list(range(1, len(EVERY_REPORT) + 1))
     assert [s.title for s in doc.sections] == titles
     html_text = render_html(doc)
     assert parse(html_text).headings == numbered(titles)
@@ -63,16 +68,29 @@ def test_a_section_appended_to_the_list_is_built_and_numbered_last(monkeypatch) 
     monkeypatch.setattr(sections, "SECTIONS", [*SECTIONS, Appendix()])
     doc = build_document(fake_experiment(FACTORS), built_at=datetime(2031, 1, 2, tzinfo=UTC))
     last = doc.sections[-1]
-    assert (last.number, last.title) == (len(SECTIONS) + 1, "Appendix")
+    assert (last.number, last.title) == (len(EVERY_REPORT) + 1, "Appendix")
     assert [b.text for b in last.blocks] == ["4 cells, built 2031"]  # it read the shared context
     page = parse(render_html(doc))
-    assert page.headings == numbered([*(s.title for s in SECTIONS), "Appendix"])
+    assert page.headings == numbered([*(s.title for s in EVERY_REPORT), "Appendix"])
+
+
+def test_a_section_that_does_not_apply_is_left_out_and_not_numbered(monkeypatch) -> None:
+    class Absent(Appendix):
+        title = "Absent"
+
+        def applies(self, ctx: ReportContext) -> bool:
+            return False
+
+    monkeypatch.setattr(sections, "SECTIONS", [Absent(), *EVERY_REPORT, Appendix()])
+    doc = build_document(fake_experiment(FACTORS))
+    assert [s.title for s in doc.sections] == [*(s.title for s in EVERY_REPORT), "Appendix"]
+    assert doc.sections[0].number == 1
 
 
 def test_reordering_the_list_renumbers_every_section(monkeypatch) -> None:
     monkeypatch.setattr(sections, "SECTIONS", list(reversed(SECTIONS)))
     doc = build_document(fake_experiment(FACTORS))
-    assert [s.heading for s in doc.sections] == numbered([s.title for s in reversed(SECTIONS)])
+    assert [s.heading for s in doc.sections] == numbered([s.title for s in reversed(EVERY_REPORT)])
 
 
 def test_the_cell_table_is_computed_once_per_report(monkeypatch) -> None:

@@ -1,0 +1,286 @@
+"""A suite's ``claims`` block: the metrics a claim may compare, and its validation against the plan.
+
+A claim compares ``metric`` between group ``a`` and group ``b`` (factor -> level, or a list of
+levels) among the trials that pass ``where``, matched on every other factor
+(``gradatlas.reports.claims`` does the matching and the statistics). Validation here is complete
+and fast (no torch, no pandas), and runs with the rest of the suite's: every factor a claim
+names is varied by the plan, every level it names is one of the plan's, ``a`` and ``b`` name the
+same factors with levels that tell the groups apart, ``metric`` is in ``METRICS`` and ids are
+unique. Levels are written as in the grid (``20``, ``kaiming_normal``, ``0.001``) or as the
+label the trials carry (``d20``, ``lr0.001``).
+
+``METRICS`` is the registry of what a claim can measure: adding one is one entry here, plus, for
+a metric that is not a summary column, its computation in ``reports/claims.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from gradatlas.errors import UserInputError, field_key, short_repr
+
+OUTCOME = "outcome"  # a rate metric's ``reads``: the trial's outcome label
+LOSS_CURVE = "curves.train.loss"  # loss_roughness reads the recorded training loss curve
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One quantity a claim can compare.
+
+    ``kind`` says which test applies: ``rate`` (a yes/no per trial, the exact stratified test)
+    or ``continuous`` (a number per trial, paired differences). ``reads`` is the trial column
+    (a summary metric), ``outcome`` for rates (``outcomes`` lists the labels that count as a
+    yes), or the record field it is computed from. ``log10``: compared on a log scale (ratios,
+    learning rates), so the effect is a log10 ratio. ``unit`` labels the effect in the report.
+    """
+
+    name: str
+    kind: Literal["rate", "continuous"]
+    reads: str
+    description: str
+    unit: str
+    outcomes: tuple[str, ...] = ()
+    log10: bool = False
+
+
+def _rate(name: str, outcomes: tuple[str, ...], description: str) -> Metric:
+    return Metric(name, "rate", OUTCOME, description, "rate difference", outcomes)
+
+
+METRICS: dict[str, Metric] = {
+    m.name: m
+    for m in [
+        _rate("converged_rate", ("converged",), "share of trials labelled converged"),
+        _rate("vanished_rate", ("vanished",), "share of trials labelled vanished"),
+        _rate("exploded_rate", ("exploded",), "share of trials labelled exploded"),
+        _rate("stalled_rate", ("stalled",), "share of trials labelled stalled"),
+        _rate(
+            "trainable_rate",
+            ("converged", "unconverged"),
+            "share of trials that trained (converged or unconverged: neither stalled, vanished "
+            "nor exploded)",
+        ),
+        Metric("test_acc", "continuous", "test_acc", "accuracy on the test split", "accuracy"),
+        Metric("test_loss", "continuous", "test_loss", "loss on the test split", "loss"),
+        Metric(
+            "final_train_loss",
+            "continuous",
+            "final_train_loss",
+            "training loss at the end",
+            "loss",
+        ),
+        Metric(
+            "steps_to_target",
+            "continuous",
+            "steps_to_target",
+            "optimizer steps until the target was reached; a trial that never reached it (any "
+            "outcome but converged) counts as one step more than the longest run among the "
+            "claim's trials: a restricted mean, where never getting there is slowest",
+            "steps",
+        ),
+        Metric(
+            "generalization_gap",
+            "continuous",
+            "generalization_gap",
+            "final training accuracy minus test accuracy",
+            "accuracy",
+        ),
+        Metric(
+            "init_grad_ratio",
+            "continuous",
+            "init_grad_ratio",
+            "first-layer over last-layer gradient norm at initialization, compared as log10",
+            "log10 ratio",
+            log10=True,
+        ),
+        Metric(
+            "loss_roughness",
+            "continuous",
+            LOSS_CURVE,
+            "median absolute second difference of log training loss along the recorded curve "
+            "(0 for a smooth geometric decay; large for a jagged one)",
+            "log loss",
+        ),
+        Metric(
+            "max_stable_lr",
+            "continuous",
+            "max_stable_lr",
+            "largest learning rate that did not explode (bracketed per cell), compared as log10",
+            "log10 lr",
+            log10=True,
+        ),
+    ]
+}
+
+
+def metric(name: str) -> Metric:
+    """The metric of this name; ``UserInputError`` naming the known ones otherwise."""
+    try:
+        return METRICS[name]
+    except KeyError:
+        raise UserInputError(
+            f"unknown metric {short_repr(name)} (metrics: {', '.join(METRICS)})"
+        ) from None
+
+
+# -- levels as the trials label them -------------------------------------------------------------
+def level_label(factor: str, written: Any) -> str:
+    """The label the trials carry for one level written as in the grid (``20`` -> ``d20``,
+    ``0.001`` for lr -> ``lr0.001``); ``UserInputError`` when it is no level of the factor."""
+    from gradatlas.suites.spec import FACTORS
+
+    spec = FACTORS[factor]
+    return spec.label(spec.resolve(written))
+
+
+def filter_labels(
+    filters: Mapping[str, Any], levels: Mapping[str, Sequence[str]], *, in_plan: bool = True
+) -> tuple[dict[str, list[str]], list[UserInputError]]:
+    """A claim's ``a``, ``b`` or ``where`` as factor -> level labels, and the problems found
+    (fields relative to the block: ``init``, ``depth[1]``). A written string that is one of
+    ``levels`` is taken as that label; anything else is resolved and labelled. ``in_plan``:
+    a label that is not in ``levels`` is a problem (the report, which says itself what has no
+    trial, turns this off). A factor with a problem is left out of the result."""
+    out: dict[str, list[str]] = {}
+    errors: list[UserInputError] = []
+    for factor, written in filters.items():
+        key = field_key(factor)
+        if factor not in levels:
+            errors.append(UserInputError(_unknown_factor(factor, levels), field=key))
+            continue
+        allowed = list(levels[factor])
+        values = written if isinstance(written, list) else [written]
+        labels: list[str] = []
+        before = len(errors)
+        for j, value in enumerate(values):
+            at = f"{key}[{j}]" if isinstance(written, list) else key
+            if isinstance(value, str) and value in allowed:
+                labels.append(value)
+                continue
+            try:
+                label = level_label(factor, value)
+            except UserInputError as exc:
+                errors.append(UserInputError(f"{exc.message}; {_levels_text(allowed)}", field=at))
+                continue
+            if in_plan and label not in allowed:
+                shown = short_repr(value) + ("" if label == value else f" (label {label!r})")
+                errors.append(
+                    UserInputError(f"level {shown} is not one of {_levels_text(allowed)}", field=at)
+                )
+                continue
+            labels.append(label)
+        if not values:
+            errors.append(UserInputError("an empty list of levels selects no trial", field=key))
+        if len(errors) == before:
+            out[factor] = list(dict.fromkeys(labels))
+    return out, errors
+
+
+def _levels_text(allowed: Sequence[str]) -> str:
+    return f"the plan's levels: {', '.join(allowed)}"
+
+
+def _unknown_factor(factor: Any, levels: Mapping[str, Sequence[str]]) -> str:
+    from gradatlas.suites.spec import FACTORS
+
+    varied = ", ".join(levels) or "none"
+    if factor in FACTORS:
+        return (
+            f"{factor} is not varied by this suite's plan, so no claim can compare its levels "
+            f"(varied factors: {varied})"
+        )
+    return f"unknown factor {short_repr(factor)} (varied factors: {varied})"
+
+
+# -- the check the suite's validation runs -------------------------------------------------------
+def _get(claim: Any, name: str, default: Any = None) -> Any:
+    """A field of a ``ClaimSection`` or of its dumped dict (reports read the dumped form)."""
+    if isinstance(claim, Mapping):
+        return claim.get(name, default)
+    return getattr(claim, name, default)
+
+
+def check_claims(claims: Sequence[Any], levels: Mapping[str, list[str]]) -> list[UserInputError]:
+    """Problems of ``claims`` (``ClaimSection``s or their dicts) given the plan's factor ->
+    level labels (every varied factor). Fields are ``claims[i].a.init`` and the like."""
+    errors: list[UserInputError] = []
+    seen: dict[str, int] = {}
+    for i, claim in enumerate(claims):
+        at = f"claims[{i}]"
+        cid = str(_get(claim, "id", ""))
+        if cid in seen:
+            errors.append(
+                UserInputError(
+                    f"repeats the id of claims[{seen[cid]}] ({cid!r}): each claim needs its own",
+                    field=f"{at}.id",
+                )
+            )
+        seen.setdefault(cid, i)
+        name = _get(claim, "metric", "")
+        known = METRICS.get(name) if isinstance(name, str) else None
+        if known is None:
+            errors.append(
+                UserInputError(
+                    f"unknown metric {short_repr(name)} (metrics: {', '.join(METRICS)})",
+                    field=f"{at}.metric",
+                )
+            )
+        margin = _get(claim, "margin")
+        if known is not None and known.kind == "rate" and margin is not None and margin >= 1:
+            errors.append(
+                UserInputError(
+                    f"{name} is a rate: its margin is a difference of rates (0.1 = 10 "
+                    f"percentage points) and must be below 1, got {margin!r}",
+                    field=f"{at}.margin",
+                )
+            )
+        groups = {}
+        for block in ("a", "b", "where"):
+            filters = _get(claim, block) or {}
+            labels, problems = filter_labels(filters, levels)
+            errors += [e.located(prefix=f"{at}.{block}") for e in problems]
+            groups[block] = labels
+        errors += _check_groups(at, _get(claim, "a") or {}, _get(claim, "b") or {}, groups)
+        for factor in groups["where"]:
+            if factor in groups["a"] or factor in groups["b"]:
+                errors.append(
+                    UserInputError(
+                        f"{factor} is compared in a and b, so it cannot also filter the trials "
+                        "(drop it from where)",
+                        field=f"{at}.where.{field_key(factor)}",
+                    )
+                )
+    return errors
+
+
+def _check_groups(
+    at: str, a: Mapping[str, Any], b: Mapping[str, Any], groups: dict[str, dict[str, list[str]]]
+) -> list[UserInputError]:
+    """``a`` and ``b`` name the same factors, and some factor's levels tell them apart."""
+    if set(a) != set(b):
+        only_a, only_b = sorted(set(a) - set(b)), sorted(set(b) - set(a))
+        parts = [f"a names {', '.join(only_a)}" if only_a else ""]
+        parts.append(f"b names {', '.join(only_b)}" if only_b else "")
+        return [
+            UserInputError(
+                f"a and b must name the same factors ({'; '.join(p for p in parts if p)} and "
+                "the other does not): the groups differ only in those factors, matched on the "
+                "rest",
+                field=f"{at}.b",
+            )
+        ]
+    ga, gb = groups["a"], groups["b"]
+    if set(ga) != set(a) or set(gb) != set(b):
+        return []  # a level or factor is already reported; overlap cannot be judged
+    if all(set(ga[f]) & set(gb[f]) for f in ga):
+        shared = "; ".join(f"{f} = {', '.join(sorted(set(ga[f]) & set(gb[f])))}" for f in ga)
+        return [
+            UserInputError(
+                "a and b select the same trials (they share "
+                f"{shared}): give b levels that a does not have in at least one factor",
+                field=f"{at}.b",
+            )
+        ]
+    return []
