@@ -426,8 +426,10 @@ def _figure(p: Pager, block: Figure, number: int) -> None:
     caption = wrap(f"Figure {number}. {block.caption}".replace("`", ""), WIDTH, SMALL)
     cap_h = len(caption) * SMALL * 1.4 * PT
     usable = PAGE_H - TOP - BOTTOM
-    height = min(block.size[1], usable - cap_h - 0.2)
     extra = cap_h + 0.25
+    # A chart taller than a page is shrunk to one page with its caption (a chart capped any
+    # higher would not fit a fresh page either, and ``ensure`` would leave that page blank).
+    height = min(block.size[1], usable - extra)
     if p.fig is not None and p.room < height + extra:
         # Squeeze a tall chart a little rather than leave a heading alone above white space.
         if p.room - extra >= max(0.8 * height, 3.0):

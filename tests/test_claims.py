@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -250,7 +251,8 @@ def he_converges(init: str, depth: str, seed: int) -> str:
 
 def accuracy(gap: float, noise: float = 0.01) -> Callable[[str, str, int], dict[str, float]]:
     def summary(init: str, depth: str, seed: int) -> dict[str, float]:
-        rng = np.random.default_rng(hash((init, depth, seed)) % 2**32)
+        # A stable seed: str hashes change per process (PYTHONHASHSEED), which made this flaky.
+        rng = np.random.default_rng(zlib.crc32(f"{init}|{depth}|{seed}".encode()))
         base = 0.6 + 0.05 * seed / 8 + (gap if init == "kaiming_normal" else 0.0)
         return {"test_acc": float(base + rng.normal(0, noise)), "steps_to_target": 40.0}
 
