@@ -1224,5 +1224,7 @@ def _quiet_optuna() -> Any:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # ``enqueue_trial(user_attrs=...)`` (how a dead driver's trial is requeued once) is marked
+    # experimental by Optuna; the warning is about that API's stability, not about the study.
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     return optuna
