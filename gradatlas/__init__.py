@@ -4,6 +4,36 @@ train, and which vanish or explode, measured rather than asserted.
 The folders are the architecture: ``gradatlas.suites`` (what to run) -> ``gradatlas.runners``
 (how it runs and where it is recorded) -> ``gradatlas.models`` (what is trained) ->
 ``gradatlas.reports`` (how results are shown).
+
+The results in pandas: ``gradatlas.results(suite_or_experiment)`` (one row per trial) and
+``gradatlas.rates(df, by=[...])`` (outcome rates with Wilson intervals), from
+``gradatlas.dataframe``. They are loaded on first use, so ``import gradatlas`` stays light (no
+pandas, no MLflow): the command line's quick answers (``validate``, ``plan``, ``ls``) import it.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
+__all__ = ["__version__", "rates", "results"]
+
+_LAZY = {"results": "gradatlas.dataframe", "rates": "gradatlas.dataframe"}
+
+if TYPE_CHECKING:
+    from gradatlas.dataframe import rates, results
+
+
+def __getattr__(name: str) -> Any:
+    """``gradatlas.results`` and ``gradatlas.rates``, imported when first asked for."""
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value  # asked for once
+        return value
+    raise AttributeError(f"module 'gradatlas' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})

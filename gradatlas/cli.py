@@ -5,6 +5,7 @@
     gradatlas plan SUITE         list the trials a suite expands to (--json: one per line)
     gradatlas ls [KIND]          list registered factors, datasets, models and built-in suites
     gradatlas report SUITE       build the HTML + PDF report from MLflow
+    gradatlas export SUITE       write the results table (one row per trial) as CSV or Parquet
 
 Bad input exits with status 2 and a message naming the file, the field and the allowed values.
 Heavy imports (Lightning, MLflow) happen only in the commands that need them, so ``validate``,
@@ -190,6 +191,26 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("target", metavar="SUITE_OR_EXPERIMENT")
     rep.add_argument("--out", metavar="DIR", help="output folder (default: runs/reports/NAME)")
     _add_tracking(rep)
+
+    export = sub.add_parser(
+        "export",
+        help="write the results table (one row per trial) as CSV or Parquet",
+        description="Write the table gradatlas.results() returns for a suite (or an MLflow "
+        "experiment name): one row per trial, the newest finished run of each, with its factor "
+        "levels, outcome, seed, summary metrics and ids.",
+    )
+    export.add_argument("target", metavar="SUITE_OR_EXPERIMENT")
+    export.add_argument(
+        "--format",
+        dest="fmt",
+        choices=["csv", "parquet"],
+        help="file format (default: the --out suffix if it is .csv or .parquet, else csv; "
+        "parquet needs pyarrow and keeps the level order)",
+    )
+    export.add_argument(
+        "--out", metavar="PATH", help="output file (default: runs/exports/NAME.csv|.parquet)"
+    )
+    _add_tracking(export)
 
     ui = sub.add_parser("ui", help="print the command that opens the MLflow UI on the store")
     _add_tracking(ui)
@@ -530,6 +551,18 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from gradatlas.dataframe import export
+
+    fmt = args.fmt
+    if fmt is None:
+        suffix = os.path.splitext(args.out or "")[1].lower()
+        fmt = "parquet" if suffix == ".parquet" else "csv"
+    path, rows = export(args.target, fmt, out=args.out, tracking_uri=args.tracking_uri)
+    print(f"{rows} trials -> {path}")
+    return 0
+
+
 def cmd_ui(args: argparse.Namespace) -> int:
     from gradatlas.runners.tracking import resolve_tracking_uri
 
@@ -546,6 +579,7 @@ COMMANDS = {
     "plan": cmd_plan,
     "ls": cmd_ls,
     "report": cmd_report,
+    "export": cmd_export,
     "ui": cmd_ui,
 }
 

@@ -43,7 +43,22 @@ OVERRIDES = "gradatlas.overrides"  # sweep runs: the --set overrides, as a comma
 DRIVER_HOST = "gradatlas.driver.host"  # sweep runs: host of the driver process writing the sweep
 DRIVER_PID = "gradatlas.driver.pid"  # sweep runs: that process's id on its host
 DRIVER_HEARTBEAT = "gradatlas.driver.heartbeat"  # sweep runs: its last sign of life, unix seconds
+TORCH_THREADS = "gradatlas.torch_threads"  # trial runs: torch intra-op threads it trained with
 PARENT_RUN = "mlflow.parentRunId"
+# Experiment tags MLflow's UI reads: the kind opens the experiment in the training (runs) view,
+# not the GenAI one (MLflow 3 guesses GenAI for an experiment without it); the note is the
+# experiment's description page.
+EXPERIMENT_KIND = "mlflow.experimentKind"
+EXPERIMENT_KIND_TRAINING = "custom_model_development"
+EXPERIMENT_NOTE = "mlflow.note.content"
+
+
+def ui_runs_path(experiment_id: str) -> str:
+    """The MLflow UI's page for an experiment's runs, in its training view: MLflow 3.17 picks the
+    view from the ``workflowType`` query (else the browser's last choice, GenAI by default)."""
+    return f"#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+
+
 KIND_TRIAL, KIND_SWEEP = "trial", "sweep"
 MAX_REASON_TAG = 5000  # characters of the outcome reason kept in its tag (trial.json has it all)
 
@@ -276,9 +291,22 @@ def trial_tags(record: TrialRecord, parent_run: str | None = None) -> dict[str, 
         DEVICE: str(record.device),
         BATCH_SEEDS: str(int(record.timing.get("batch_seeds", 1))),
     }
+    if "torch_threads" in record.timing:
+        tags[TORCH_THREADS] = str(int(record.timing["torch_threads"]))
     if parent_run:
         tags[PARENT_RUN] = parent_run
     return tags
+
+
+def experiment_tags(
+    suite: str, description: str, levels: Mapping[str, list[str]]
+) -> dict[str, str]:
+    """The experiment's tags: its suite, the training view, and a note (the UI's description
+    page) with the suite's description and its factor table."""
+    rows = "\n".join(f"| {factor} | {', '.join(labels)} |" for factor, labels in levels.items())
+    table = f"\n\n| factor | levels |\n|---|---|\n{rows}" if levels else ""
+    note = f"**gradatlas suite `{suite}`**\n\n{' '.join(description.split())}{table}"
+    return {SUITE: suite, EXPERIMENT_KIND: EXPERIMENT_KIND_TRAINING, EXPERIMENT_NOTE: note}
 
 
 def trial_params(record: TrialRecord) -> dict[str, str]:

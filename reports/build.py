@@ -55,14 +55,16 @@ def build_report(
     worker = PdfWorker.start() if parallel else None
     try:
         uri = resolve_tracking_uri(tracking_uri)
-        _require_store(uri)
+        require_store(uri)
         quiet_mlflow()
         name = experiment_name(target, MlflowClient(tracking_uri=uri))
         exp = load_experiment(name, uri)
         t_load = time.perf_counter()
         doc = build_document(exp, heatmap_factors=heatmap_factors, curve_factor=curve_factor)
         out = (
-            Path(out_dir) if out_dir is not None else Path.cwd() / "runs" / "reports" / _safe(name)
+            Path(out_dir)
+            if out_dir is not None
+            else Path.cwd() / "runs" / "reports" / safe_name(name)
         )
         out.mkdir(parents=True, exist_ok=True)
         html_path, pdf_path = out / "index.html", out / "report.pdf"
@@ -144,7 +146,7 @@ class PdfWorker:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
-def _require_store(uri: str) -> None:
+def require_store(uri: str) -> None:
     """A report reads a store; asking for one where none exists must not create an empty one."""
     from gradatlas.errors import UserInputError
     from gradatlas.runners.tracking import sqlite_path
@@ -157,7 +159,7 @@ def _require_store(uri: str) -> None:
         )
 
 
-def _safe(name: str) -> str:
+def safe_name(name: str) -> str:
     """An experiment name as a folder name (names may hold slashes or spaces)."""
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name).strip(".") or "report"
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from gradatlas.identity import canonical_json
+from gradatlas.record import ui_runs_path
 from gradatlas.reports.context import ReportContext
 from gradatlas.reports.document import Block, Column, KeyValues, Para, Pre, Table
 from gradatlas.reports.document import Cell as C
@@ -245,8 +246,8 @@ def _mlflow_items(exp: Experiment) -> list[tuple[str, str]]:
         (
             "Open in the UI",
             f"`mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000`"
-            f", then browse to http://127.0.0.1:5000/#/experiments/"
-            f"{exp.experiment_id} (or `make ui`)",
+            f", then browse to http://127.0.0.1:5000/{ui_runs_path(exp.experiment_id)} "
+            "(or `make ui`)",
         ),
     ]
 

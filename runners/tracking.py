@@ -34,7 +34,6 @@ from gradatlas.record import (
     MAX_REASON_TAG,
     OVERRIDES,
     OVERRIDES_ARTIFACT,
-    SUITE,
     SUITE_RESOLVED_ARTIFACT,
     SUITE_YAML_ARTIFACT,
     TRIAL_ARTIFACT,
@@ -42,6 +41,7 @@ from gradatlas.record import (
     RecordedOutcome,
     SweepRecord,
     TrialRecord,
+    experiment_tags,
     factor_levels,
     final_label,
     quiet_mlflow,
@@ -135,7 +135,9 @@ class Tracker:
         artifacts = None
         if self.db is not None:  # artifacts beside the local store, not in the cwd
             artifacts = (self.db.parent / "artifacts").resolve().as_uri()
-        return self.client.create_experiment(name, artifact_location=artifacts, tags={SUITE: name})
+        return self.client.create_experiment(
+            name, artifact_location=artifacts, tags=experiment_tags(name, "", {})
+        )
 
     def finished_trials(self, experiment_id: str) -> dict[str, dict[str, str]]:
         """trial id -> tags of its newest FINISHED trial run: what resume skips."""
@@ -175,6 +177,11 @@ class Tracker:
         return rid
 
     def start_sweep(self, experiment_id: str, suite: Any, planned: int, todo: int) -> str:
+        # Every invocation (re)sets the experiment's tags, so stores made before they existed
+        # open in the UI's training view too, with the suite as it is now.
+        levels = factor_levels(trial.factors for trial in suite.trials)
+        for key, value in experiment_tags(suite.name, suite.spec.description, levels).items():
+            self.client.set_experiment_tag(experiment_id, key, value)
         return log_sweep(
             self.client,
             experiment_id,

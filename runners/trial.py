@@ -246,6 +246,8 @@ def run_trials(
         "fit_time_s": fit_time / members,
         "instrument_time_s": instrument.seconds / members,
         "batch_seeds": float(members),
+        # Another thread count changes the curves (~2e-7 relative) but not the trial id: say so.
+        "torch_threads": float(torch.get_num_threads()),
     }
     ended_at = time.time()
     results = []

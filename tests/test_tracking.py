@@ -49,6 +49,12 @@ def test_sweep_records_every_trial_and_resumes(tiny_suite: Path, tmp_path: Path)
         "exploded",
     }
     assert tags["gradatlas.cell"] == "d12-sigmoid" and tags["gradatlas.seed"] == "1"
+    # How it ran, said on the run: another thread count changes the curves, not the trial id.
+    threads = tags[R.TORCH_THREADS]
+    assert threads == str(int(metrics["torch_threads"])) and int(threads) >= 1
+    # The experiment opens in MLflow's training view, with the suite's factor table as its note.
+    assert exp.tags[R.EXPERIMENT_KIND] == R.EXPERIMENT_KIND_TRAINING
+    assert "| depth | d2, d12 |" in exp.tags[R.EXPERIMENT_NOTE]
     sweep_id = tags["mlflow.parentRunId"]
     assert params["model.depth"] == "12" and params["model.activation.name"] == "sigmoid"
     assert params["factor.depth"] == "d12" and params["optim.lr"] == "0.1"
