@@ -518,16 +518,17 @@ def factor_effects(
     effects: pd.DataFrame,
     factors: list[str],
     levels: dict[str, list[str]],
-    with_acc: bool,
+    accuracy: str | None,
 ) -> None:
-    """Rows: factors; columns: convergence rate, explosion rate, final accuracy; each level a dot
-    with its 95% interval, on shared axes per column so effect sizes compare across factors."""
+    """Rows: factors; columns: convergence rate, explosion rate, and the accuracy named
+    ``accuracy`` (none when None); each level a dot with its 95% interval, on shared axes per
+    column so effect sizes compare across factors."""
     metrics = [
         ("conv", "convergence rate", OUTCOME_COLORS["converged"], True),
         ("expl", "explosion rate", OUTCOME_COLORS["exploded"], True),
     ]
-    if with_acc:
-        metrics.append(("acc", "final val. accuracy", "#444444", False))
+    if accuracy is not None:
+        metrics.append(("acc", accuracy, "#444444", False))
     counts = [len(levels[f]) for f in factors]
     axes = fig.subplots(
         len(factors),

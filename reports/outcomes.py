@@ -220,7 +220,7 @@ def _effects_blocks(ctx: ReportContext) -> list[Block]:
                 effects=effects,
                 factors=var,
                 levels=exp.levels,
-                with_acc=with_acc,
+                accuracy=stats.accuracy_name(ctx.accuracy_key) if with_acc else None,
             ),
             size=figures.effects_size([len(exp.levels[f]) for f in var]),
             caption="Marginal effect of each factor level: convergence and explosion rate (Wilson "
@@ -280,7 +280,7 @@ def _effects_blocks(ctx: ReportContext) -> list[Block]:
                 Column("trials", "right", 0.6),
                 Column("converged", "right", 1.2),
                 Column("exploded", "right", 1.2),
-                Column("final val. accuracy", "right", 1.3),
+                Column(stats.accuracy_name(ctx.accuracy_key), "right", 1.3),
             ],
             rows,
             name="level-effects",
@@ -321,7 +321,7 @@ def _leaderboard_blocks(ctx: ReportContext) -> list[Block]:
     exp, table = ctx.exp, ctx.cells
     blocks: list[Block] = []
     label_cols = [Column(f) for f in exp.factors] or [Column("cell", weight=2.0)]
-    acc_header = "test acc. [95%]" if ctx.accuracy_key == "test_acc" else "final val. acc [95%]"
+    acc_header = f"{stats.accuracy_name(ctx.accuracy_key)} [95%]"
 
     def labels(r: pd.Series) -> list[Cell]:
         return [Cell(str(r[exp.fcol(f)])) for f in exp.factors] or [Cell(str(r["cell"]))]
