@@ -40,7 +40,7 @@ format: $(STAMP)  ## ruff format and autofix
 	$(BIN)/ruff check --fix .
 
 ui: $(STAMP)  ## the MLflow UI on the local store, at http://127.0.0.1:5000
-	$(BIN)/mlflow ui --backend-store-uri $${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/runs/mlflow.db} --host 127.0.0.1 --port 5000
+	$(BIN)/gradatlas ui
 
 claims: $(STAMP)  ## the seed article's claims C1-C12 audited on MNIST-1D (tuning included), with report
 	$(BIN)/gradatlas run claims --workers $(WORKERS)
@@ -55,7 +55,7 @@ literature: $(STAMP)  ## the literature suites (Glorot, He, Ioffe, Yang, Schoenh
 report: $(STAMP)  ## build the report for SUITE from MLflow
 	$(BIN)/gradatlas report $(SUITE)
 
-perf: $(STAMP)  ## benchmarks: runner overhead vs plain PyTorch, MLflow share, report build time
+perf: $(STAMP)  ## benchmarks: runner overhead vs plain PyTorch, MLflow share, report build at 1k and 10k trials
 	$(BIN)/python benchmarks/run_all.py
 
 # `make full`: suites/atlas.yaml on every dataset x model, one MLflow experiment each

@@ -23,13 +23,15 @@ def main() -> int:
         ("workers_speedup", ["--workers", "2"]),
         ("batched_seeds", ["--repeats", "3"]),
         ("batched_parity", []),
+        ("live_flush", ["--repeats", "3"]),
     ]
-    if (HERE / "report_1000.py").exists():
-        benches.append(("report_1000", []))
+    # The report at 1,000 and 10,000 trials (the first 10,000-trial run writes its synthetic
+    # store, about half an hour on two cores; later runs reuse it).
+    reports = [("report_scale", ["--trials", n], f"report_{n}") for n in ("1000", "10000")]
     failed = 0
-    for name, extra in benches:
-        print(f"== {name}", flush=True)
-        out = OUT / f"{name}-{stamp}.json"
+    for name, extra, label in [(n, e, n) for n, e in benches] + reports:
+        print(f"== {label}", flush=True)
+        out = OUT / f"{label}-{stamp}.json"
         cmd = [sys.executable, str(HERE / f"{name}.py"), "--json", str(out), *extra]
         failed += subprocess.run(cmd).returncode != 0
     print(f"\nresults: {OUT}/*-{stamp}.json")

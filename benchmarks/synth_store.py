@@ -53,6 +53,10 @@ GRID = {
     "optimizer": ["momentum", {"name": "adam", "lr": 0.001}],
 }
 SEEDS = 5  # 5 x 4 x 5 x 2 cells x 5 seeds = 1,000 trials
+# The atlas-scale store: the same cross x width x normalization, 2,000 cells x 5 seeds = 10,000
+# trials (atlas.yaml's shape: thousands of cells at 5 seeds, not a few cells at many seeds).
+GRID_10K = {**GRID, "width": [32, 64, 128, 256, 512], "norm": ["none", "layernorm"]}
+GRIDS = {1000: GRID, 10000: GRID_10K}
 THRESHOLDS = {
     "target_accuracy": 0.5,
     "target_loss": 0.2,
@@ -65,7 +69,7 @@ THRESHOLDS = {
 SUITE_YAML = """\
 name: {name}
 description: >
-  Synthetic benchmark store: depth x activation x init x optimizer on MNIST-1D, {seeds} seeds.
+  Synthetic benchmark store: {factors} on MNIST-1D, {seeds} seeds.
   Written by benchmarks/synth_store.py through MLflow's client (no training).
 dataset: {{name: mnist1d, seed: 0}}
 model: {{family: mlp, width: 64}}
@@ -79,6 +83,10 @@ seeds: {seeds}
 train: {{epochs: 24, batch_size: 128, lr: 0.02}}
 instrument: {{every: 10, max_points: 200}}
 """
+EXTRA_YAML = {
+    "width": "  width: [32, 64, 128, 256, 512]\n",
+    "norm": "  norm: [none, layernorm]\n",
+}
 STEPS = 768
 BOUNDED = {"sigmoid", "tanh"}
 
@@ -89,6 +97,8 @@ class Cell:
     activation: str
     init: dict[str, Any]
     optimizer: dict[str, Any]
+    width: int | None = None  # None: not a factor of this grid (64, as the suite fixes it)
+    norm: str | None = None  # None: not a factor of this grid ("none")
 
     @property
     def factors(self) -> dict[str, str]:
@@ -96,12 +106,17 @@ class Cell:
         opt = self.optimizer["name"] + (
             f"(lr={self.optimizer['lr']:g})" if "lr" in self.optimizer else ""
         )
-        return {
+        out = {
             "depth": f"d{self.depth}",
             "activation": self.activation,
             "init": init,
             "optimizer": opt,
         }
+        if self.width is not None:
+            out["width"] = f"w{self.width}"
+        if self.norm is not None:
+            out["norm"] = self.norm
+        return out
 
     @property
     def label(self) -> str:
@@ -112,8 +127,29 @@ def _named(level: Any) -> dict[str, Any]:
     return dict(level) if isinstance(level, dict) else {"name": level}
 
 
-def cells() -> list[Cell]:
-    return [Cell(d, a, _named(i), _named(o)) for d, a, i, o in itertools.product(*GRID.values())]
+def cells(grid: dict[str, list[Any]] = GRID) -> list[Cell]:
+    """Every cell of ``grid`` (``GRID`` or ``GRID_10K``), in grid order."""
+    out = []
+    for combo in itertools.product(*grid.values()):
+        level = dict(zip(grid, combo, strict=True))
+        out.append(
+            Cell(
+                level["depth"],
+                level["activation"],
+                _named(level["init"]),
+                _named(level["optimizer"]),
+                level.get("width"),
+                level.get("norm"),
+            )
+        )
+    return out
+
+
+def suite_yaml(name: str, seeds: int, grid: dict[str, list[Any]] = GRID) -> str:
+    """The suite file the sweep run records, for ``grid``."""
+    text = SUITE_YAML.format(name=name, seeds=seeds, factors=" x ".join(grid))
+    extra = "".join(EXTRA_YAML[f] for f in grid if f not in GRID)
+    return text.replace("seeds:", extra + "seeds:", 1) if extra else text
 
 
 def config(cell: Cell, seed: int) -> dict[str, Any]:
@@ -134,10 +170,10 @@ def config(cell: Cell, seed: int) -> dict[str, Any]:
         "model": {
             "family": "mlp",
             "depth": cell.depth,
-            "width": 64,
+            "width": cell.width or 64,
             "activation": {"name": cell.activation},
             "init": {**cell.init, **({"gain": 1.0} if cell.init["name"] != "normal" else {})},
-            "norm": {"name": "none"},
+            "norm": {"name": cell.norm or "none"},
             "dropout": 0.0,
             "residual": False,
         },
@@ -171,6 +207,8 @@ def _regime(cell: Cell, rng: np.random.Generator) -> str:
         p_vanish = max(p_vanish, min(0.98, d / 8))
     if act == "tanh" and init["name"] == "xavier_normal" and d >= 40:
         p_vanish = max(p_vanish, 0.3)
+    if cell.norm == "layernorm":  # normalization tames both, without removing them
+        p_explode, p_vanish = 0.5 * p_explode, 0.5 * p_vanish
     u = rng.random()
     if u < p_explode:
         return "exploded"
@@ -257,7 +295,7 @@ def _curves(cell: Cell, outcome: str, rng: np.random.Generator) -> dict[str, Any
 
 
 def _profiles(cell: Cell, outcome: str, rng: np.random.Generator) -> dict[str, Any]:
-    n_layers, sites = cell.depth + 1, cell.depth
+    n_layers, sites, w = cell.depth + 1, cell.depth, cell.width or 64
     std = cell.init.get("std")
     per_layer = {"relu": 1.0, "gelu": 0.95, "tanh": 0.8, "sigmoid": 0.25}[cell.activation]
     if cell.init["name"] in ("kaiming_normal", "orthogonal") or (
@@ -287,7 +325,7 @@ def _profiles(cell: Cell, outcome: str, rng: np.random.Generator) -> dict[str, A
     )
     return {
         "layers": [
-            f"{j:02d} linear {40 if j == 0 else 64}->{10 if j == n_layers - 1 else 64}"
+            f"{j:02d} linear {40 if j == 0 else w}->{10 if j == n_layers - 1 else w}"
             for j in range(n_layers)
         ],
         "sites": [f"{j:02d} {cell.activation}" for j in range(sites)],
@@ -370,8 +408,9 @@ def write_store(
     full_curves: bool = False,
     seed: int = 0,
     limit: int | None = None,
+    grid: dict[str, list[Any]] = GRID,
 ) -> dict[str, Any]:
-    """Create experiment ``name`` with ``len(cells()) * seeds`` trials (+ ``reruns`` older
+    """Create experiment ``name`` with ``len(cells(grid)) * seeds`` trials (+ ``reruns`` older
     duplicate finished runs the report must set aside, + ``killed`` runs it must ignore);
     ``limit`` keeps only the plan's first trials (small stores for tests)."""
     from mlflow.tracking import MlflowClient
@@ -383,21 +422,21 @@ def write_store(
         client,
         exp_id,
         SweepRecord(name),
-        suite_yaml=SUITE_YAML.format(name=name, seeds=seeds),
+        suite_yaml=suite_yaml(name, seeds, grid),
         resolved={
             "name": name,
             "description": "Synthetic benchmark store written by "
             "benchmarks/synth_store.py (no training).",
-            "grid": GRID,
+            "grid": grid,
             "seeds": seeds,
             "outcomes": THRESHOLDS,
         },
         environment=environment(),
-        levels=factor_levels(c.factors for c in cells()),
+        levels=factor_levels(c.factors for c in cells(grid)),
         run_name="sweep-synthetic",
     )
     rng = np.random.default_rng(seed)
-    plan = [(c, s) for c in cells() for s in range(seeds)][:limit]
+    plan = [(c, s) for c in cells(grid) for s in range(seeds)][:limit]
     extra = [(plan[i], FINISHED) for i in range(0, len(plan), max(1, len(plan) // max(reruns, 1)))][
         :reruns
     ]

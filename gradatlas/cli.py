@@ -6,6 +6,7 @@
     gradatlas ls [KIND]          list registered factors, datasets, models and built-in suites
     gradatlas report SUITE       build the HTML + PDF report from MLflow
     gradatlas export SUITE       write the results table (one row per trial) as CSV or Parquet
+    gradatlas repro ID           rerun one recorded trial and compare it with its record
 
 Bad input exits with status 2 and a message naming the file, the field and the allowed values.
 Heavy imports (Lightning, MLflow) happen only in the commands that need them, so ``validate``,
@@ -96,7 +97,13 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["auto", "cpu", "gpu"],
         help="where to train (default: auto, a GPU if one is visible)",
     )
-    run.add_argument("--limit", type=int, metavar="N", help="run at most N of the pending trials")
+    run.add_argument(
+        "--limit",
+        type=int,
+        metavar="N",
+        help="run N of the pending trials, spread over the grid (every factor's levels early, "
+        "one seed per cell before a second), not the first N in grid order",
+    )
     run.add_argument(
         "--threads",
         type=_positive_int,
@@ -190,6 +197,40 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rep.add_argument("target", metavar="SUITE_OR_EXPERIMENT")
     rep.add_argument("--out", metavar="DIR", help="output folder (default: runs/reports/NAME)")
+    rep.add_argument(
+        "--by",
+        metavar="FACTOR",
+        help="the factor to compare: the heatmaps' columns and the curves' colours "
+        "(default: depth x activation heatmaps, curves per activation)",
+    )
+    rep.add_argument(
+        "--facet",
+        metavar="FACTOR",
+        help="small multiples: one heatmap panel and one row of curves per level of FACTOR",
+    )
+    rep.add_argument(
+        "--where",
+        action="append",
+        default=[],
+        metavar="FACTOR=LEVEL",
+        help="only trials at this level, e.g. --where depth=d20 (repeatable: levels of one "
+        "factor are alternatives, different factors must all match)",
+    )
+    rep.add_argument(
+        "--cell",
+        dest="cells",
+        action="append",
+        default=[],
+        metavar="CELL",
+        help="also draw this cell's curves, one line per seed (a cell label such as "
+        "d20-sigmoid-xavier_normal, or a cell id; repeatable)",
+    )
+    rep.add_argument(
+        "--limit",
+        type=int,
+        metavar="N",
+        help="only N cells, spread over every factor's levels (a quick look at a big store)",
+    )
     _add_tracking(rep)
 
     export = sub.add_parser(
@@ -212,7 +253,54 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_tracking(export)
 
-    ui = sub.add_parser("ui", help="print the command that opens the MLflow UI on the store")
+    repro = sub.add_parser(
+        "repro",
+        help="rerun one recorded trial from its record and compare (PASS/FAIL)",
+        description="Rerun one recorded trial from the resolved config in its trial.json (no "
+        "suite file needed), the way it ran (device, torch threads, batched seeds), and compare "
+        "every curve point, summary metric, the outcome and the init profiles with the record: "
+        "bitwise where device, thread count and versions match, else within --tolerance. Exit "
+        "0 on PASS, 1 on FAIL, 2 for an unknown id.",
+    )
+    repro.add_argument(
+        "target",
+        metavar="RUN_OR_TRIAL_ID",
+        help="an MLflow run id, or a trial id (its newest FINISHED trial run)",
+    )
+    repro.add_argument(
+        "--experiment", metavar="NAME", help="look for a trial id in this experiment only"
+    )
+    repro.add_argument(
+        "--threads", type=_positive_int, metavar="N", help="torch threads (default: as recorded)"
+    )
+    repro.add_argument(
+        "--device", choices=["cpu", "cuda"], help="where to rerun (default: as recorded)"
+    )
+    repro.add_argument(
+        "--tolerance",
+        type=float,
+        default=None,
+        metavar="REL",
+        help="relative tolerance used when the environment differs (default: 1e-5)",
+    )
+    repro.add_argument(
+        "--alone",
+        action="store_true",
+        help="rerun a batched-seeds trial by itself instead of with the seeds it trained with",
+    )
+    repro.add_argument("--json", action="store_true", help="print the comparison as JSON")
+    _add_tracking(repro)
+
+    ui = sub.add_parser(
+        "ui",
+        help="start the MLflow UI on the store, on 127.0.0.1 (what `make ui` runs)",
+        description="Start MLflow's UI on the local store (or --tracking-uri) at "
+        "http://127.0.0.1:PORT; with a suite or experiment name, print the link to its runs "
+        "in the training view. A tracking server needs no UI started: its own URL is the UI.",
+    )
+    ui.add_argument("target", nargs="?", metavar="SUITE_OR_EXPERIMENT")
+    ui.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    ui.add_argument("--port", type=int, default=5000, help="port (default 5000)")
     _add_tracking(ui)
     return parser
 
@@ -417,6 +505,7 @@ def _check_dataset_files(suite: Any) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     import signal
 
+    from gradatlas.record import ui_runs_path
     from gradatlas.runners.sweep import outcome_table, raise_interrupted, run_suite
     from gradatlas.runners.tracking import resolve_tracking_uri
     from gradatlas.suites import load_suite
@@ -461,8 +550,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         columns, rows = outcome_table(uri, summary.suite or suite)
         _print_table(suite.name, columns, rows)
     print(f"\nMLflow store: {uri}  (experiment '{suite.name}', id {summary.experiment_id})")
-    print(f"Open the UI:  make ui   (or: mlflow ui --backend-store-uri {uri} --host 127.0.0.1)")
-    print(f"The report:   gradatlas report {suite.name}")
+    where = "" if args.tracking_uri is None else f" --tracking-uri {uri}"
+    print(f"The report:   gradatlas report {suite.name}{where}   (HTML and PDF)")
+    print(
+        f"Open the UI:  gradatlas ui {suite.name}{where}   (or make ui; then "
+        f"http://127.0.0.1:5000/{ui_runs_path(summary.experiment_id)})"
+    )
     if summary.tuning is not None and (summary.tuning.trained or summary.tuning.reused):
         t = summary.tuning
         print(
@@ -542,12 +635,26 @@ def _print_table(name: str, columns: list[str], rows: list) -> None:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from gradatlas.reports import build_report
+    from gradatlas.reports.steer import Steering, parse_where
     from gradatlas.runners.tracking import resolve_tracking_uri
 
+    steering = Steering(
+        by=args.by,
+        facet=args.facet,
+        where=parse_where(args.where),
+        cells=tuple(args.cells),
+        limit=args.limit,
+    )
     uri = resolve_tracking_uri(args.tracking_uri)
-    html, pdf = build_report(args.target, tracking_uri=uri, out_dir=args.out)
+    html, pdf = build_report(args.target, tracking_uri=uri, out_dir=args.out, steering=steering)
     print(f"HTML report: {html}")
     print(f"PDF report:  {pdf}")
+    if not steering.active:  # the suite's own report goes where MLflow users look: its sweep
+        from gradatlas.reports.publish import attach_report
+
+        attached = attach_report(uri, args.target, html.parent)
+        if attached:
+            print(f"In MLflow:   the sweep run {attached[:8]}'s artifacts, report/index.html")
     return 0
 
 
@@ -564,13 +671,55 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
+    from gradatlas.record import ui_runs_path
+    from gradatlas.reports.build import require_store
+    from gradatlas.runners.tracking import resolve_tracking_uri
+    from gradatlas.ui import serve
+
+    uri = resolve_tracking_uri(args.tracking_uri)
+    experiment_id = _experiment_id(uri, args.target) if args.target else None
+    if uri.startswith(("http://", "https://")):  # a tracking server serves its own UI
+        page = ui_runs_path(experiment_id) if experiment_id else ""
+        print(f"The store is a tracking server: its UI is {uri.rstrip('/')}/{page}")
+        return 0
+    require_store(uri)
+    serve(uri, args.host, args.port, experiment_id)
+    return 0  # not reached: serve replaces this process with the server
+
+
+def _experiment_id(uri: str, target: str) -> str:
+    """The experiment of a suite (or experiment) name, else exit 2 naming the known ones."""
+    from gradatlas.reports.build import require_store
+    from gradatlas.reports.load import experiment_name
+    from gradatlas.runners.tracking import Tracker
+
+    require_store(uri)
+    client = Tracker(uri).client
+    name = experiment_name(target, client)
+    exp = client.get_experiment_by_name(name)
+    if exp is None:
+        raise UserInputError(f"no experiment '{name}' in {uri} yet: run `gradatlas run {target}`")
+    return exp.experiment_id
+
+
+def cmd_repro(args: argparse.Namespace) -> int:
+    from gradatlas.repro import DEFAULT_TOLERANCE, render, reproduce
     from gradatlas.runners.tracking import resolve_tracking_uri
 
-    print(
-        f"mlflow ui --backend-store-uri {resolve_tracking_uri(args.tracking_uri)} "
-        "--host 127.0.0.1 --port 5000"
+    tolerance = DEFAULT_TOLERANCE if args.tolerance is None else args.tolerance
+    if not tolerance >= 0:
+        raise UserInputError("--tolerance must be a relative difference >= 0")
+    verdict = reproduce(
+        resolve_tracking_uri(args.tracking_uri),
+        args.target,
+        experiment=args.experiment,
+        device=args.device,
+        threads=args.threads,
+        tolerance=tolerance,
+        alone=args.alone,
     )
-    return 0
+    print(json.dumps(verdict.to_dict(), indent=2) if args.json else render(verdict))
+    return 0 if verdict.passed else 1
 
 
 COMMANDS = {
@@ -580,6 +729,7 @@ COMMANDS = {
     "ls": cmd_ls,
     "report": cmd_report,
     "export": cmd_export,
+    "repro": cmd_repro,
     "ui": cmd_ui,
 }
 

@@ -45,6 +45,12 @@ DRIVER_PID = "gradatlas.driver.pid"  # sweep runs: that process's id on its host
 DRIVER_HEARTBEAT = "gradatlas.driver.heartbeat"  # sweep runs: its last sign of life, unix seconds
 TORCH_THREADS = "gradatlas.torch_threads"  # trial runs: torch intra-op threads it trained with
 PARENT_RUN = "mlflow.parentRunId"
+# Trial runs: the sweep run that wrote them. Not ``mlflow.parentRunId``: MLflow's UI collapses
+# child runs under their parent (no link can expand them) and a resume would split a suite's
+# trials over two parents, so trial runs stand flat and name their sweep here. (Trial runs
+# written before this tag nest under their sweep; readers take either.)
+SWEEP_RUN = "gradatlas.sweep_run"
+RUN_NOTE = "mlflow.note.content"  # trial runs: "outcome: reason", the run page's Description
 # Experiment tags MLflow's UI reads: the kind opens the experiment in the training (runs) view,
 # not the GenAI one (MLflow 3 guesses GenAI for an experiment without it); the note is the
 # experiment's description page.
@@ -53,10 +59,23 @@ EXPERIMENT_KIND_TRAINING = "custom_model_development"
 EXPERIMENT_NOTE = "mlflow.note.content"
 
 
-def ui_runs_path(experiment_id: str) -> str:
-    """The MLflow UI's page for an experiment's runs, in its training view: MLflow 3.17 picks the
-    view from the ``workflowType`` query (else the browser's last choice, GenAI by default)."""
-    return f"#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+def ui_runs_path(experiment_id: str, view: str | None = "gradatlas-trials") -> str:
+    """The MLflow UI's page for an experiment's runs, in its training view (MLflow 3.17 picks
+    the view from the ``workflowType`` query, else the browser's last choice, GenAI by default),
+    opened on one of gradatlas's saved views (``gradatlas.ui_views``; None: the UI's own)."""
+    shared = f"&viewStateShareKey={view}" if view else ""
+    return f"#/experiments/{experiment_id}/runs?workflowType=machine_learning{shared}"
+
+
+def ui_run_path(experiment_id: str, run_id: str, artifact: str | None = None) -> str:
+    """A run's page in the training view; with ``artifact``, that artifact shown (no click)."""
+    where = f"/artifacts/{artifact}" if artifact else ""
+    return f"#/experiments/{experiment_id}/runs/{run_id}{where}?workflowType=machine_learning"
+
+
+def sweep_of(tags: Mapping[str, str]) -> str | None:
+    """The sweep run a trial run belongs to (its tag, or the parent of an older record)."""
+    return tags.get(SWEEP_RUN) or tags.get(PARENT_RUN) or None
 
 
 KIND_TRIAL, KIND_SWEEP = "trial", "sweep"
@@ -86,6 +105,7 @@ RUNNING_TRIALS = f"tags.`{KIND}` = '{KIND_TRIAL}' and attributes.status = '{RUNN
 # The verdicts of the outcome rules (gradatlas.runners.outcome), in the order reports show them.
 OUTCOMES = ("converged", "unconverged", "stalled", "vanished", "exploded")
 PROBE = "probe"  # not a verdict: a probe-only trial (train.steps 0) has init profiles, no training
+RUNNING_OUTCOME = "running"  # not a verdict: a live trial run still training (runners/live.py)
 KILLED = "killed"  # not a verdict: the trial was interrupted and is rerun on resume
 FAILED_OUTCOME = "failed"  # not a verdict: the trial raised (run status FAILED, error recorded)
 ERROR = "gradatlas.error"  # trial runs that raised: "ValueError: ..." (one line)
@@ -177,6 +197,12 @@ class TrialRecord:
     profiles: dict[str, Any] = field(default_factory=dict)
     timing: dict[str, float] = field(default_factory=dict)
     finished_at: str | None = None
+    # Where it trained, as the worker saw it (host, python, platform, package versions, device
+    # name): ``gradatlas repro`` compares it; records before it have none.
+    environment: dict[str, Any] = field(default_factory=dict)
+    # The trial ids trained together with this one as one stacked model (itself included, in
+    # member order); empty when it trained alone or the record predates it.
+    batch_members: list[str] = field(default_factory=list)
 
     @property
     def status(self) -> str:
@@ -203,6 +229,8 @@ class TrialRecord:
             "profiles": self.profiles,
             "timing": self.timing,
             "finished_at": self.finished_at,
+            "environment": self.environment,
+            "batch_members": self.batch_members,
         }
 
     def to_json(self) -> str:
@@ -243,6 +271,10 @@ class TrialRecord:
             profiles=_dict(data.get("profiles")),
             timing=_dict(data.get("timing")),
             finished_at=_opt_str(data.get("finished_at")),
+            environment=_dict(data.get("environment")),
+            batch_members=[_str(m) for m in data.get("batch_members") or [] if isinstance(m, str)]
+            if isinstance(data.get("batch_members"), list)
+            else [],
         )
 
 
@@ -277,8 +309,11 @@ def record_from_run_data(
 
 
 # -- what a trial run holds besides trial.json ---------------------------------------------------
-def trial_tags(record: TrialRecord, parent_run: str | None = None) -> dict[str, str]:
-    """The trial run's tags (``parent_run``: the sweep run it nests under, if any)."""
+def trial_tags(
+    record: TrialRecord, parent_run: str | None = None, sweep_run: str | None = None
+) -> dict[str, str]:
+    """The trial run's tags (``parent_run``: the run it nests under, a tuning run's study;
+    ``sweep_run``: the sweep that wrote a trial run, which stands flat)."""
     tags = {
         KIND: KIND_TRIAL,
         TRIAL_ID: record.trial_id,
@@ -293,20 +328,31 @@ def trial_tags(record: TrialRecord, parent_run: str | None = None) -> dict[str, 
     }
     if "torch_threads" in record.timing:
         tags[TORCH_THREADS] = str(int(record.timing["torch_threads"]))
+    if record.outcome.label:
+        tags[RUN_NOTE] = f"**{record.outcome.label}**: {record.outcome.reason}"[:MAX_REASON_TAG]
     if parent_run:
         tags[PARENT_RUN] = parent_run
+    if sweep_run:
+        tags[SWEEP_RUN] = sweep_run
     return tags
 
 
 def experiment_tags(
-    suite: str, description: str, levels: Mapping[str, list[str]]
+    suite: str,
+    description: str,
+    levels: Mapping[str, list[str]],
+    last_layer: int | None = None,
 ) -> dict[str, str]:
-    """The experiment's tags: its suite, the training view, and a note (the UI's description
-    page) with the suite's description and its factor table."""
+    """The experiment's tags: its suite, the training view, a note (the UI's description page)
+    with the suite's description and its factor table, and gradatlas's saved views of its runs
+    (``gradatlas.ui_views``; ``last_layer``: the deepest weight layer index among its trials)."""
+    from gradatlas.ui_views import saved_views
+
     rows = "\n".join(f"| {factor} | {', '.join(labels)} |" for factor, labels in levels.items())
     table = f"\n\n| factor | levels |\n|---|---|\n{rows}" if levels else ""
     note = f"**gradatlas suite `{suite}`**\n\n{' '.join(description.split())}{table}"
-    return {SUITE: suite, EXPERIMENT_KIND: EXPERIMENT_KIND_TRAINING, EXPERIMENT_NOTE: note}
+    tags = {SUITE: suite, EXPERIMENT_KIND: EXPERIMENT_KIND_TRAINING, EXPERIMENT_NOTE: note}
+    return tags | saved_views(levels, last_layer)
 
 
 def trial_params(record: TrialRecord) -> dict[str, str]:
@@ -324,7 +370,10 @@ LAYER_CURVE_METRICS = {"grad_norm": "layer_grad_norm", "update_ratio": "update_r
 
 def trial_metrics(record: TrialRecord) -> list[tuple[str, float, int]]:
     """(key, value, step) of every metric of a trial run: the finite summary values at step 0,
-    then the curves point by point (``layer_grad_norm/NN``, ``update_ratio/NN`` per layer)."""
+    then the curves point by point, and the first and last weight layer's curves
+    (``layer_grad_norm/NN``, ``update_ratio/NN``). Every layer's curves are in ``trial.json``
+    (and the report); as metrics, 40 per-layer charts of a deep net pushed the loss curves off
+    the MLflow run page, whose sections come before its un-prefixed metrics."""
     out = [(k, float(v), 0) for k, v in record.summary.items() if _finite(v)]
     curves = record.curves
     train = curves.get("train") or {}
@@ -337,8 +386,11 @@ def trial_metrics(record: TrialRecord) -> list[tuple[str, float, int]]:
     layers = curves.get("layers") or {}
     for src, prefix in LAYER_CURVE_METRICS.items():
         for s, row in zip(layers.get("step") or [], layers.get(src) or [], strict=True):
+            ends = {0, len(row) - 1}
             out += [
-                (f"{prefix}/{i:02d}", float(v), int(s)) for i, v in enumerate(row) if _finite(v)
+                (f"{prefix}/{i:02d}", float(row[i]), int(s))
+                for i in sorted(ends)
+                if 0 <= i < len(row) and _finite(row[i])
             ]
     return out
 

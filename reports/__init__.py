@@ -8,6 +8,16 @@ order), ``html`` and ``pdf`` (rendering), ``worker`` (the PDF drawn in a child p
 ``build`` (the entry point).
 """
 
-from gradatlas.reports.build import build_report
+from typing import Any
 
 __all__ = ["build_report"]
+
+
+def __getattr__(name: str) -> Any:
+    """``build_report`` imported on first use: the PDF worker (``python -m
+    gradatlas.reports.worker``) needs only the renderer, not every section's module."""
+    if name == "build_report":
+        from gradatlas.reports.build import build_report
+
+        return build_report
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -6,6 +6,7 @@ the report's content once, and renders it twice, so the two files always say the
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import pickle
@@ -14,12 +15,16 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from gradatlas.reports.load import experiment_name, load_experiment
+from gradatlas.reports.plan_status import PlanStatus, read_plan_status
 from gradatlas.reports.sections import DEFAULT_HEATMAP_FACTORS, build_document
+from gradatlas.reports.steer import Steering
+from gradatlas.reports.worker import drawing_gc
 
 log = logging.getLogger(__name__)
 WORKER_ARGS = ["-m", "gradatlas.reports.worker"]  # after the interpreter
@@ -33,6 +38,8 @@ def build_report(
     heatmap_factors: Sequence[str] = DEFAULT_HEATMAP_FACTORS,
     curve_factor: str | None = None,
     parallel: bool = True,
+    steering: Steering | None = None,
+    timings: dict[str, float] | None = None,
 ) -> tuple[Path, Path]:
     """Build the report for ``target`` (an MLflow experiment name, or a suite name/path whose
     ``name`` is the experiment) and return ``(html_path, pdf_path)``.
@@ -41,7 +48,11 @@ def build_report(
     ``tracking_uri`` to ``$MLFLOW_TRACKING_URI`` or the local ``runs/mlflow.db``.
     ``heatmap_factors`` are the (rows, columns) of the outcome heatmaps; ``curve_factor`` the
     factor drawn as one line per level in the convergence curves. With ``parallel`` the PDF is
-    drawn by a child process (``PdfWorker``) while this one draws the HTML.
+    drawn by a child process (``PdfWorker``) while this one draws the HTML. ``steering`` is
+    what ``gradatlas report --by --facet --where --cell --limit`` asked for (checked against the
+    experiment before anything is written). ``timings``, when given, receives the seconds
+    spent per phase: ``load`` (the store, the plan), ``content`` (the document), ``html`` and
+    ``pdf`` (with the worker: the wait for it after the HTML).
     """
     from mlflow.tracking import MlflowClient
 
@@ -50,36 +61,81 @@ def build_report(
     from gradatlas.reports.pdf import render_pdf
     from gradatlas.runners.tracking import resolve_tracking_uri
 
-    t0 = time.perf_counter()
+    clock = PhaseClock(timings)
     # Start the PDF worker first: its imports then overlap with reading the store.
     worker = PdfWorker.start() if parallel else None
+    frozen = None
     try:
-        uri = resolve_tracking_uri(tracking_uri)
-        require_store(uri)
-        quiet_mlflow()
-        name = experiment_name(target, MlflowClient(tracking_uri=uri))
-        exp = load_experiment(name, uri)
-        t_load = time.perf_counter()
-        doc = build_document(exp, heatmap_factors=heatmap_factors, curve_factor=curve_factor)
-        out = (
-            Path(out_dir)
-            if out_dir is not None
-            else Path.cwd() / "runs" / "reports" / safe_name(name)
-        )
-        out.mkdir(parents=True, exist_ok=True)
-        html_path, pdf_path = out / "index.html", out / "report.pdf"
-        tmp_pdf = pdf_path.with_name(pdf_path.name + ".tmp")
-        handed = worker is not None and worker.submit(doc, tmp_pdf)
-        _write_atomic(html_path, render_html(doc).encode("utf-8"))
-        if not (handed and worker is not None and worker.finish()):
-            # No worker, or it failed: draw here (a real error then surfaces with its traceback).
-            render_pdf(doc, tmp_pdf)
-        tmp_pdf.replace(pdf_path)
+        with clock("load"):
+            uri = resolve_tracking_uri(tracking_uri)
+            require_store(uri)
+            quiet_mlflow()
+            client = MlflowClient(tracking_uri=uri)
+            name = experiment_name(target, client)
+            exp = load_experiment(name, uri)
+            plan = _plan_status(client, exp, steering)
+        frozen = drawing_gc()
+        with clock("content"):
+            doc = build_document(
+                exp,
+                heatmap_factors=heatmap_factors,
+                curve_factor=curve_factor,
+                steering=steering,
+                plan=plan,
+            )
+            out = (
+                Path(out_dir)
+                if out_dir is not None
+                else Path.cwd() / "runs" / "reports" / safe_name(name)
+            )
+            out.mkdir(parents=True, exist_ok=True)
+            html_path, pdf_path = out / "index.html", out / "report.pdf"
+            tmp_pdf = pdf_path.with_name(pdf_path.name + ".tmp")
+            handed = worker is not None and worker.submit(doc, tmp_pdf)
+        with clock("html"):
+            _write_atomic(html_path, render_html(doc).encode("utf-8"))
+        with clock("pdf"):
+            if not (handed and worker is not None and worker.finish()):
+                # No worker, or it failed: draw here (a real error then surfaces with its
+                # traceback).
+                render_pdf(doc, tmp_pdf)
+            tmp_pdf.replace(pdf_path)
     finally:
         if worker is not None:
             worker.close()
-    log.info("report %s: load %.2fs, render %.2fs", name, t_load - t0, time.perf_counter() - t_load)
+        if frozen is not None:
+            gc.unfreeze()
+            gc.set_threshold(*frozen)
+    log.info("report %s: %s", name, clock)
     return html_path.resolve(), pdf_path.resolve()
+
+
+class PhaseClock:
+    """Seconds per named phase, into ``into`` when given."""
+
+    def __init__(self, into: dict[str, float] | None = None) -> None:
+        self.times = into if into is not None else {}
+
+    @contextmanager
+    def __call__(self, phase: str) -> Iterator[None]:
+        t = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.times[phase] = self.times.get(phase, 0.0) + time.perf_counter() - t
+
+    def __str__(self) -> str:
+        return ", ".join(f"{k} {v:.2f}s" for k, v in self.times.items())
+
+
+def _plan_status(client: Any, exp: Any, steering: Steering | None) -> PlanStatus | None:
+    """The plan's state for the banner; a store that cannot say costs the banner, not the
+    report."""
+    try:
+        return read_plan_status(client, exp, steering.where_levels() if steering else None)
+    except Exception as exc:
+        log.warning("could not count the plan's unfinished trials: %s", exc)
+        return None
 
 
 class PdfWorker:

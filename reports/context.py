@@ -9,15 +9,19 @@ Sections only read the context; none of them chooses anything another one also n
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from gradatlas.reports import stats
 from gradatlas.reports.fmt import join_and
 from gradatlas.reports.load import Experiment
+
+if TYPE_CHECKING:
+    from gradatlas.reports.plan_status import PlanStatus
+    from gradatlas.reports.steer import Steering
 
 # The heatmaps' default axes, as the README documents them; a suite without them gets others.
 DEFAULT_HEATMAP_FACTORS = ("depth", "activation")
@@ -63,6 +67,10 @@ class ReportContext:
     curves: CurveChoice
     thresholds: dict[str, Any]
     accuracy_key: str | None
+    steering: Steering | None = None  # the report's --by/--facet/--where/--cell/--limit
+    steering_text: str = ""  # what the report says it was steered by ("" when it was not)
+    named_cells: list[str] = field(default_factory=list)  # cell ids named with --cell
+    plan: PlanStatus | None = None  # the plan's finished/pending/failed/RUNNING counts
 
     @property
     def levels(self) -> dict[str, list[str]]:
@@ -76,21 +84,46 @@ def make_context(
     heatmap_factors: Sequence[str] = DEFAULT_HEATMAP_FACTORS,
     curve_factor: str | None = None,
     built_at: datetime | None = None,
+    steering: Steering | None = None,
+    plan: PlanStatus | None = None,
 ) -> ReportContext:
     """Decide everything once. ``heatmap_factors`` = (rows, columns) wanted for the heatmaps;
     ``curve_factor`` = the factor with one line per level in the curves (default: the heatmaps'
-    column factor)."""
+    column factor). ``steering`` (``gradatlas report --by/--facet/--where/--cell/--limit``)
+    restricts the experiment to the trials it selects, puts ``--by`` on the heatmaps' columns
+    and the curves' colours and ``--facet`` on both panel splits; ``plan`` is the plan's state
+    (``plan_status.read_plan_status``), shown when something is not finished."""
+    full = exp
+    named: list[str] = []
+    text = ""
+    if steering is not None and steering.active:
+        from gradatlas.reports.steer import steer_experiment, steering_text
+
+        exp, named = steer_experiment(exp, steering)
+        text = steering_text(steering, full, exp)
+    by = steering.by if steering else None
+    facet = steering.facet if steering else None
     var = varying_factors(exp)
-    heat = choose_heat(exp, var, tuple(heatmap_factors))
+    wanted = tuple(heatmap_factors)
+    if by:  # --by on the columns; the rows: the first default axis left, else the largest
+        wanted = (next((f for f in wanted if f not in (by, facet) and f in var), ""), by)
+        wanted = tuple(f for f in wanted if f)
+    heat = choose_heat(exp, var, wanted, facet=facet)
+    if by and heat is not None and heat.rows == by:  # the row axis was filled first
+        heat = replace(heat, rows=heat.cols, cols=by)
     return ReportContext(
         exp=exp,
         built_at=built_at or datetime.now(UTC),
         cells=stats.cell_table(exp),
         varying=var,
         heat=heat,
-        curves=choose_curves(exp, var, curve_factor, heat),
+        curves=choose_curves(exp, var, by or curve_factor, heat, facet=facet),
         thresholds=newest_thresholds(exp),
         accuracy_key=stats.accuracy_key(exp),
+        steering=steering if steering is not None and steering.active else None,
+        steering_text=text,
+        named_cells=named,
+        plan=plan,
     )
 
 
@@ -108,9 +141,17 @@ def newest_thresholds(exp: Experiment) -> dict[str, Any]:
     return {}
 
 
-def choose_heat(exp: Experiment, var: list[str], wanted: tuple[str, ...]) -> HeatChoice | None:
+def choose_heat(
+    exp: Experiment, var: list[str], wanted: tuple[str, ...], facet: str | None = None
+) -> HeatChoice | None:
     """The requested pair where the suite varies it; otherwise the factors with most levels.
-    The remaining factors become facets while the panels stay readable, then are pooled."""
+    The remaining factors become facets while the panels stay readable, then are pooled.
+    ``facet`` (``--facet``) is never an axis and always the first facet, however many levels."""
+    if facet in var and any(f != facet for f in var):
+        wanted = tuple(f for f in wanted if f != facet)
+        var = [f for f in var if f != facet]
+    else:
+        facet = None
     present = [f for f in dict.fromkeys(wanted) if f in var]
     notes = []
     missing = [f for f in dict.fromkeys(wanted) if f not in var]
@@ -127,7 +168,7 @@ def choose_heat(exp: Experiment, var: list[str], wanted: tuple[str, ...]) -> Hea
         return None
     rows, cols = (chosen[0], chosen[1]) if len(chosen) == 2 else (None, chosen[0])
     rest = [f for f in var if f not in chosen]
-    facets, pooled, count = [], [], 1
+    facets, pooled, count = ([facet], [], len(exp.levels[facet])) if facet else ([], [], 1)
     for f in rest:
         if count * len(exp.levels[f]) <= MAX_FACETS:
             facets.append(f)
@@ -143,10 +184,15 @@ def choose_heat(exp: Experiment, var: list[str], wanted: tuple[str, ...]) -> Hea
 
 
 def choose_curves(
-    exp: Experiment, var: list[str], requested: str | None, heat: HeatChoice | None
+    exp: Experiment,
+    var: list[str],
+    requested: str | None,
+    heat: HeatChoice | None,
+    facet: str | None = None,
 ) -> CurveChoice:
     """Lines per level of the requested factor (default: the heatmaps' column factor), panels
-    per level of the heatmaps' row factor: the curves then read like the heatmaps above them."""
+    per level of the heatmaps' row factor: the curves then read like the heatmaps above them.
+    A requested ``facet`` (``--facet``) gives the rows of panels instead, up to ``MAX_FACETS``."""
     notes = []
     factor = None
     if requested:
@@ -161,6 +207,11 @@ def choose_curves(
         factor = heat.cols if heat else (var[0] if var else None)
         if requested and factor:
             notes[-1] += f" They are drawn per {factor} instead."
+    if facet in var and facet != factor:
+        if len(exp.levels[facet]) > MAX_FACETS:
+            notes.append(f"{facet} has more than {MAX_FACETS} levels; curves pool over it.")
+            facet = None
+        return CurveChoice(factor, facet, notes)
     facet = heat.rows if heat and heat.rows and heat.rows != factor else None
     if facet and len(exp.levels[facet]) > MAX_CURVE_FACETS:
         notes.append(f"{facet} has more than {MAX_CURVE_FACETS} levels; curves pool over it.")

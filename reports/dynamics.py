@@ -9,7 +9,7 @@ exploded or vanished trials would drag a mean anywhere.
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import partial
@@ -27,13 +27,25 @@ from gradatlas.reports.fmt import join_and, plural
 from gradatlas.reports.load import Experiment
 
 BOUNDED_NOTE = "saturation applies to bounded activations (sigmoid/tanh family)"
+# One line style per outcome in the convergence curves (colour is the level of the curves'
+# factor): trials with different outcomes never share a band.
+OUTCOME_STYLES = {
+    "converged": "-",
+    "unconverged": "--",
+    "stalled": (0, (3, 1, 1, 1, 1, 1)),
+    "vanished": ":",
+    "exploded": "-.",
+}
 MAX_LINE_FACTORS = 2  # colour and line style: a third would make the profile panels unreadable
 
 
 def _trials(exp: Experiment, mask: Any = None) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
-    """(trials row as a dict, its trial record) for the rows selected by ``mask``."""
-    t = exp.trials if mask is None else exp.trials[mask]
-    for row in t.to_dict("records"):
+    """(trials row as a dict, its trial record) for the rows selected by ``mask`` (a boolean
+    array over ``exp.trials``' rows); the row dicts are shared: read them, never change them."""
+    rows = exp.rows()
+    picks = range(len(rows)) if mask is None else np.flatnonzero(np.asarray(mask, dtype=bool))
+    for i in picks:
+        row = rows[i]
         yield row, exp.records.get(row["run_id"], {})
 
 
@@ -59,6 +71,8 @@ class Convergence:
             blocks.append(Para("Skipped: no trial record holds training curves.", note=True))
         else:
             blocks.append(_curve_figure(ctx))
+            if ctx.named_cells:
+                blocks.append(_named_cells_figure(ctx))
         blocks += _steps_blocks(ctx)
         return blocks
 
@@ -79,49 +93,162 @@ def _curve_figure(ctx: ReportContext) -> Figure:
         else (th.get("target_loss"), "target")
     )
     grid: list[list[figures.CurvePanel]] = []
+    styles: dict[str, Any] = {}
+    outcomes_seen: dict[str, None] = {}
     for fl in facet_levels:
         suffix = f" · {facet} = {fl}" if facet else ""
         loss_lines, eval_lines = [], []
+        skip: list[str] = []
         for level, colour in zip(line_levels, colours, strict=True):
             mask = np.ones(len(exp.trials), dtype=bool)
             if factor:
                 mask &= (exp.trials[exp.fcol(factor)] == level).to_numpy()
             if facet:
                 mask &= (exp.trials[exp.fcol(facet)] == fl).to_numpy()
-            train, ev = [], []
-            for _, rec in _trials(exp, mask):
+            train: dict[str, list[Any]] = defaultdict(list)
+            ev: dict[str, list[Any]] = defaultdict(list)
+            for row, rec in _trials(exp, mask):
                 curves = rec.get("curves") or {}
                 tr, e = curves.get("train") or {}, curves.get("eval") or {}
                 if tr.get("step"):
-                    train.append((tr["step"], tr.get("loss") or []))
+                    train[row["outcome"]].append((tr["step"], tr.get("loss") or []))
                 if e.get("step") and e.get(eval_key):
-                    ev.append((e["step"], e[eval_key]))
-            b = stats.band(train)
-            if b is not None:
-                loss_lines.append((level, colour, b))
-            b = stats.band(ev)
-            if b is not None:
-                eval_lines.append((level, colour, b))
+                    ev[row["outcome"]].append((e["step"], e[eval_key]))
+            for outcome in _outcome_order(train.keys() | ev.keys()):
+                label = f"{level} · {outcome}"
+                outcomes_seen.setdefault(outcome, None)
+                styles[label] = OUTCOME_STYLES.get(outcome, (0, (1, 1)))
+                if outcome == "exploded":
+                    skip.append(label)
+                b = stats.band(train.get(outcome, []))
+                if b is not None:
+                    loss_lines.append((label, colour, b))
+                b = stats.band(ev.get(outcome, []))
+                if b is not None:
+                    eval_lines.append((label, colour, b))
         hline = (target[0], target[1]) if target[0] is not None else None
         grid.append(
             [
-                figures.CurvePanel(f"training loss{suffix}", "loss (log)", True, loss_lines),
                 figures.CurvePanel(
-                    f"{eval_label}{suffix}", eval_label, not classification, eval_lines, hline=hline
+                    f"training loss{suffix}",
+                    "loss (log)",
+                    True,
+                    loss_lines,
+                    styles=styles,
+                    ylim_skip=tuple(skip),
+                ),
+                figures.CurvePanel(
+                    f"{eval_label}{suffix}",
+                    eval_label,
+                    not classification,
+                    eval_lines,
+                    hline=hline,
+                    styles=styles,
                 ),
             ]
         )
     over = [f for f in ctx.varying if f not in (factor, facet)]
     pooled = f" and over {join_and(over)}" if over else ""
+    shown = [lv for lv in line_levels if any(k.startswith(f"{lv} · ") for k in styles)]
+    legend, legend_cols = legend_rows(
+        [(lv, colours[line_levels.index(lv)], "-") for lv in shown],
+        [(o, "#555555", OUTCOME_STYLES.get(o, (0, (1, 1)))) for o in outcomes_seen],
+    )
     return Figure(
         name="convergence",
-        draw=partial(figures.curve_grid, panels=grid, legend_title=factor or ""),
+        draw=partial(
+            figures.curve_grid,
+            panels=grid,
+            legend_title=f"colour: {factor or 'all trials'} · line style: outcome",
+            legend=legend,
+            legend_cols=legend_cols,
+        ),
         size=figures.curves_size(len(grid)),
         caption=(
-            f"Training loss and {eval_label} against step: median and interquartile band "
-            f"across seeds{pooled}, one line per {factor or 'suite'} level"
-            + (f", one row per {facet} level" if facet else "")
-            + ". Exploded trials stop at the explosion, so a line may be short."
+            f"Training loss and {eval_label} against step, one line per {factor or 'suite'} "
+            "level (colour) and outcome (line style): median and interquartile band across the "
+            f"seeds{pooled} that had that outcome, so converged, vanished and exploded trials "
+            "never share a band"
+            + (f"; one row per {facet} level" if facet else "")
+            + ". Exploded trials stop at the explosion (a triangle marks where; their losses are "
+            "left out of the y range)."
+        ),
+    )
+
+
+LEGEND_COLS = 6
+
+
+def legend_rows(*groups: list[tuple[str, Any, Any]]) -> tuple[list[tuple[str, Any, Any]], int]:
+    """Legend entries laid out so each group starts a row of its own (the curves' levels on
+    one, the outcomes' line styles below), and the column count to draw them with: matplotlib
+    fills a legend column by column, so the rows are padded with gaps and read off by column."""
+    cols = max(1, min(LEGEND_COLS, max((len(g) for g in groups), default=1)))
+    gap = ("", "none", "-")
+    rows = []
+    for g in groups:
+        for i in range(0, max(len(g), 1), cols):
+            chunk = g[i : i + cols]
+            rows.append(chunk + [gap] * (cols - len(chunk)))
+    return [rows[r][c] for c in range(cols) for r in range(len(rows))], cols
+
+
+def _outcome_order(outcomes: Any) -> list[str]:
+    """Outcomes in the report's order (verdicts first, then any other label)."""
+    known = [o for o in OUTCOMES if o in outcomes]
+    return known + sorted(o for o in outcomes if o not in OUTCOMES)
+
+
+def _named_cells_figure(ctx: ReportContext) -> Figure:
+    """One row per cell named with ``--cell``: every seed's own curves, coloured by outcome."""
+    exp = ctx.exp
+    classification = _is_classification(ctx)
+    eval_key, eval_label = (
+        ("val_acc", "validation accuracy") if classification else ("val_loss", "validation loss")
+    )
+    grid: list[list[figures.CurvePanel]] = []
+    seen: dict[str, None] = {}
+    for cell_id in ctx.named_cells:
+        mask = (exp.trials["cell_id"] == cell_id).to_numpy()
+        loss_lines, eval_lines = [], []
+        name, counts = cell_id, Counter()
+        for row, rec in _trials(exp, mask):
+            name = row["cell"] or cell_id
+            outcome = row["outcome"]
+            counts[outcome] += 1
+            seen.setdefault(outcome, None)
+            colour = figures.OUTCOME_COLORS.get(outcome, "#555555")
+            curves = rec.get("curves") or {}
+            tr, e = curves.get("train") or {}, curves.get("eval") or {}
+            b = stats.band([(tr["step"], tr.get("loss") or [])]) if tr.get("step") else None
+            if b is not None:
+                loss_lines.append((outcome, colour, b))
+            b = (
+                stats.band([(e["step"], e[eval_key])])
+                if e.get("step") and e.get(eval_key)
+                else None
+            )
+            if b is not None:
+                eval_lines.append((outcome, colour, b))
+        mix = ", ".join(f"{counts[o]} {o}" for o in _outcome_order(counts))
+        grid.append(
+            [
+                figures.CurvePanel(
+                    f"{name} ({mix}): training loss", "loss (log)", True, loss_lines
+                ),
+                figures.CurvePanel(
+                    f"{name}: {eval_label}", eval_label, not classification, eval_lines
+                ),
+            ]
+        )
+    legend = [(o, figures.OUTCOME_COLORS.get(o, "#555555"), "-") for o in _outcome_order(seen)]
+    return Figure(
+        name="named-cells",
+        draw=partial(figures.curve_grid, panels=grid, legend_title="outcome", legend=legend),
+        size=figures.curves_size(len(grid)),
+        caption=(
+            f"The {plural(len(grid), 'cell')} named with `--cell`, one row each: training loss "
+            f"and {eval_label} of every seed (one line per seed, coloured by its outcome)."
         ),
     )
 
@@ -391,7 +518,8 @@ def _norms_over_training(ctx: ReportContext) -> list[Block]:
     lines = []
     styles = iter(figures.LINESTYLES * 3)
     for cell_id, outcome, k, n in representative_cells(ctx.cells):
-        mask = (exp.trials["cell_id"] == cell_id).to_numpy()
+        # Only the seeds with that outcome: a band never mixes outcomes.
+        mask = ((exp.trials["cell_id"] == cell_id) & (exp.trials["outcome"] == outcome)).to_numpy()
         glob, first = [], []
         label = ""
         for row, rec in _trials(exp, mask):
@@ -427,7 +555,8 @@ def _norms_over_training(ctx: ReportContext) -> list[Block]:
             size=(figures.WIDTH, 3.0 + 0.18 * ((len(lines) + 1) // 2)),
             caption=(
                 "Gradient norm over training for selected cells: for each outcome, the cell "
-                "where it was most frequent (median over its seeds, interquartile band). Dotted "
+                "where it was most frequent (median over its seeds with that outcome, "
+                "interquartile band). Dotted "
                 "lines: the explosion threshold (global norm) and the vanishing threshold (first "
                 "layer)."
             ),

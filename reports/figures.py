@@ -11,7 +11,7 @@ import math
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import matplotlib as mpl
@@ -214,20 +214,18 @@ def rate_heatmaps(fig: Figure, spec: HeatSpec) -> None:
     mesh = None
     dense = len(spec.row_levels) * len(spec.col_levels) > 48
     panel_w = (WIDTH - 1.3) / n_cols
+    counts = _heat_counts(spec)
     for idx, (ax, facet) in enumerate(zip(axes.flat, spec.facets, strict=False)):
-        d = spec.data[spec.data["facet"] == facet]
-        k = d.pivot_table(index="row", columns="col", values="k", aggfunc="sum")
-        n = d.pivot_table(index="row", columns="col", values="n", aggfunc="sum")
-        k = k.reindex(index=spec.row_levels, columns=spec.col_levels)
-        n = n.reindex(index=spec.row_levels, columns=spec.col_levels)
-        rate = (k / n).to_numpy(dtype=float)
+        k, n = counts.get(facet, counts[None])
+        with np.errstate(invalid="ignore", divide="ignore"):
+            rate = k / n
         ax.set_facecolor("#eeeeee")
         mesh = ax.pcolormesh(
             np.ma.masked_invalid(rate), cmap=cmap, norm=norm, edgecolors="white", linewidth=1.0
         )
         for i in range(rate.shape[0]):
             for j in range(rate.shape[1]):
-                _annotate_square(ax, i, j, rate[i, j], k.iat[i, j], n.iat[i, j], norm, dense)
+                _annotate_square(ax, i, j, rate[i, j], k[i, j], n[i, j], norm, dense)
         ax.set_xlim(0, len(spec.col_levels))
         ax.set_ylim(len(spec.row_levels), 0)
         ax.set_xticks(np.arange(len(spec.col_levels)) + 0.5, spec.col_levels)
@@ -263,6 +261,27 @@ def rate_heatmaps(fig: Figure, spec: HeatSpec) -> None:
         if bar.solids is not None:  # keep the colour ramp vector (matplotlib rasterizes it)
             bar.solids.set_rasterized(False)
             bar.solids.set_edgecolor("face")  # no hairline seams between the ramp's quads
+
+
+def _heat_counts(spec: HeatSpec) -> dict[str | None, tuple[np.ndarray, np.ndarray]]:
+    """Per facet, k and n summed over the data of each (row, column) square, NaN where it has
+    none (what a pivot table reindexed to the levels gives, at a fraction of its cost); the key
+    None holds an all-NaN pair of the right shape."""
+    at_row = {lv: i for i, lv in enumerate(spec.row_levels)}
+    at_col = {lv: j for j, lv in enumerate(spec.col_levels)}
+    shape = (len(spec.row_levels), len(spec.col_levels))
+    out: dict[str | None, tuple[np.ndarray, np.ndarray]] = {
+        None: (np.full(shape, np.nan), np.full(shape, np.nan))
+    }
+    d = spec.data
+    for facet, row, col, k, n in zip(d["facet"], d["row"], d["col"], d["k"], d["n"], strict=True):
+        i, j = at_row.get(row), at_col.get(col)
+        if i is None or j is None:
+            continue
+        kk, nn = out.setdefault(facet, (np.full(shape, np.nan), np.full(shape, np.nan)))
+        kk[i, j] = k if np.isnan(kk[i, j]) else kk[i, j] + k
+        nn[i, j] = n if np.isnan(nn[i, j]) else nn[i, j] + n
+    return out
 
 
 def _annotate_square(
@@ -313,17 +332,30 @@ class CurvePanel:
     log: bool
     lines: list[tuple[str, Any, dict[str, np.ndarray]]]  # (label, colour, band)
     hline: tuple[float, str] | None = None
+    styles: dict[str, Any] = field(default_factory=dict)  # label -> line style (default solid)
+    # Labels left out of the y limits (exploded trials' losses), marked where they end instead.
+    ylim_skip: tuple[str, ...] = ()
 
 
 def curves_size(n_rows: int) -> tuple[float, float]:
     return WIDTH, 0.7 + 1.9 * n_rows
 
 
-def curve_grid(fig: Figure, panels: list[list[CurvePanel]], legend_title: str) -> None:
-    """Rows of panels, each line a median with its interquartile band; one legend on top."""
+def curve_grid(
+    fig: Figure,
+    panels: list[list[CurvePanel]],
+    legend_title: str,
+    legend: Sequence[tuple[str, Any, Any]] | None = None,
+    legend_cols: int | None = None,
+) -> None:
+    """Rows of panels, each line a median with its interquartile band; one legend on top
+    (``legend``: its entries as (label, colour, line style) instead of one per line label, in
+    ``legend_cols`` columns, filled column by column; a colour of "none" leaves a gap)."""
     n_rows, n_cols = len(panels), max(len(r) for r in panels)
     labels = list(dict.fromkeys(label for row in panels for p in row for label, _, _ in p.lines))
-    ncol = min(max(len(labels), 1), 6)
+    if legend is not None:
+        labels = [label for label, _, _ in legend]
+    ncol = legend_cols or min(max(len(labels), 1), 6)
     strip, body = with_legend_row(fig, len(labels), ncol, bool(legend_title))
     axes = body.subplots(n_rows, n_cols, squeeze=False, sharex="col")
     handles: dict[str, Any] = {}
@@ -335,7 +367,8 @@ def curve_grid(fig: Figure, panels: list[list[CurvePanel]], legend_title: str) -
                 continue
             panel = row[c]
             for label, colour, b in panel.lines:
-                (h,) = ax.plot(b["step"], b["median"], color=colour, label=label)
+                style = panel.styles.get(label, "-")
+                (h,) = ax.plot(b["step"], b["median"], color=colour, label=label, linestyle=style)
                 if (b["count"] > 1).any():
                     ax.fill_between(
                         b["step"], b["q25"], b["q75"], color=colour, alpha=0.18, linewidth=0
@@ -345,7 +378,14 @@ def curve_grid(fig: Figure, panels: list[list[CurvePanel]], legend_title: str) -
                 handles.setdefault(label, h)
             if panel.log:
                 log_y(ax)
-                _robust_ylim(ax, panel.lines)
+                _robust_ylim(ax, [ln for ln in panel.lines if ln[0] not in panel.ylim_skip])
+            for label, colour, b in panel.lines:
+                if label in panel.ylim_skip and len(b["step"]):  # where it ended, on the axes
+                    top = ax.get_ylim()[1]
+                    y = min(float(b["median"][-1]), top) if np.isfinite(b["median"][-1]) else top
+                    ax.plot(
+                        b["step"][-1], y, "^", color=colour, markersize=4, clip_on=False, zorder=5
+                    )
             if panel.hline is not None:
                 ax.axhline(panel.hline[0], color="#555555", linestyle=":", linewidth=0.9)
                 ax.annotate(
@@ -361,7 +401,10 @@ def curve_grid(fig: Figure, panels: list[list[CurvePanel]], legend_title: str) -
             ax.set_ylabel(panel.ylabel)
             if r == n_rows - 1 or (r + 1 < n_rows and c >= len(panels[r + 1])):
                 ax.set_xlabel("step")
-    if handles:
+    if legend is not None:
+        keys = [Line2D([], [], color=c, linestyle=ls) for _, c, ls in legend]
+        put_legend(strip, keys, labels, ncol, legend_title)
+    elif handles:
         put_legend(strip, list(handles.values()), list(handles.keys()), ncol, legend_title)
 
 

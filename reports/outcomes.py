@@ -20,6 +20,12 @@ from gradatlas.reports.fmt import interval, join_and, num, pct, rate_cell
 from gradatlas.reports.load import Experiment
 
 LEADERBOARD = 10  # rows per leaderboard
+# The outcomes with a rate heatmap, in the order shown: what trains, then the two failures.
+HEATMAP_OUTCOMES = (
+    ("converged", "Convergence"),
+    ("exploded", "Explosion"),
+    ("vanished", "Vanishing"),
+)
 
 
 def _heat_spec(exp: Experiment, choice: HeatChoice, outcome: str) -> figures.HeatSpec:
@@ -52,7 +58,8 @@ def _heat_spec(exp: Experiment, choice: HeatChoice, outcome: str) -> figures.Hea
 
 
 class OutcomeRates:
-    """The totals, the explosion and vanishing heatmaps, the per-cell rate table."""
+    """The totals, the convergence, explosion and vanishing heatmaps, the per-cell rate
+    table."""
 
     title = "Outcome rates"
 
@@ -106,11 +113,12 @@ class OutcomeRates:
 
 
 def _heatmaps(exp: Experiment, choice: HeatChoice, counts: pd.Series) -> list[Block]:
-    """The explosion and vanishing heatmaps, or a note for an outcome that never occurred."""
+    """The convergence, explosion and vanishing heatmaps, or a note for an outcome that never
+    occurred."""
     blocks: list[Block] = []
     over = f"{choice.rows} x {choice.cols}" if choice.rows else choice.cols
     facet_text = f", one panel per {join_and(choice.facets)} level" if choice.facets else ""
-    for outcome, word in (("exploded", "Explosion"), ("vanished", "Vanishing")):
+    for outcome, word in HEATMAP_OUTCOMES:
         k = int(counts.get(outcome, 0))
         if k == 0:
             blocks.append(

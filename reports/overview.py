@@ -91,6 +91,8 @@ def _overview_items(ctx: ReportContext) -> list[tuple[str, str]]:
             f"{len(t)} finished trials in {plural(len(ctx.cells), 'cell')}; "
             f"seeds per cell: {seeds_text(ctx)}",
         ),
+        *([("Plan", ctx.plan.banner())] if ctx.plan is not None else []),
+        *([("Steering", ctx.steering_text)] if ctx.steering_text else []),
         ("Re-runs", _set_aside_text(exp)),
         ("Trials ran", _span(t)),
         ("Factors", _factors_text(exp)),
@@ -260,7 +262,8 @@ class Methods:
     title = "Methods"
 
     def build(self, ctx: ReportContext) -> list[Block]:
-        return _methods_blocks(ctx.exp)
+        blocks: list[Block] = [Para(ctx.steering_text)] if ctx.steering_text else []
+        return blocks + _methods_blocks(ctx.exp)
 
 
 def _methods_blocks(exp: Experiment) -> list[Block]:
@@ -274,10 +277,11 @@ def _methods_blocks(exp: Experiment) -> list[Block]:
             "Statistics: a cell's rate is the share of its seeds with that outcome, with a "
             "Wilson score 95% interval. Factor effects pool every trial at a level (all seeds "
             "and all levels of the other factors). Accuracies are means over trials with a "
-            "Student-t 95% interval. Curves are the median and interquartile range across "
-            "trials at each step, over the steps those trials reached (exploded trials stop at "
-            "the explosion). Only FINISHED trial runs are counted; for a trial id with several, "
-            "the newest is used."
+            "Student-t 95% interval. Curves are the median and interquartile range at each "
+            "step across the trials of one level and one outcome (trials with different "
+            "outcomes never share a band), over the steps those trials reached (exploded "
+            "trials stop at the explosion). Only FINISHED trial runs are counted; for a trial "
+            "id with several, the newest is used."
         )
     )
     blocks.append(Para("Reproduce the whole experiment, then this report:"))

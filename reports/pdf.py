@@ -9,6 +9,8 @@ placed in the flow, so a page holds text and charts together and a chart is neve
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -109,17 +111,60 @@ def _prop(family: str, bold: bool, size: float) -> FontProperties:
     return FontProperties(family=family, weight="bold" if bold else "normal", size=size)
 
 
+class LayoutMemo:
+    """Glyph layouts of the report's own strings, computed once per (string, font, size).
+
+    Matplotlib's PDF backend shapes every string it draws (``_text_helpers.layout``: FreeType
+    and libraqm), which was two thirds of the time of a table page; a report's tables repeat a
+    few hundred distinct strings ("0/5", "0% [0–43]", level labels) tens of thousands of times
+    at atlas scale. While a ``TextRun`` draws, that function is wrapped to reuse the layout of a
+    string it has already shaped at that size. The PDF is byte for byte the same; where the
+    function is not there (another matplotlib), strings are shaped as before.
+    """
+
+    def __init__(self) -> None:
+        self.layouts: dict[tuple[Any, ...], list[Any]] = {}
+        self.size = 0.0  # the size of the string being drawn (the font object has no getter)
+
+    @contextmanager
+    def active(self) -> Iterator[None]:
+        try:
+            from matplotlib import _text_helpers
+        except ImportError:  # pragma: no cover - a matplotlib without it: shape as it does
+            yield
+            return
+        shape = getattr(_text_helpers, "layout", None)
+        if shape is None:  # pragma: no cover
+            yield
+            return
+
+        def layout(string: str, font: Any, *args: Any, **kwargs: Any) -> Iterator[Any]:
+            key = (string, font, self.size, args, tuple(sorted(kwargs.items())))
+            items = self.layouts.get(key)
+            if items is None:
+                items = self.layouts[key] = list(shape(string, font, *args, **kwargs))
+            return iter(items)
+
+        _text_helpers.layout = layout
+        try:
+            yield
+        finally:
+            _text_helpers.layout = shape
+
+
 class TextRun(Artist):
     """Every string of a page, drawn straight through the renderer.
 
     The report positions its own text (it measures and wraps it), so the per-string layout that
     ``Figure.text`` does again was most of the time spent on text pages; this draws the same PDF
-    text operators (so the text stays extractable) without it.
+    text operators (so the text stays extractable) without it, reusing glyph layouts through
+    ``memo`` (shared by the pages of one PDF).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, memo: LayoutMemo | None = None) -> None:
         super().__init__()
         self.items: list[tuple[float, float, str, float, str, bool, str, str]] = []
+        self.memo = memo or LayoutMemo()
         self.set_zorder(3)
 
     def add(
@@ -132,20 +177,22 @@ class TextRun(Artist):
         if not self.get_visible():
             return
         dpi = self.get_figure(root=True).dpi
-        for x, y, s, size, family, bold, color, ha in self.items:
-            width = text_width(s, size, family, bold) if ha != "left" else 0.0
-            x0 = x - width if ha == "right" else x - width / 2 if ha == "center" else x
-            gc = renderer.new_gc()
-            gc.set_foreground(color)
-            renderer.draw_text(
-                gc,
-                x0 * dpi,
-                (PAGE_H - y - ASCENT * size * PT) * dpi,
-                s,
-                _prop(family, bold, size),
-                0.0,
-            )
-            gc.restore()
+        with self.memo.active():
+            for x, y, s, size, family, bold, color, ha in self.items:
+                width = text_width(s, size, family, bold) if ha != "left" else 0.0
+                x0 = x - width if ha == "right" else x - width / 2 if ha == "center" else x
+                gc = renderer.new_gc()
+                gc.set_foreground(color)
+                self.memo.size = size
+                renderer.draw_text(
+                    gc,
+                    x0 * dpi,
+                    (PAGE_H - y - ASCENT * size * PT) * dpi,
+                    s,
+                    _prop(family, bold, size),
+                    0.0,
+                )
+                gc.restore()
 
 
 # -- pages ---------------------------------------------------------------------------------------
@@ -162,7 +209,8 @@ class Pager:
     def __init__(self, pdf: PdfPages, title: str) -> None:
         self.pdf, self.title = pdf, title
         self.fig: MplFigure | None = None
-        self.run = TextRun()
+        self.memo = LayoutMemo()  # glyph layouts, shared by every page of this PDF
+        self.run = TextRun(self.memo)
         self.y = TOP
         self.page = 0
         self.charts: list[_Chart] = []
@@ -175,7 +223,7 @@ class Pager:
         self.flush()
         self.page += 1
         self.fig = MplFigure(figsize=(PAGE_W, PAGE_H), layout="constrained")
-        self.run = TextRun()
+        self.run = TextRun(self.memo)
         self.fig.add_artist(self.run)
         self.y = TOP
         self.text(LEFT, PAGE_H - BOTTOM + 0.32, f"{self.title}", 7, color=MUTED)

@@ -11,11 +11,21 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Protocol
 
-from gradatlas.reports import claims, dynamics, literature, outcomes, overview, tuning
+from gradatlas.reports import (
+    claims,
+    dynamics,
+    literature,
+    outcomes,
+    overview,
+    plan_status,
+    tuning,
+)
 from gradatlas.reports.context import DEFAULT_HEATMAP_FACTORS, ReportContext, make_context
 from gradatlas.reports.document import Block, Document, NumberedSection
 from gradatlas.reports.fmt import plural
 from gradatlas.reports.load import Experiment
+from gradatlas.reports.plan_status import PlanStatus
+from gradatlas.reports.steer import Steering
 
 __all__ = ["DEFAULT_HEATMAP_FACTORS", "SECTIONS", "Section", "build_document", "document_for"]
 
@@ -42,6 +52,7 @@ def applies(section: Section, ctx: ReportContext) -> bool:
 
 
 SECTIONS: list[Section] = [
+    plan_status.Progress(),
     claims.Claims(),
     overview.Overview(),
     outcomes.OutcomeRates(),
@@ -61,12 +72,20 @@ def build_document(
     heatmap_factors: Sequence[str] = DEFAULT_HEATMAP_FACTORS,
     curve_factor: str | None = None,
     built_at: datetime | None = None,
+    steering: Steering | None = None,
+    plan: PlanStatus | None = None,
 ) -> Document:
     """The whole report as blocks. ``heatmap_factors`` = (rows, columns) of the outcome
     heatmaps; ``curve_factor`` = the factor with one line per level in the convergence curves
-    (default: the heatmaps' column factor)."""
+    (default: the heatmaps' column factor); ``steering`` what ``gradatlas report --by --facet
+    --where --cell --limit`` asked for; ``plan`` the plan's state (its banner when unfinished)."""
     ctx = make_context(
-        exp, heatmap_factors=heatmap_factors, curve_factor=curve_factor, built_at=built_at
+        exp,
+        heatmap_factors=heatmap_factors,
+        curve_factor=curve_factor,
+        built_at=built_at,
+        steering=steering,
+        plan=plan,
     )
     return document_for(ctx, SECTIONS)
 
@@ -83,6 +102,10 @@ def document_for(ctx: ReportContext, sections: Sequence[Section]) -> Document:
         f"{plural(len(exp.trials), 'trial')} in {plural(len(ctx.cells), 'cell')} · "
         f"MLflow experiment '{exp.name}' · built {ctx.built_at:%Y-%m-%d %H:%M} UTC"
     )
+    if ctx.plan is not None and not ctx.plan.complete:
+        subtitle = f"UNFINISHED: {ctx.plan.banner()} · {subtitle}"
+    if ctx.steering is not None:
+        subtitle += f" · steered: {ctx.steering.command_line()}"
     footer = (
         "Built by gradatlas from the MLflow records alone; every number can be traced to a "
         "run in the experiment above."

@@ -12,9 +12,27 @@ An empty stdin means the parent no longer needs it.
 
 from __future__ import annotations
 
+import gc
 import pickle
 import sys
 from pathlib import Path
+
+DRAWING_GC_GEN0 = 20_000  # allocations between young collections while drawing (default 700)
+
+
+def drawing_gc() -> tuple[int, int, int]:
+    """Set the collector up for drawing; returns the thresholds to restore (then unfreeze).
+
+    What is alive now (the records, the document) stays alive until the report is written:
+    ``gc.freeze`` moves it out of the collector's sight, or every full collection while drawing
+    re-scans millions of objects that cannot be garbage. Matplotlib allocates artists by the
+    hundred thousand and frees most of them by reference counting, so young collections are
+    made rarer too. Together about a tenth of the drawing time.
+    """
+    before = gc.get_threshold()
+    gc.freeze()
+    gc.set_threshold(DRAWING_GC_GEN0, *before[1:])
+    return before
 
 
 def main() -> int:
@@ -26,6 +44,7 @@ def main() -> int:
     source, target = line.split("\t")
     with open(source, "rb") as fh:
         doc = pickle.load(fh)  # written by our parent into its private temporary folder
+    drawing_gc()  # this process ends when the PDF is written: nothing to restore
     render_pdf(doc, Path(target))
     return 0
 

@@ -13,6 +13,7 @@ is a result, not a retry), and hands results back the moment each unit returns.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import socket
@@ -20,7 +21,7 @@ import threading
 import time
 import traceback
 from collections import deque
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -71,6 +72,10 @@ class WorkUnit:
     trials: tuple[Trial, ...]
     batch_seeds: int | str = 1  # "auto" or K; decided on the worker, which knows its device
     early_stop: Mapping[str, EarlyStop] = field(default_factory=dict)
+    # Live runs (runners.live): where the worker sends its trials' start and curve points
+    # (set by the executor), and how often it may (seconds; 0: the record at the end only).
+    live: Any = None
+    live_every_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -109,6 +114,7 @@ def run_unit(
     raises is retried one trial at a time, so each failure is its own trial's.
     ``threads`` sets torch's intra-op threads for this process first."""
     from gradatlas.runners.batching import seed_groups
+    from gradatlas.runners.live import LiveSink
     from gradatlas.runners.trial import pick_device, run_trials, set_threads
 
     if threads:
@@ -121,7 +127,9 @@ def run_unit(
         if stop is not None and stop.is_set():
             break
         rules = [unit.early_stop.get(t.trial_id) for t in group]
-        extra = {"early_stop": MemberRules(tuple(rules))} if any(rules) else {}
+        extra: dict[str, Any] = {"early_stop": MemberRules(tuple(rules))} if any(rules) else {}
+        if unit.live is not None and unit.live_every_s > 0:
+            extra["live"] = LiveSink(unit.live, unit.live_every_s)
         try:
             results = run_trials(group, accelerator=accelerator, stop=stop, **extra)
         except Exception as exc:  # a trial that blows up is a result, not a crash
@@ -144,13 +152,21 @@ def run_unit(
     return out
 
 
+# The driver's end of live runs: takes the messages workers sent (``runners.live``).
+Deliver = Callable[[list[dict[str, Any]]], None]
+
+
 class Executor(Protocol):
-    """Runs work units; yields each unit's result as soon as it is done (any order)."""
+    """Runs work units; yields each unit's result as soon as it is done (any order). ``live``:
+    where the messages of units with ``live_every_s`` go, each delivered before its unit's
+    result is yielded."""
 
     description: str  # what it runs on, for the user: "2 Ray workers (1 CPU, 1 thread each)"
     workers: int
 
-    def run(self, units: Sequence[WorkUnit], stop: threading.Event) -> Iterator[UnitResult]: ...
+    def run(
+        self, units: Sequence[WorkUnit], stop: threading.Event, live: Deliver | None = None
+    ) -> Iterator[UnitResult]: ...
 
     def pool(self, stop: threading.Event) -> Pool: ...
 
@@ -187,10 +203,14 @@ class InProcessExecutor:
         self.accelerator, self.threads = accelerator, threads
         self.description = "this process" + (f" ({threads} torch threads)" if threads else "")
 
-    def run(self, units: Sequence[WorkUnit], stop: threading.Event) -> Iterator[UnitResult]:
+    def run(
+        self, units: Sequence[WorkUnit], stop: threading.Event, live: Deliver | None = None
+    ) -> Iterator[UnitResult]:
         for unit in units:
             if stop.is_set():
                 return
+            if live is not None:  # the trial trains in this process: deliver directly
+                unit = dataclasses.replace(unit, live=live)
             yield run_unit(unit, accelerator=self.accelerator, threads=self.threads, stop=stop)
 
     def pool(self, stop: threading.Event) -> InProcessPool:
@@ -361,10 +381,17 @@ class RayExecutor:
         warm = ray.remote(_warm_worker).options(num_cpus=plan.num_cpus, num_gpus=plan.num_gpus)
         self._warming = [warm.remote() for _ in range(plan.workers)]
 
-    def run(self, units: Sequence[WorkUnit], stop: threading.Event) -> Iterator[UnitResult]:
+    def run(
+        self, units: Sequence[WorkUnit], stop: threading.Event, live: Deliver | None = None
+    ) -> Iterator[UnitResult]:
         import ray
 
+        from gradatlas.runners.live import QueueSender, RayFeed
+
+        feed = RayFeed() if live is not None and any(u.live_every_s > 0 for u in units) else None
         queue = list(units)
+        if feed is not None:
+            queue = [dataclasses.replace(u, live=QueueSender(feed.queue)) for u in queue]
         in_flight: dict[Any, WorkUnit] = {}
         limit = max(1, 2 * self.workers)
         try:
@@ -377,6 +404,9 @@ class RayExecutor:
                 if stop.is_set():
                     queue.clear()
                 done, _ = ray.wait(list(in_flight), num_returns=1, timeout=0.5)
+                # After the wait: a unit that returned put its messages before it did.
+                if feed is not None and live is not None and (messages := feed.drain()):
+                    live(messages)
                 for ref in done:
                     yield _ray_result(ref, in_flight.pop(ref))
                 if stop.is_set():
@@ -385,6 +415,8 @@ class RayExecutor:
         finally:
             for ref in in_flight:
                 ray.cancel(ref, force=True)
+            if feed is not None:
+                feed.close()
 
     def pool(self, stop: threading.Event) -> RayPool:
         return RayPool(self, stop)

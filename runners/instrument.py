@@ -60,6 +60,9 @@ class GradientInstrument(pl.Callback):
         self.steps_run = [0] * self.members
         self._snapshot: list[torch.Tensor] | None = None
         self._checked_upto = 0
+        # Called with the instrument after each evaluation during training (live runs: a worker
+        # sends new points to the driver); its time is its own, not instrumentation's.
+        self.after_eval: Any = None
 
     @property
     def exploded(self) -> bool:
@@ -147,12 +150,15 @@ class GradientInstrument(pl.Callback):
         if self.check_every_step:
             self._check_explosion(trainer, pl_module, step)
         last = step + 1 >= self.max_steps
-        if not self.exploded and ((step + 1) % self.eval_every == 0 or last):
+        evaluated = not self.exploded and ((step + 1) % self.eval_every == 0 or last)
+        if evaluated:
             self.evals.append((step + 1, self.evaluate(), list(self.alive)))
         if self.stop is not None and self.stop.is_set():
             self.interrupted = True
             trainer.should_stop = True
         self.seconds += time.perf_counter() - t0
+        if evaluated and self.after_eval is not None and not last:
+            self.after_eval(self)
 
     def _check_explosion(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, step: int

@@ -27,6 +27,7 @@ from typing import Any
 
 HEARTBEAT_S = 30.0
 CLOSED = "closed"
+LIVE = "live"
 
 
 class Recorder:
@@ -44,7 +45,9 @@ class Recorder:
         # forkserver re-import it, seconds for a script that imports torch).
         units_r, units_w = os.pipe()
         reports_r, reports_w = os.pipe()
-        args = json.dumps([tracking_uri, experiment_id, sweep_id, force, units_r, reports_w])
+        args = json.dumps(
+            [tracking_uri, experiment_id, sweep_id, force, units_r, reports_w, os.getpid()]
+        )
         self._proc = subprocess.Popen(
             [sys.executable, "-m", "gradatlas.runners.recorder", args],
             pass_fds=(units_r, reports_w),
@@ -72,6 +75,13 @@ class Recorder:
             raise StoreWriteError(
                 f"the recorder process ended (exit status {code}) and cannot write: {exc}"
             ) from exc
+
+    def live(self, messages: list[dict[str, Any]]) -> None:
+        """Hand over live-run messages (``runners.live``: a trial started, new curve points);
+        they reach the recorder in order with the units. A dead recorder drops them here: the
+        next ``put`` says so."""
+        with contextlib.suppress(OSError):
+            self._units_w.send({LIVE: messages})
 
     def reports(self, wait: float = 0.0) -> list[dict[str, Any]]:
         """What the recorder reported since the last call (never blocks). ``wait``: seconds to
@@ -126,6 +136,7 @@ def _recorder_main(
     force: bool,
     units_fd: int,
     reports_fd: int,
+    driver_pid: int | None = None,
 ) -> None:
     from multiprocessing.connection import Connection
 
@@ -152,6 +163,7 @@ def _recorder_main(
         inbox.put(None)
 
     threading.Thread(target=read, daemon=True).start()
+    live: dict[str, Any] = {}  # trial id -> its RUNNING run (tracking.LiveRun)
     failed = False
     last_beat = time.monotonic()
     while True:
@@ -161,15 +173,25 @@ def _recorder_main(
             unit = ...
         if not failed and time.monotonic() - last_beat > HEARTBEAT_S:  # the sweep is alive
             with contextlib.suppress(Exception):
-                store.heartbeat(tracker.client, sweep_id)
+                # The driver's pid, not ours: a second driver is told whom to wait for.
+                store.heartbeat(tracker.client, sweep_id, pid=driver_pid)
             last_beat = time.monotonic()
         if unit is None:
             break
         if failed or unit is ...:
             continue
+        if isinstance(unit, dict):  # live-run messages: nothing to report unless they fail
+            try:
+                _write_live(tracker, experiment_id, sweep_id, unit[LIVE], live)
+            except Exception as exc:
+                failed = True
+                why = store.classify_write_error(exc) or f"{type(exc).__name__}: {exc}"
+                with contextlib.suppress(OSError):
+                    reports_w.send({"error": why, "write_error": True})
+            continue
         report: dict[str, Any] = {"duplicates": [], "logging_s": 0.0}
         try:
-            _write_unit(tracker, experiment_id, sweep_id, unit, force, report)
+            _write_unit(tracker, experiment_id, sweep_id, unit, force, report, live)
         except store.StoreWriteError as exc:
             failed, report["error"], report["write_error"] = True, str(exc), True
         except Exception as exc:
@@ -177,22 +199,48 @@ def _recorder_main(
             report["error"] = f"{type(exc).__name__}: {exc}\n{traceback.format_exc()[-4000:]}"
         with contextlib.suppress(OSError):
             reports_w.send(report)
+    # Live runs no unit came back for: cancelled by a stop, lost with their worker, or the
+    # driver died. Their trials stay pending (rerun on resume); the runs keep their points.
+    for run in live.values():
+        with contextlib.suppress(Exception):
+            tracker.kill_live(
+                run, "the sweep ended before this trial reported (stopped, its worker lost, or "
+                "the driver gone); it is rerun on resume",
+            )  # fmt: skip
     with contextlib.suppress(OSError):
         reports_w.send({CLOSED: True})
 
 
-def _write_unit(tracker, exp_id, sweep_id, unit, force, report) -> None:
-    """Everything one returned unit leaves in the store; a failed write says why in one line."""
+def _write_live(tracker, exp_id, sweep_id, messages, live) -> None:
+    """Create the RUNNING runs of trials that started; append flushed points to theirs."""
+    from gradatlas.runners.live import POINTS, START
+
+    for message in messages:
+        trial_id = message["trial_id"]
+        if message["t"] == START and trial_id not in live:  # a retried unit reuses its run
+            live[trial_id] = tracker.start_live(exp_id, sweep_id, message)
+        elif message["t"] == POINTS and trial_id in live:
+            tracker.live_points(live[trial_id], message["points"])
+
+
+def _write_unit(tracker, exp_id, sweep_id, unit, force, report, live=None) -> None:
+    """Everything one returned unit leaves in the store; a failed write says why in one line.
+    A trial with a live run is written into it (tuning runs never have one)."""
+    from gradatlas.record import KIND_TRIAL
     from gradatlas.runners import store
 
+    live = {} if live is None else live
     writes, failures = unit
     for write in writes:
         t0 = time.perf_counter()
+        run = live.pop(write.trial_id, None) if write.kind == KIND_TRIAL else None
         if not (force or write.interrupted) and tracker.recorded(exp_id, write):
             report["duplicates"].append(write.label)
+            if run is not None:  # another attempt's run: the record exists once already
+                tracker.client.delete_run(run.run_id)
             continue
         try:
-            tracker.write_trial(exp_id, sweep_id, write)
+            tracker.write_trial(exp_id, sweep_id, write, live=run)
         except Exception as exc:
             why = store.classify_write_error(exc)
             if why is None:
@@ -200,7 +248,9 @@ def _write_unit(tracker, exp_id, sweep_id, unit, force, report) -> None:
             raise store.StoreWriteError(why) from exc
         report["logging_s"] += time.perf_counter() - t0
     for failure in failures:
-        tracker.record_failure(exp_id, sweep_id, failure)
+        tracker.record_failure(
+            exp_id, sweep_id, failure, live=live.pop(failure.trial.trial_id, None)
+        )
 
 
 if __name__ == "__main__":

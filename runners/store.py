@@ -45,12 +45,12 @@ from gradatlas.record import (
     KILLED_STATUS,
     OUTCOME,
     OUTCOME_REASON,
-    PARENT_RUN,
     RUNNING_SWEEPS,
     RUNNING_TRIALS,
     TRIAL_ID,
     quiet_mlflow,
     search_all,
+    sweep_of,
 )
 
 STALE_AFTER_S = 120.0  # a driver on another host with no heartbeat for this long is dead
@@ -265,13 +265,14 @@ def claim_sweep(client: Any, sweep_run_id: str) -> DriverInfo:
     return DriverInfo(sweep_run_id, socket.gethostname(), os.getpid(), beat)
 
 
-def heartbeat(client: Any, sweep_run_id: str) -> float:
+def heartbeat(client: Any, sweep_run_id: str, pid: int | None = None) -> float:
     """Refresh the sweep run's driver tags (all three, so a heartbeat also claims an unclaimed
-    run); call it every ~30 s, well inside ``STALE_AFTER_S``. Returns the heartbeat written."""
+    run); call it every ~30 s, well inside ``STALE_AFTER_S``. ``pid``: the driver's, when the
+    caller is not the driver itself (its recorder process). Returns the heartbeat written."""
     from mlflow.entities import RunTag
 
     now = time.time()
-    tags = {DRIVER_HOST: socket.gethostname(), DRIVER_PID: str(os.getpid())}
+    tags = {DRIVER_HOST: socket.gethostname(), DRIVER_PID: str(pid or os.getpid())}
     tags[DRIVER_HEARTBEAT] = f"{now:.0f}"
     client.log_batch(sweep_run_id, tags=[RunTag(k, v) for k, v in tags.items()])
     return now
@@ -293,7 +294,8 @@ def close_dead_runs(
     client: Any, experiment_id: str, *, stale_after: float = STALE_AFTER_S
 ) -> tuple[int, int]:
     """Close as KILLED what dead drivers left RUNNING: their sweep runs, and every RUNNING trial
-    run whose sweep (``mlflow.parentRunId``) is not a live driver's. A closed trial run also
+    run whose sweep (``gradatlas.sweep_run``, or the parent of an older run) is not a live
+    driver's. A closed trial run also
     gets outcome ``killed``, as an interrupted one does, so it is rerun on resume. Returns
     (sweep runs closed, trial runs closed)."""
     from mlflow.entities import RunTag
@@ -311,7 +313,7 @@ def close_dead_runs(
     orphans = [
         run
         for run in search_all(client, experiment_id, RUNNING_TRIALS)
-        if run.data.tags.get(PARENT_RUN) not in live
+        if sweep_of(run.data.tags) not in live
     ]
     for run in orphans:
         reason = "left RUNNING by a driver that is gone; closed by a later gradatlas run"

@@ -165,12 +165,16 @@ class StopOnSignals:
 def pending_trials(
     suite: Suite, done: set[str], failed: set[str], limit: int | None
 ) -> tuple[list[Any], int]:
-    """The trials still to run (finished ones, and failed ones unless retried, are skipped),
-    the first ``limit`` of them in plan order. Returns (todo, pending count)."""
+    """The trials still to run (finished ones, and failed ones unless retried, are skipped):
+    with ``limit``, that many spread over the grid (``suites.spread``: every level of every
+    factor early, one seed per cell before a second), in plan order, rather than the first
+    cells of the grid. Returns (todo, pending count)."""
+    from gradatlas.suites.spread import spread
+
     pending = [t for t in suite.trials if t.trial_id not in done and t.trial_id not in failed]
     if limit is None or limit >= len(pending):
         return pending, len(pending)
-    return pending[:limit], len(pending)
+    return spread(pending, limit), len(pending)
 
 
 def run_suite(
@@ -409,8 +413,9 @@ def _evaluate(
     # From here until it closes, only the recorder process writes the store.
     recorder = Recorder(tracking_uri, exp_id, sweep_id, force)
     try:
-        units = make_units(todo, batch_seeds)
-        for unit in executor.run(units, signals.event):
+        every = suite.spec.execution.live_every_s
+        units = [dataclasses.replace(u, live_every_s=every) for u in make_units(todo, batch_seeds)]
+        for unit in executor.run(units, signals.event, live=recorder.live if every else None):
             with signals.writing():  # a second signal never cuts a unit in half
                 recorder.put(unit)  # written while the next unit trains
             _account(unit, summary, progress, stream)

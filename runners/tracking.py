@@ -30,12 +30,16 @@ from gradatlas.record import (
     FAILED_OUTCOME,
     FAILED_TRIALS,
     FINISHED_TRIALS,
+    KILLED,
+    KILLED_STATUS,
     KIND_TRIAL,
     MAX_REASON_TAG,
+    OUTCOME_REASON,
     OVERRIDES,
     OVERRIDES_ARTIFACT,
     SUITE_RESOLVED_ARTIFACT,
     SUITE_YAML_ARTIFACT,
+    SWEEP_RUN,
     TRIAL_ARTIFACT,
     TRIAL_ID,
     RecordedOutcome,
@@ -155,32 +159,79 @@ class Tracker:
         }
         return failed - set(self.finished_trials(experiment_id))
 
-    def record_failure(self, experiment_id: str, sweep_id: str | None, failure: Any) -> str:
+    def record_failure(
+        self, experiment_id: str, sweep_id: str | None, failure: Any, live: LiveRun | None = None
+    ) -> str:
         """A trial that raised: a FAILED trial run with its config as params, the error as a
-        tag and the traceback as ``error.txt``, so it is listed, findable and not lost."""
+        tag and the traceback as ``error.txt``, so it is listed, findable and not lost (in its
+        live run when it has one)."""
         trial = failure.trial
         record = TrialRecord(
-            **_identity(trial),
+            **trial_identity(trial),
             outcome=RecordedOutcome(FAILED_OUTCOME, failure.error, trial.config["outcomes"]),
             finished_at=utc_now(),
         )
-        tags = {**trial_tags(record, sweep_id), ERROR: failure.error[:MAX_REASON_TAG]}
+        tags = {**trial_tags(record, sweep_run=sweep_id), ERROR: failure.error[:MAX_REASON_TAG]}
         tags[DEVICE] = failure.worker
-        run = self.client.create_run(experiment_id, run_name=trial.run_name, tags=tags)
-        rid = run.info.run_id
-        from mlflow.entities import Param
+        from mlflow.entities import Param, RunTag
 
+        if live is None:
+            rid = self.client.create_run(experiment_id, run_name=trial.run_name, tags=tags)
+            rid = rid.info.run_id
+        else:
+            rid = live.run_id
         # MlflowClient.log_batch splits into the store's per-call limits itself.
-        self.client.log_batch(rid, params=[Param(k, v) for k, v in trial_params(record).items()])
+        self.client.log_batch(
+            rid,
+            params=[Param(k, v) for k, v in trial_params(record).items()],
+            tags=[RunTag(k, v) for k, v in tags.items()] if live is not None else [],
+        )
         self.client.log_text(rid, failure.traceback, ERROR_ARTIFACT)
         self.client.set_terminated(rid, status="FAILED")
         return rid
+
+    # -- live runs (runners.live): created RUNNING, fed while they train, closed by the record --
+    def start_live(self, experiment_id: str, sweep_id: str | None, message: dict) -> LiveRun:
+        """The RUNNING run of a trial that started training (tags and params as the finished
+        run will have them, outcome ``running``), from the trial's own start time."""
+        from mlflow.entities import Param
+
+        tags = dict(message["tags"]) | ({SWEEP_RUN: sweep_id} if sweep_id else {})
+        run = self.client.create_run(
+            experiment_id, run_name=message["run_name"], tags=tags, start_time=message["start_ms"]
+        )
+        params = [Param(k, v) for k, v in message["params"].items()]
+        self.client.log_batch(run.info.run_id, params=params)
+        return LiveRun(run.info.run_id)
+
+    def live_points(self, live: LiveRun, points: Sequence[tuple[str, float, int]]) -> int:
+        """Append a flush's points (those past what the run holds) in one ``log_batch``."""
+        from mlflow.entities import Metric
+
+        new = live.after(points)
+        if new:
+            now = int(time.time() * 1000)
+            self.client.log_batch(live.run_id, metrics=[Metric(k, v, now, s) for k, v, s in new])
+        return len(new)
+
+    def kill_live(self, live: LiveRun, reason: str) -> None:
+        """A live run whose trial will not report (its unit was cancelled, lost, or the driver
+        is gone): KILLED with outcome ``killed``, so it is rerun on resume and its points stay."""
+        from mlflow.entities import RunTag
+
+        tags = [RunTag(OUTCOME, KILLED), RunTag(OUTCOME_REASON, reason[:MAX_REASON_TAG])]
+        self.client.log_batch(live.run_id, tags=tags)
+        self.client.set_terminated(live.run_id, status=KILLED_STATUS)
 
     def start_sweep(self, experiment_id: str, suite: Any, planned: int, todo: int) -> str:
         # Every invocation (re)sets the experiment's tags, so stores made before they existed
         # open in the UI's training view too, with the suite as it is now.
         levels = factor_levels(trial.factors for trial in suite.trials)
-        for key, value in experiment_tags(suite.name, suite.spec.description, levels).items():
+        # The deepest net's last weight layer (depth hidden layers + the head): the saved
+        # curve view's "last layer" chart.
+        deepest = max((t.spec.model.depth for t in suite.trials), default=None)
+        tags = experiment_tags(suite.name, suite.spec.description, levels, deepest)
+        for key, value in tags.items():
             self.client.set_experiment_tag(experiment_id, key, value)
         return log_sweep(
             self.client,
@@ -202,10 +253,17 @@ class Tracker:
         wall time before now), so the MLflow UI's Duration is the trial's. Returns the run id."""
         return self.write_trial(experiment_id, sweep_id, TrialWrite.of(result))
 
-    def write_trial(self, experiment_id: str, sweep_id: str | None, write: TrialWrite) -> str:
+    def write_trial(
+        self,
+        experiment_id: str,
+        sweep_id: str | None,
+        write: TrialWrite,
+        live: LiveRun | None = None,
+    ) -> str:
         """``record_trial`` for a result already reduced to its record (what crosses to the
-        recorder process: plain data, no torch needed to read it)."""
-        return log_trial(
+        recorder process: plain data, no torch needed to read it); into its live run if any.
+        A trial run also gets its picture and its dataset (what the UI shows without clicks)."""
+        rid = log_trial(
             self.client,
             experiment_id,
             write.record,
@@ -215,7 +273,12 @@ class Tracker:
             end_ms=write.end_ms,
             t0=time.perf_counter(),
             extra_tags=write.tags,
+            live=live,
         )
+        if write.kind == KIND_TRIAL:
+            log_dataset(self.client, rid, write.record)
+            log_picture(self.client, rid, write.record)
+        return rid
 
     def recorded(self, experiment_id: str, write: TrialWrite) -> bool:
         """Whether a FINISHED run of this write's kind and trial id exists (a tuning run and a
@@ -275,7 +338,23 @@ class TrialWrite:
         )
 
 
-def _identity(trial: Any) -> dict[str, Any]:
+@dataclass
+class LiveRun:
+    """A trial's RUNNING run as the recorder made it (``runners.live``): its id and, per metric
+    key, the last step it holds, so later points (a flush, the record) never repeat a step."""
+
+    run_id: str
+    last_step: dict[str, int] = field(default_factory=dict)
+
+    def after(self, points: Sequence[tuple[str, float, int]]) -> list[tuple[str, float, int]]:
+        """The points past what the run holds; the run then holds them too."""
+        new = [(k, v, s) for k, v, s in points if s > self.last_step.get(k, -1)]
+        for k, _, s in new:
+            self.last_step[k] = max(s, self.last_step.get(k, -1))
+        return new
+
+
+def trial_identity(trial: Any) -> dict[str, Any]:
     """The record fields that come from the trial itself (finished, interrupted or failed)."""
     return {
         "trial_id": trial.trial_id,
@@ -292,7 +371,7 @@ def trial_record(result: Any) -> TrialRecord:
     """The record of a finished (or interrupted) ``runners.trial.TrialResult``."""
     trial = result.trial
     return TrialRecord(
-        **_identity(trial),
+        **trial_identity(trial),
         outcome=RecordedOutcome(
             label=final_label(result.outcome.label, result.interrupted),
             reason=result.outcome.reason,
@@ -306,6 +385,8 @@ def trial_record(result: Any) -> TrialRecord:
         profiles=result.profiles,
         timing=dict(result.timing),
         finished_at=utc_now(),
+        environment=dict(getattr(result, "environment", None) or {}),
+        batch_members=list(getattr(result, "batch_members", None) or []),
     )
 
 
@@ -356,6 +437,7 @@ def log_trial(
     t0: float | None = None,
     last_points_only: bool = False,
     extra_tags: dict[str, str] | None = None,
+    live: LiveRun | None = None,
 ) -> str:
     """Write one trial run from its record: tags at creation, params and metrics in one
     ``log_batch`` (MLflow splits it into its own batch limits), ``trial.json``, then the run's
@@ -363,28 +445,79 @@ def log_trial(
     ``logging_time_s`` metric are the time spent here (from ``t0`` when given). With
     ``last_points_only`` each curve metric is logged at its last step only (the synthetic
     benchmark store: reports read ``trial.json``, never metric history). ``extra_tags`` go over
-    the trial run's tags (a tuning run's kind and study). Returns the run id."""
-    from mlflow.entities import Metric, Param
+    the trial run's tags (a tuning run's kind and study). ``live``: the trial's RUNNING run
+    that already holds its first points (``runners.live``): the record goes into it, with the
+    points after those. Returns the run id."""
+    from mlflow.entities import Metric, Param, RunTag
 
     t0 = time.perf_counter() if t0 is None else t0
-    run = client.create_run(
-        experiment_id,
-        run_name=run_name,
-        tags=trial_tags(record, parent_run) | (extra_tags or {}),
-        start_time=start_ms,
-    )
-    rid = run.info.run_id
+    # A trial run stands flat and names its sweep; a tuning run nests under its study run.
+    nested = (extra_tags or {}).get(KIND, KIND_TRIAL) != KIND_TRIAL
+    tags = (
+        trial_tags(record, parent_run=parent_run)
+        if nested
+        else trial_tags(record, sweep_run=parent_run)
+    ) | (extra_tags or {})
+    if live is None:
+        rid = client.create_run(
+            experiment_id, run_name=run_name, tags=tags, start_time=start_ms
+        ).info.run_id
+    else:
+        rid = live.run_id
     now = int(time.time() * 1000)
     points = trial_metrics(record)
     if last_points_only:  # the summary (step 0) and each curve's last point
         points = list({key: (key, v, s) for key, v, s in points}.values())
+    if live is not None:
+        points = live.after(points)
     client.log_batch(
         rid,
         metrics=[Metric(key, v, now, s) for key, v, s in points],
         params=[Param(k, v) for k, v in trial_params(record).items()],
+        tags=[RunTag(k, v) for k, v in tags.items()] if live is not None else [],
     )
     timing = record.timing | {"logging_time_s": time.perf_counter() - t0}
     client.log_text(rid, replace(record, timing=timing).to_json(), TRIAL_ARTIFACT)
     client.log_metric(rid, "logging_time_s", time.perf_counter() - t0, now, 0)
     client.set_terminated(rid, status=record.status, end_time=end_ms)
     return rid
+
+
+def log_dataset(client: Any, run_id: str, record: TrialRecord) -> None:
+    """The trial's dataset as an MLflow input: the runs table's Dataset column (shown without
+    clicks) then reads e.g. ``mnist1d (3f2a9c1e)`` with a Train badge. The digest is the hash of
+    the dataset's resolved config (name, seed, options), so two suites on the same data match."""
+    import hashlib
+    import json
+
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+
+    config = record.config.get("dataset") or {}
+    source = json.dumps(config, sort_keys=True, default=str)
+    digest = hashlib.sha256(source.encode()).hexdigest()[:8]
+    dataset = Dataset(
+        name=str(config.get("name") or "dataset"),
+        digest=digest,
+        source_type="gradatlas",
+        source=source,
+    )
+    context = [InputTag("mlflow.data.context", "train")]
+    client.log_inputs(run_id, datasets=[DatasetInput(dataset, tags=context)])
+
+
+def log_picture(client: Any, run_id: str, record: TrialRecord) -> None:
+    """``trial.png`` (``runners.trial_image``: the per-layer gradient norm at init and the loss
+    curves, log axes) at the run's artifact root. A picture that cannot be drawn is left out,
+    never the record (it is written already)."""
+    import tempfile
+
+    from gradatlas.runners.trial_image import ARTIFACT, trial_png
+
+    try:
+        png = trial_png(record)
+    except Exception:  # a figure is a view of the record; the record itself is what counts
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / ARTIFACT
+        path.write_bytes(png)
+        client.log_artifact(run_id, str(path))

@@ -14,6 +14,7 @@ dimension, and trained under one Trainer; each comes back as its own ``TrialResu
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import math
 import threading
@@ -56,6 +57,33 @@ class TrialResult:
     started_at: float = 0.0  # unix seconds on the machine that ran it (MLflow run start/end)
     ended_at: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
+    environment: dict[str, Any] = field(default_factory=dict)  # worker_environment()
+    batch_members: list[str] = field(default_factory=list)  # stacked with (trial ids), or []
+
+
+@functools.cache
+def worker_environment() -> dict[str, Any]:
+    """What this worker process trains with: recorded on every trial (a Ray worker on another
+    host may differ from the driver whose environment the sweep run archives)."""
+    import platform
+    import socket
+    from importlib import metadata
+
+    versions = {}
+    for pkg in ("torch", "pytorch-lightning", "numpy", "mnist1d", "gradatlas"):
+        try:
+            versions[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            versions[pkg] = None
+    cuda = torch.cuda.is_available()
+    return {
+        "host": socket.gethostname(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "packages": versions,
+        "cuda": torch.version.cuda if cuda else None,
+        "gpu": torch.cuda.get_device_name(0) if cuda else None,
+    }
 
 
 def quiet_lightning() -> None:
@@ -94,9 +122,12 @@ def run_trial(
     accelerator: str = "auto",
     stop: threading.Event | None = None,
     early_stop: EarlyStopRule | None = None,
+    live: Any = None,
 ) -> TrialResult:
-    """One trial on its own: one model, one Trainer."""
-    return run_trials([trial], accelerator=accelerator, stop=stop, early_stop=early_stop)[0]
+    """One trial on its own: one model, one Trainer (``live``: a ``runners.live.LiveSink``)."""
+    return run_trials(
+        [trial], accelerator=accelerator, stop=stop, early_stop=early_stop, live=live
+    )[0]
 
 
 def run_trials(
@@ -105,6 +136,7 @@ def run_trials(
     accelerator: str = "auto",
     stop: threading.Event | None = None,
     early_stop: EarlyStopRule | None = None,
+    live: Any = None,
 ) -> list[TrialResult]:
     """Seeds of one cell under one Trainer: one trial as today, several as one stacked model
     (``models.stacked``) whose member k is trial k exactly as it would have run alone (same
@@ -175,6 +207,12 @@ def run_trials(
     stopped_at: list[int] = []  # tuning: the eval step at which ``early_stop`` ended the fit
     if early_stop is not None:
         instrument.evaluate = _stopping(instrument, module, early_stop, stopped_at)
+    if live is not None:  # runners.live: the run exists (RUNNING) from here, with its curves
+        live.started(
+            trials, started_at=started_at, device=str(device), threads=torch.get_num_threads()
+        )
+        max_points = spec.instrument.max_points
+        instrument.after_eval = lambda inst: live.tick(inst, max_points)
     clip = train.grad_clip
     trainer = pl.Trainer(
         accelerator="gpu" if device.type == "cuda" else "cpu",
@@ -249,6 +287,8 @@ def run_trials(
         # Another thread count changes the curves (~2e-7 relative) but not the trial id: say so.
         "torch_threads": float(torch.get_num_threads()),
     }
+    if live is not None:  # what being live cost this trial's worker (share of wall_time_s)
+        timing["live_time_s"] = live.seconds / members
     ended_at = time.time()
     results = []
     for trial, (outcome, summary, curves), profile in zip(trials, judged, profiles, strict=True):
@@ -267,6 +307,8 @@ def run_trials(
                 started_at=started_at,
                 ended_at=ended_at,
                 extra={"early_stop_step": stopped_at[0]} if stopped_at else {},
+                environment=worker_environment(),
+                batch_members=[t.trial_id for t in trials] if stacked else [],
             )
         )
     return results
@@ -332,6 +374,8 @@ def _probe_only(
             device=str(device),
             started_at=started_at,
             ended_at=ended_at,
+            environment=worker_environment(),
+            batch_members=[t.trial_id for t in trials] if members > 1 else [],
         )
         for trial, profile in zip(trials, profiles, strict=True)
     ]

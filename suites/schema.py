@@ -31,6 +31,7 @@ NonNegInt = Annotated[Int, Field(ge=0)]
 Seed = Annotated[Int, Field(ge=0, le=MAX_SEED)]
 Finite = Annotated[float, BeforeValidator(_not_bool), Field(allow_inf_nan=False)]
 PositiveFloat = Annotated[Finite, Field(gt=0.0)]
+NonNegFloat = Annotated[Finite, Field(ge=0.0)]
 Fraction = Annotated[Finite, Field(ge=0.0, le=1.0)]
 
 
@@ -95,9 +96,14 @@ class ExecutionSection(Section):
     ``batch_seeds``: how many seeds of a cell train together as one stacked model. ``auto``
     takes every pending seed of the cell that fits the device's memory (16-mixed always trains
     one at a time: its loss scale would couple the seeds); ``1`` trains each seed on its own.
+
+    ``live_every_s``: a trial's MLflow run exists (RUNNING) from its start and receives its
+    curves at an evaluation step at most this often (seconds), so the UI shows a long trial's
+    progress; ``0`` writes each run once, when its trial ends (``runners.live``).
     """
 
     batch_seeds: Literal["auto"] | PositiveInt = "auto"
+    live_every_s: NonNegFloat = 10.0
 
 
 class Limits(Section):

@@ -23,7 +23,10 @@ def test_run_prints_summary_and_second_run_adds_nothing(tiny_suite: Path, tmp_pa
     assert "[8/8]" in first.stderr and "ETA" in first.stderr
     assert "Outcomes per cell (tiny):" in first.stdout
     assert f"MLflow store: sqlite:///{tmp_path / 'runs' / 'mlflow.db'}" in first.stdout
-    assert "make ui" in first.stdout and "instrumentation" in first.stdout
+    assert "gradatlas ui tiny" in first.stdout and "instrumentation" in first.stdout
+    assert (
+        "gradatlas report tiny" in first.stdout and "workflowType=machine_learning" in first.stdout
+    )
     assert (tmp_path / "runs" / "mlflow.db").exists()
     assert any((tmp_path / "runs" / "artifacts").rglob("trial.json"))
 

@@ -59,6 +59,7 @@ def test_to_json_is_strict_and_round_trips() -> None:
     assert list(data) == [
         "schema", "trial_id", "cell_id", "cell", "seed", "suite", "config", "factors", "outcome",
         "summary", "task", "num_classes", "device", "curves", "profiles", "timing", "finished_at",
+        "environment", "batch_members",
     ]  # fmt: skip
     assert data["schema"] == R.SCHEMA == 1
     assert data["summary"]["final_val_loss"] is None and data["profiles"]["loss"] is None
@@ -121,6 +122,9 @@ def test_tags_params_and_metrics_follow_the_record() -> None:
     assert tags[R.KIND] == "trial" and tags[R.SEED] == "1" and tags[R.PARENT_RUN] == "sweep-1"
     assert len(tags[R.OUTCOME_REASON]) == R.MAX_REASON_TAG
     assert R.PARENT_RUN not in R.trial_tags(rec)
+    flat = R.trial_tags(rec, sweep_run="sweep-1")  # a trial run: flat, naming its sweep
+    assert flat[R.SWEEP_RUN] == "sweep-1" and R.PARENT_RUN not in flat
+    assert R.sweep_of(flat) == "sweep-1" and R.sweep_of(tags) == "sweep-1"
     params = R.trial_params(rec)
     assert params["model.activation.name"] == "relu" and params["factor.depth"] == "d2"
     metrics = R.trial_metrics(rec)

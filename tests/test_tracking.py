@@ -55,13 +55,30 @@ def test_sweep_records_every_trial_and_resumes(tiny_suite: Path, tmp_path: Path)
     # The experiment opens in MLflow's training view, with the suite's factor table as its note.
     assert exp.tags[R.EXPERIMENT_KIND] == R.EXPERIMENT_KIND_TRAINING
     assert "| depth | d2, d12 |" in exp.tags[R.EXPERIMENT_NOTE]
-    sweep_id = tags["mlflow.parentRunId"]
+    # Trial runs stand flat in the UI (no parent to collapse them under) and name their sweep.
+    sweep_id = tags[R.SWEEP_RUN]
+    assert R.PARENT_RUN not in tags
+    assert tags[R.RUN_NOTE].startswith(f"**{tags[R.OUTCOME]}**: ")
+    # What the runs table and the run page show without clicks: the dataset and the picture.
+    (dataset,) = run.inputs.dataset_inputs
+    assert dataset.dataset.name == "digits" and dataset.tags[0].value == "train"
+    assert "trial.png" in {a.path for a in client.list_artifacts(run.info.run_id)}
+    png = Path(client.download_artifacts(run.info.run_id, "trial.png", str(tmp_path)))
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # The saved views the report's link opens: trials flat, factor columns, cell order.
+    view = json.loads(exp.tags["mlflow.sharedViewState.gradatlas-trials"])
+    state = json.loads(view["state"])
+    assert state["searchFilter"] == "tags.`gradatlas.kind` = 'trial'"
+    assert "params.`factor.depth`" in state["selectedColumns"]
     assert params["model.depth"] == "12" and params["model.activation.name"] == "sigmoid"
     assert params["factor.depth"] == "d12" and params["optim.lr"] == "0.1"
     assert {"initial_loss", "final_val_acc", "steps_run", "init_grad_ratio"} <= set(metrics)
     history = client.get_metric_history(run.info.run_id, "train_loss")
     assert 10 <= len(history) <= 50 and history[0].step == 0
+    # Per-layer curves as metrics: the first and last weight layer only (all are in trial.json).
     assert client.get_metric_history(run.info.run_id, "layer_grad_norm/00")
+    assert client.get_metric_history(run.info.run_id, "layer_grad_norm/12")
+    assert not client.get_metric_history(run.info.run_id, "layer_grad_norm/05")
 
     # The whole record as one artifact, in the layout gradatlas.record reads and writes.
     text = _read(client, run.info.run_id, "trial.json", tmp_path)
