@@ -100,6 +100,10 @@ def build_report(
                 # traceback).
                 render_pdf(doc, tmp_pdf)
             tmp_pdf.replace(pdf_path)
+    except BaseException:
+        if worker is not None:  # a bad flag or store: the user waits for nothing (not 5 s)
+            worker.kill()
+        raise
     finally:
         if worker is not None:
             worker.close()
@@ -188,6 +192,12 @@ class PdfWorker:
             self.stderr.read().decode(errors="replace")[-4000:],
         )
         return False
+
+    def kill(self) -> None:
+        """Stop it now (the report failed: no PDF will be asked for)."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
 
     def close(self) -> None:
         if self.proc.poll() is None:

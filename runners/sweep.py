@@ -418,7 +418,7 @@ def _evaluate(
         for unit in executor.run(units, signals.event, live=recorder.live if every else None):
             with signals.writing():  # a second signal never cuts a unit in half
                 recorder.put(unit)  # written while the next unit trains
-            _account(unit, summary, progress, stream)
+            _account(unit, summary, progress, stream, stopping=signals.event.is_set())
             _reconcile(recorder.reports(), summary)
             if summary.interrupted:
                 break
@@ -427,10 +427,15 @@ def _evaluate(
             _reconcile(recorder.close(), summary)
 
 
-def _account(unit: Any, summary: SweepSummary, progress: Progress, stream: TextIO) -> None:
+def _account(
+    unit: Any, summary: SweepSummary, progress: Progress, stream: TextIO, stopping: bool = False
+) -> None:
     """Count and show a returned unit (the recorder writes it; ``_reconcile`` corrects the
-    counts for trials it found already recorded)."""
-    if unit.lost:
+    counts for trials it found already recorded). ``stopping``: the user stopped the sweep, so
+    a unit that did not return was cancelled, not lost (its trials stay pending all the same)."""
+    if unit.lost and stopping:
+        summary.interrupted = True
+    elif unit.lost:
         summary.lost_units += 1
         stream.write(
             f"lost: a unit of {len(unit.unit.trials)} trials ({unit.lost}); they "
