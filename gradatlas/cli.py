@@ -677,23 +677,21 @@ def cmd_ui(args: argparse.Namespace) -> int:
     from gradatlas.ui import serve
 
     uri = resolve_tracking_uri(args.tracking_uri)
+    require_store(uri)  # a missing local store is said, never created (a server: no check)
     experiment_id = _experiment_id(uri, args.target) if args.target else None
     if uri.startswith(("http://", "https://")):  # a tracking server serves its own UI
         page = ui_runs_path(experiment_id) if experiment_id else ""
         print(f"The store is a tracking server: its UI is {uri.rstrip('/')}/{page}")
         return 0
-    require_store(uri)
     serve(uri, args.host, args.port, experiment_id)
     return 0  # not reached: serve replaces this process with the server
 
 
 def _experiment_id(uri: str, target: str) -> str:
-    """The experiment of a suite (or experiment) name, else exit 2 naming the known ones."""
-    from gradatlas.reports.build import require_store
+    """The experiment of a suite (or experiment) name in an existing store, else exit 2."""
     from gradatlas.reports.load import experiment_name
     from gradatlas.runners.tracking import Tracker
 
-    require_store(uri)
     client = Tracker(uri).client
     name = experiment_name(target, client)
     exp = client.get_experiment_by_name(name)

@@ -26,14 +26,9 @@ from matplotlib.colors import LinearSegmentedColormap, PowerNorm, to_rgb
 from matplotlib.figure import Figure, SubFigure
 from matplotlib.lines import Line2D
 
+from gradatlas.reports.style import BASE_RC, OUTCOME_COLORS
+
 WIDTH = 7.0  # inches: the PDF text width, so charts look the same in both formats
-OUTCOME_COLORS = {
-    "converged": "#2a9d8f",
-    "unconverged": "#e0a526",
-    "stalled": "#8d99ae",
-    "vanished": "#3a6ea5",
-    "exploded": "#c8324a",
-}
 LINESTYLES = ["-", "--", ":", "-.", (0, (5, 1, 1, 1)), (0, (1, 1))]
 MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
 # Matplotlib 3.10 renamed boxplot's vert=False; 3.11 deprecates the old spelling.
@@ -44,22 +39,12 @@ HORIZONTAL = (
 )
 RATE_NORM_GAMMA = 0.4  # 5% lands at ~30% of the colour ramp: visibly not white
 
-RC = {
-    "font.family": "sans-serif",
-    "font.sans-serif": ["DejaVu Sans", "Arial", "Helvetica", "Liberation Sans"],
-    "font.size": 8,
-    "axes.titlesize": 8.5,
-    "axes.labelsize": 8,
-    "xtick.labelsize": 7,
-    "ytick.labelsize": 7,
-    "legend.fontsize": 7,
+RC = BASE_RC | {
     "legend.title_fontsize": 7.5,
     "figure.titlesize": 9,
     "svg.fonttype": "none",  # real text in the SVG: smaller, searchable, selectable
     "svg.hashsalt": "gradatlas",  # deterministic ids, so identical inputs give identical files
     "pdf.fonttype": 42,  # TrueType in the PDF: text extracts cleanly
-    "axes.spines.top": False,
-    "axes.spines.right": False,
     "axes.titlepad": 4,
     "lines.linewidth": 1.4,
 }

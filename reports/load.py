@@ -234,11 +234,11 @@ def finished_trial_runs(client: Any, experiment_id: str, tracking_uri: str) -> l
 
 
 def _sqlite_file(tracking_uri: str) -> Path | None:
-    """The database file of a ``sqlite:///`` store (as ``runners.tracking.sqlite_path``)."""
-    if not tracking_uri.startswith("sqlite:///"):
-        return None
-    path = Path(tracking_uri.removeprefix("sqlite:///").split("?", 1)[0])
-    return path if path.is_file() else None
+    """The database file of a ``sqlite:///`` store that exists (its URI's query left off)."""
+    from gradatlas.runners.tracking import sqlite_path
+
+    path = sqlite_path(tracking_uri.split("?", 1)[0])
+    return path if path is not None and path.is_file() else None
 
 
 # FINISHED_TRIALS, as SQL on MLflow's tables (``runs``, ``tags``).

@@ -78,14 +78,22 @@ def resolve_tracking_uri(cli_uri: str | None = None) -> str:
     return cli_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
 
 
-def environment() -> dict[str, Any]:
-    """What produced the numbers: archived with every sweep and printed in reports."""
-    versions = {}
-    for pkg in ("torch", "pytorch-lightning", "mlflow", "optuna", "numpy", "mnist1d", "gradatlas"):
+def package_versions(packages: Sequence[str]) -> dict[str, str | None]:
+    """Installed version of each package (None: not installed)."""
+    versions: dict[str, str | None] = {}
+    for pkg in packages:
         try:
             versions[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:
             versions[pkg] = None
+    return versions
+
+
+def environment() -> dict[str, Any]:
+    """What produced the numbers: archived with every sweep and printed in reports."""
+    versions = package_versions(
+        ("torch", "pytorch-lightning", "mlflow", "optuna", "numpy", "mnist1d", "gradatlas")
+    )
     commit = None
     try:
         git = subprocess.run(
@@ -240,7 +248,7 @@ class Tracker:
             suite_yaml=suite.text,
             resolved=suite.spec.model_dump(mode="json"),
             environment=environment(),
-            levels=factor_levels(trial.factors for trial in suite.trials),
+            levels=levels,
             overrides=getattr(suite, "overrides", ()),
         )
 

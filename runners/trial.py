@@ -67,14 +67,10 @@ def worker_environment() -> dict[str, Any]:
     host may differ from the driver whose environment the sweep run archives)."""
     import platform
     import socket
-    from importlib import metadata
 
-    versions = {}
-    for pkg in ("torch", "pytorch-lightning", "numpy", "mnist1d", "gradatlas"):
-        try:
-            versions[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            versions[pkg] = None
+    from gradatlas.runners.tracking import package_versions
+
+    versions = package_versions(("torch", "pytorch-lightning", "numpy", "mnist1d", "gradatlas"))
     cuda = torch.cuda.is_available()
     return {
         "host": socket.gethostname(),

@@ -28,33 +28,17 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullLocator
 
 from gradatlas.record import KILLED, PROBE, TrialRecord
+from gradatlas.reports.style import BASE_RC
+from gradatlas.reports.style import OUTCOME_COLORS as VERDICT_COLORS
 
 ARTIFACT = "trial.png"  # its artifact name on the trial run (at the root)
 SIZE_IN = (8.0, 3.2)  # inches; at DPI: 800 x 320 px
 DPI = 100
-# The report's outcome colours (reports/figures.py OUTCOME_COLORS), repeated here so drawing a
-# trial's picture in the recorder never imports the report stack (seaborn, pandas).
-OUTCOME_COLORS = {
-    "converged": "#2a9d8f",
-    "unconverged": "#e0a526",
-    "stalled": "#8d99ae",
-    "vanished": "#3a6ea5",
-    "exploded": "#c8324a",
-    PROBE: "#6c757d",
-    KILLED: "#444444",
-}
+# The report's outcome colours (reports/style.py: no report stack imported in the recorder),
+# and the two labels a picture can have that the report never colours.
+OUTCOME_COLORS = VERDICT_COLORS | {PROBE: "#6c757d", KILLED: "#444444"}
 TRAIN_COLOR, VAL_COLOR, BAD_COLOR = "#1f77b4", "#e07b00", OUTCOME_COLORS["exploded"]
-RC = {
-    "font.family": "sans-serif",
-    "font.sans-serif": ["DejaVu Sans", "Arial", "Helvetica", "Liberation Sans"],
-    "font.size": 8,
-    "axes.titlesize": 8.5,
-    "axes.labelsize": 8,
-    "xtick.labelsize": 7,
-    "ytick.labelsize": 7,
-    "legend.fontsize": 7,
-    "axes.spines.top": False,
-    "axes.spines.right": False,
+RC = BASE_RC | {
     "axes.grid": True,
     "grid.color": "#e6e6e6",
     "grid.linewidth": 0.6,

@@ -28,6 +28,7 @@ from gradatlas.reports.context import make_context
 from gradatlas.reports.html import render_html
 from gradatlas.reports.load import Sweep, experiment_from_records
 from gradatlas.reports.pdf import render_pdf
+from gradatlas.reports.plan_status import Progress
 from gradatlas.reports.sections import SECTIONS, build_document
 from gradatlas.suites.claims import METRICS, check_claims, filter_labels
 from gradatlas.suites.schema import ClaimSection
@@ -450,7 +451,7 @@ def test_the_claims_section_comes_first_and_renders_in_html_and_pdf(tmp_path: Pa
     exp = experiment(he_converges, accuracy(0.1), claims)
     assert declared_claims(exp) == claims
     # First after the unfinished-plan banner, which a finished plan does not show.
-    assert isinstance([s for s in SECTIONS if type(s).__name__ != "Progress"][0], Claims)
+    assert isinstance(next(s for s in SECTIONS if not isinstance(s, Progress)), Claims)
     doc = build_document(exp)
     assert doc.sections[0].heading == "1. Claims"
     html_text = render_html(doc)
