@@ -33,9 +33,12 @@ the rule that turns adjusted p-values and intervals into supported / refuted / i
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
 
 import numpy as np
 from scipy import stats
@@ -192,7 +195,9 @@ class PairedResult:
     exact: bool  # p from every sign pattern (else Monte Carlo)
 
 
-def sign_flip_test(diffs: Sequence[float]) -> tuple[float, float, float, bool]:
+def sign_flip_test(
+    diffs: Sequence[float], permutations: int = PERMUTATIONS
+) -> tuple[float, float, float, bool]:
     """(p_greater, p_less, p_two_sided, exact) of the sign-flip permutation test of the mean.
 
     Under no difference each pair's difference is as likely to be d as -d (A and B exchangeable
@@ -216,15 +221,15 @@ def sign_flip_test(diffs: Sequence[float]) -> tuple[float, float, float, bool]:
             True,
         )
     rng = np.random.default_rng(PERMUTATION_SEED)
-    sums = np.empty(PERMUTATIONS)
+    sums = np.empty(permutations)
     chunk = max(1, 2_000_000 // n)
-    for start in range(0, PERMUTATIONS, chunk):
-        stop = min(PERMUTATIONS, start + chunk)
+    for start in range(0, permutations, chunk):
+        stop = min(permutations, start + chunk)
         signs = rng.integers(0, 2, size=(stop - start, n)) * 2 - 1
         sums[start:stop] = signs @ d
 
     def p(hits: np.ndarray) -> float:
-        return float((1 + hits.sum()) / (1 + PERMUTATIONS))
+        return float((1 + hits.sum()) / (1 + permutations))
 
     return (
         p(sums >= observed - tol),
@@ -244,7 +249,9 @@ def expanded_alpha(n: int, alpha: float = ALPHA) -> float:
     return float(2 * stats.norm.cdf(-q))
 
 
-def bootstrap_interval(diffs: Sequence[float]) -> tuple[float, float]:
+def bootstrap_interval(
+    diffs: Sequence[float], resamples: int = BOOTSTRAP_RESAMPLES
+) -> tuple[float, float]:
     """95% expanded percentile bootstrap interval of the mean of ``diffs`` (NaN below 2 pairs,
     where resampling cannot show any spread)."""
     d = np.asarray(diffs, dtype=float).reshape(-1)
@@ -252,23 +259,25 @@ def bootstrap_interval(diffs: Sequence[float]) -> tuple[float, float]:
     if n < 2:
         return math.nan, math.nan
     rng = np.random.default_rng(BOOTSTRAP_SEED)
-    means = np.empty(BOOTSTRAP_RESAMPLES)
+    means = np.empty(resamples)
     chunk = max(1, 2_000_000 // n)
-    for start in range(0, BOOTSTRAP_RESAMPLES, chunk):
-        stop = min(BOOTSTRAP_RESAMPLES, start + chunk)
+    for start in range(0, resamples, chunk):
+        stop = min(resamples, start + chunk)
         means[start:stop] = d[rng.integers(0, n, size=(stop - start, n))].mean(axis=1)
     a = expanded_alpha(n)
     lo, hi = np.quantile(means, [a / 2, 1 - a / 2])
     return float(lo), float(hi)
 
 
-def paired_difference(diffs: Sequence[float]) -> PairedResult:
+def paired_difference(
+    diffs: Sequence[float], resamples: int = BOOTSTRAP_RESAMPLES, permutations: int = PERMUTATIONS
+) -> PairedResult:
     """The mean difference of matched pairs, its bootstrap interval and sign-flip p-values."""
     d = np.asarray(diffs, dtype=float).reshape(-1)
     if d.size == 0 or not np.all(np.isfinite(d)):
         raise ValueError("need at least one finite difference")
-    lo, hi = bootstrap_interval(d)
-    pg, pl, p2, exact = sign_flip_test(d)
+    lo, hi = bootstrap_interval(d, resamples)
+    pg, pl, p2, exact = sign_flip_test(d, permutations)
     return PairedResult(float(d.mean()), lo, hi, int(d.size), pg, pl, p2, exact)
 
 
@@ -326,3 +335,548 @@ def verdict(
     if p_opposite_adjusted < alpha:
         return REFUTED
     return INCONCLUSIVE
+
+
+# ================================================================================================
+# The seed-clustered rule (issue 17): what the verdicts use now.
+# ================================================================================================
+DEPENDS = "depends"
+VERDICTS_ALL = (SUPPORTED, REFUTED, DEPENDS, INCONCLUSIVE, NO_DATA)
+POWER = 0.8  # the power at which the minimum detectable effect is stated
+HOMOGENEITY_PERMUTATIONS = 2_000
+HOMOGENEITY_SEED = 20_261_206
+TWO_SAMPLE_EXACT = 20_000  # enumerate every split of the seeds up to this many, else Monte Carlo
+MEANINGFUL_RATE = 0.2  # rates: a difference of 20 points is meaningful (underpowered below)
+MEANINGFUL_SD = 0.5  # continuous: half the between-trial SD (Cohen's medium effect)
+
+
+@dataclass(frozen=True)
+class ClaimData:
+    """One claim's matched trials in long form, one entry per trial: what both rules read.
+
+    ``stratum`` codes the matched cells (the other factors held equal); ``seed`` is the trial's
+    seed. Trials of one seed share the data order and the init stream across strata and arms, so
+    the seed, not the trial, is the unit of replication."""
+
+    kind: str  # "rate" (value 0/1) or "continuous"
+    predict: str  # "greater" | "less" | "equal"
+    margin: float | None
+    value: np.ndarray
+    arm: np.ndarray  # True = group A
+    stratum: np.ndarray  # int codes 0..K-1
+    seed: np.ndarray
+    id: str = ""
+    control: bool = False
+
+
+@dataclass(frozen=True)
+class SeedAnalysis:
+    """One claim analysed with the seed as the unit (``analyse``), before the family's Holm."""
+
+    design: str  # "paired" (arms share seeds: per-seed differences) or "unpaired" (disjoint)
+    effect: float  # A minus B, strata weighted equally
+    lo: float  # 95% interval: cluster bootstrap over seeds (rates: hull with MOVER-Wilson)
+    hi: float
+    p_two_sided: float  # sign-flip over seeds (paired) or permutation of seeds (unpaired)
+    n_seeds: int  # seeds that carry evidence (paired: with both arms; unpaired: both arms')
+    n_a: int  # trials
+    n_b: int
+    strata: int
+    homogeneity_p: float  # arm x stratum interaction (NaN: one stratum, or unpaired)
+    stratum_effects: tuple[float, ...]  # per stratum, A minus B (paired seeds)
+    stratum_p: tuple[float, ...]  # per stratum, two-sided sign-flip over seeds
+    mde: float  # minimum detectable |effect| at 80% power, at Holm's strictest level (inf: never)
+    meaningful: float  # the effect size called meaningful for "underpowered"
+    min_p: float  # the smallest p-value this design can produce (n seeds, any data)
+    attainable_p: float  # the smallest p-value these data's permutations can produce
+    homogeneity_attainable_p: float  # 1 when no seed varies across strata, else 0 (unknown)
+
+
+def _nanmean(x: np.ndarray) -> float:
+    x = x[np.isfinite(x)]
+    return float(x.mean()) if x.size else math.nan
+
+
+def _seed_means(data: ClaimData, arm: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(seeds, (seeds, strata) mean value of that arm's trials, NaN where a seed has none)."""
+    sel = data.arm == arm
+    seeds = np.unique(data.seed[sel])
+    k = int(data.stratum.max()) + 1 if data.stratum.size else 0
+    total = np.zeros((seeds.size, k))
+    count = np.zeros((seeds.size, k))
+    rows = np.searchsorted(seeds, data.seed[sel])
+    np.add.at(total, (rows, data.stratum[sel]), data.value[sel])
+    np.add.at(count, (rows, data.stratum[sel]), 1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return seeds, total / np.where(count > 0, count, np.nan)
+
+
+SEQUENTIAL_HITS = 10  # Besag & Clifford (1991): stop a Monte Carlo test after this many hits
+SEQUENTIAL_BATCH = 200
+
+
+def sequential_p(draw: Any, observed: float, draws: int, seed: int) -> float:
+    """Monte Carlo p-value P(S >= observed) with Besag & Clifford's (1991) sequential stop:
+    ``draw(rng, size)`` returns ``size`` statistics under the null; sampling stops once
+    ``SEQUENTIAL_HITS`` of them reach ``observed`` (p = hits / draws so far, a valid p-value),
+    else after ``draws`` (p = (1 + hits) / (1 + draws)). An unremarkable statistic is settled in
+    a few hundred draws, a small p-value still gets every draw, so the resolution is kept where
+    Holm needs it."""
+    rng = np.random.default_rng(seed)
+    hits = done = 0
+    while done < draws:
+        size = min(SEQUENTIAL_BATCH, draws - done)
+        values = draw(rng, size)
+        reached = np.flatnonzero(values >= observed)
+        if hits + reached.size >= SEQUENTIAL_HITS:
+            at = reached[SEQUENTIAL_HITS - hits - 1]
+            return SEQUENTIAL_HITS / (done + at + 1)
+        hits += reached.size
+        done += size
+    return (1 + hits) / (1 + draws)
+
+
+@lru_cache(maxsize=32)
+def _sign_patterns(n: int) -> np.ndarray:
+    return 1 - 2 * ((np.arange(2**n)[:, None] >> np.arange(n)[None, :]) & 1).astype(np.float64)
+
+
+def sign_flip_p(d: np.ndarray, permutations: int = PERMUTATIONS) -> float:
+    """Two-sided sign-flip p-value of the mean of ``d`` (exact up to ``EXACT_PAIRS`` values, else
+    ``permutations`` Monte Carlo patterns, p = (1 + hits) / (1 + draws))."""
+    d = np.asarray(d, dtype=float)
+    n = d.size
+    if n == 0:
+        return math.nan
+    observed = abs(d.sum())
+    tol = 1e-9 * max(1.0, float(np.abs(d).sum()))
+    if not np.any(np.abs(d) > tol):
+        return 1.0
+    if n <= EXACT_PAIRS:
+        return float(np.mean(np.abs(_sign_patterns(n) @ d) >= observed - tol))
+
+    def draw(rng: np.random.Generator, size: int) -> np.ndarray:
+        return np.abs((rng.integers(0, 2, size=(size, n)) * 2 - 1) @ d)
+
+    return sequential_p(draw, observed - tol, permutations, PERMUTATION_SEED)
+
+
+def two_sample_p(y_a: np.ndarray, y_b: np.ndarray, permutations: int = PERMUTATIONS) -> float:
+    """Two-sided permutation p-value of mean(y_a) - mean(y_b), relabelling whole seeds: exact
+    over every split when there are at most ``TWO_SAMPLE_EXACT``, else Monte Carlo."""
+    y = np.concatenate([y_a, y_b]).astype(float)
+    n, na = y.size, y_a.size
+    if na == 0 or na == n:
+        return math.nan
+    total = y.sum()
+
+    def diff(sum_a: np.ndarray) -> np.ndarray:
+        return sum_a / na - (total - sum_a) / (n - na)
+
+    observed = abs(float(diff(np.asarray(y_a.sum()))))
+    tol = 1e-9 * max(1.0, float(np.abs(y).sum()))
+    if math.comb(n, na) <= TWO_SAMPLE_EXACT:
+        idx = np.array(list(itertools.combinations(range(n), na)))
+        sums = y[idx].sum(axis=1)
+        return float(np.mean(np.abs(diff(sums)) >= observed - tol))
+
+    def draw(rng: np.random.Generator, size: int) -> np.ndarray:
+        picks = np.argsort(rng.random((size, n)), axis=1)[:, :na]
+        return np.abs(diff(y[picks].sum(axis=1)))
+
+    return sequential_p(draw, observed - tol, permutations, PERMUTATION_SEED)
+
+
+def homogeneity_test(d: np.ndarray, permutations: int = HOMOGENEITY_PERMUTATIONS) -> float:
+    """p-value that the A-B difference is the same in every stratum, from ``d`` (seeds x strata,
+    complete rows): the studentized statistic Q = sum_k (m_k - mean(m))^2 / (s_k^2 / S + eps)
+    compared with its distribution when each seed's K differences are shuffled among the strata
+    (within-seed permutation, so whatever a seed shares across strata stays with it; the
+    studentization keeps the test near its level when strata differ in variance, Chung & Romano
+    2013). NaN below 2 strata or 3 seeds."""
+    d = np.asarray(d, dtype=float)
+    if d.ndim != 2 or d.shape[1] < 2 or d.shape[0] < 3:
+        return math.nan
+    s, k = d.shape
+    scale = float(np.var(d)) + 1e-12
+
+    def q(x: np.ndarray) -> np.ndarray:  # x: (..., s, k)
+        m = x.mean(axis=-2)
+        v = x.var(axis=-2, ddof=1) / s + 0.01 * scale / s
+        return (((m - m.mean(axis=-1, keepdims=True)) ** 2) / v).sum(axis=-1)
+
+    observed = float(q(d))
+    if not np.any(np.abs(d - d.mean()) > 1e-12):
+        return 1.0
+
+    def draw(rng: np.random.Generator, size: int) -> np.ndarray:
+        order = np.argsort(rng.random((size, s, k)), axis=2)
+        return q(np.take_along_axis(np.broadcast_to(d, (size, s, k)), order, axis=2))
+
+    return sequential_p(draw, observed * (1 - 1e-9), permutations, HOMOGENEITY_SEED)
+
+
+def cluster_bootstrap(
+    y: np.ndarray, resamples: int = BOOTSTRAP_RESAMPLES, y_b: np.ndarray | None = None
+) -> tuple[float, float]:
+    """95% expanded percentile bootstrap interval (Hesterberg 2015) of mean(y), or of
+    mean(y) - mean(y_b) resampling each arm's seeds separately: whole seeds are resampled, so
+    what a seed shares across strata moves together (a cluster bootstrap)."""
+    y = np.asarray(y, dtype=float)
+    n = y.size if y_b is None else min(y.size, y_b.size)
+    if n < 2:
+        return math.nan, math.nan
+    rng = np.random.default_rng(BOOTSTRAP_SEED)
+    means = y[rng.integers(0, y.size, size=(resamples, y.size))].mean(axis=1)
+    if y_b is not None:
+        means = means - y_b[rng.integers(0, y_b.size, size=(resamples, y_b.size))].mean(axis=1)
+    a = expanded_alpha(n)
+    lo, hi = np.quantile(means, [a / 2, 1 - a / 2])
+    return float(lo), float(hi)
+
+
+def _mover_hull(data: ClaimData, lo: float, hi: float) -> tuple[float, float]:
+    """Rates: widen the seed interval to the MOVER-Wilson interval of the stratified risk
+    difference, which never collapses to a point when every trial shares one outcome (a seed
+    bootstrap of 0% vs 0% has zero width and would 'prove' equality from a handful of seeds)."""
+    k = int(data.stratum.max()) + 1
+    xa = np.bincount(data.stratum[data.arm], data.value[data.arm], k).round().astype(int)
+    na = np.bincount(data.stratum[data.arm], minlength=k)
+    xb = np.bincount(data.stratum[~data.arm], data.value[~data.arm], k).round().astype(int)
+    nb = np.bincount(data.stratum[~data.arm], minlength=k)
+    ok = (na > 0) & (nb > 0)
+    if not ok.any():
+        return lo, hi
+    rd = mh_risk_difference(xa[ok], na[ok], xb[ok], nb[ok])
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return rd.lo, rd.hi
+    return min(lo, rd.lo), max(hi, rd.hi)
+
+
+def minimum_detectable(se: float, df: int, level: float, power: float = POWER) -> float:
+    """The smallest |effect| a two-sided test at ``level`` detects with ``power``, for an
+    estimate with standard error ``se`` on ``df`` degrees of freedom (t approximation)."""
+    if not (math.isfinite(se) and df >= 1):
+        return math.inf
+    return float((stats.t.ppf(1 - level / 2, df) + stats.t.ppf(power, df)) * se)
+
+
+def analyse(
+    data: ClaimData,
+    *,
+    family_size: int = 1,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+    permutations: int = PERMUTATIONS,
+    homogeneity_permutations: int = HOMOGENEITY_PERMUTATIONS,
+    alpha: float = ALPHA,
+) -> SeedAnalysis:
+    """One claim with the seed as the unit of replication.
+
+    Paired design (the arms share seeds, the usual case): each seed's difference A - B per
+    stratum, averaged over its strata, is one observation; the p-value is the two-sided
+    sign-flip test over seeds, the interval a bootstrap over seeds. Unpaired design (the arms use
+    disjoint seeds, as an A/A control does): each seed's stratum-centred mean is one
+    observation; the p-value permutes which seeds are A. ``family_size``: the Holm family the
+    claim's p-value joins, for the minimum detectable effect at Holm's strictest level."""
+    seeds_a, ma = _seed_means(data, True)
+    seeds_b, mb = _seed_means(data, False)
+    shared, ia, ib = np.intersect1d(seeds_a, seeds_b, return_indices=True)
+    n_a, n_b = int(data.arm.sum()), int((~data.arm).sum())
+    k = ma.shape[1]
+    level = alpha / max(1, family_size)
+    sd_all = float(np.std(data.value, ddof=1)) if data.value.size > 1 else math.nan
+    meaningful = MEANINGFUL_RATE if data.kind == "rate" else MEANINGFUL_SD * sd_all
+    if shared.size:
+        d = ma[ia] - mb[ib]  # (seeds, strata), NaN where a seed lacks one arm in a stratum
+        keep = np.isfinite(d).any(axis=1)
+        d = d[keep]
+        per_seed = np.nanmean(d, axis=1)
+        n = per_seed.size
+        p = sign_flip_p(per_seed, permutations)
+        lo, hi = cluster_bootstrap(per_seed, resamples)
+        complete = d[np.isfinite(d).all(axis=1)]
+        hom = homogeneity_test(complete, homogeneity_permutations) if k > 1 else math.nan
+        s_eff = tuple(_nanmean(d[:, j]) for j in range(k))
+        s_p = tuple(sign_flip_p(d[np.isfinite(d[:, j]), j], permutations) for j in range(k))
+        var = float(np.var(per_seed, ddof=1)) if n > 1 else math.nan
+        if data.kind == "rate":  # a floor when every seed agrees: the binomial variance
+            pool = (data.value.sum() + 0.5) / (data.value.size + 1)
+            var = max(var if math.isfinite(var) else 0.0, 2 * pool * (1 - pool) / max(1, k))
+        se = math.sqrt(var / n) if n > 1 else math.inf
+        min_p = 2.0 / 2**n if n <= 60 else 0.0
+        moving = int(np.sum(np.abs(per_seed) > 1e-12))
+        attainable = 2.0 / 2**moving if moving <= 60 else 0.0
+        varies = complete.size and np.any(
+            np.abs(complete - complete.mean(axis=1, keepdims=True)) > 1e-12
+        )
+        hom_attainable = 0.0 if varies else 1.0
+        df = n - 1
+        design = "paired"
+    else:
+        centre = np.nanmean(np.vstack([ma, mb]), axis=0)
+        y_a = np.nanmean(ma - centre, axis=1)
+        y_b = np.nanmean(mb - centre, axis=1)
+        n = y_a.size + y_b.size
+        effect = float(y_a.mean() - y_b.mean()) if y_a.size and y_b.size else math.nan
+        p = two_sample_p(y_a, y_b, permutations)
+        lo, hi = cluster_bootstrap(y_a, resamples, y_b=y_b)
+        hom, s_eff, s_p = math.nan, (), ()
+        va = float(np.var(y_a, ddof=1)) if y_a.size > 1 else math.nan
+        vb = float(np.var(y_b, ddof=1)) if y_b.size > 1 else math.nan
+        if data.kind == "rate":
+            pool = (data.value.sum() + 0.5) / (data.value.size + 1)
+            floor = pool * (1 - pool) / max(1, k)
+            va, vb = (
+                max(va if math.isfinite(va) else 0, floor),
+                max(vb if math.isfinite(vb) else 0, floor),
+            )
+        se = math.sqrt(va / max(1, y_a.size) + vb / max(1, y_b.size))
+        min_p = 2.0 / math.comb(n, y_a.size) if y_a.size and y_b.size else 1.0
+        spread = np.concatenate([y_a, y_b])
+        attainable = min_p if spread.size and np.ptp(spread) > 1e-12 else 1.0
+        hom_attainable = 1.0
+        df = max(1, n - 2)
+        design = "unpaired"
+        per_seed = None
+    if per_seed is not None:
+        effect = float(per_seed.mean()) if per_seed.size else math.nan
+    if data.kind == "rate":
+        lo, hi = _mover_hull(data, lo, hi)
+    mde = math.inf if min_p > level else minimum_detectable(se, df, level)
+    return SeedAnalysis(
+        design=design,
+        effect=effect,
+        lo=lo,
+        hi=hi,
+        p_two_sided=float(p),
+        n_seeds=int(n),
+        n_a=n_a,
+        n_b=n_b,
+        strata=k,
+        homogeneity_p=float(hom),
+        stratum_effects=s_eff,
+        stratum_p=s_p,
+        mde=float(mde),
+        meaningful=float(meaningful),
+        min_p=float(min_p),
+        attainable_p=float(min(1.0, attainable)),
+        homogeneity_attainable_p=float(hom_attainable),
+    )
+
+
+def tarone(attainable: Sequence[float], alpha: float = ALPHA) -> list[bool]:
+    """Which hypotheses join the Holm family: Tarone's (1990) trimming for discrete tests, in
+    its step-down form (Hommel & Krummenauer 1998). A permutation test whose data can produce
+    no p-value below alpha / k (every seed agrees, a stratum without variation) can never be
+    rejected; counting it would only raise everyone else's bar. The smallest k such that at
+    most k hypotheses can reach alpha / k is found, and those hypotheses form the family."""
+    m = len(attainable)
+    for k in range(1, m + 1):
+        keep = [p <= alpha / k for p in attainable]
+        if sum(keep) <= k:
+            return keep
+    return [True] * m
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A claim's verdict under the seed-clustered rule, with what it was read from."""
+
+    verdict: str
+    p_adjusted: float  # Holm-adjusted two-sided p of the pooled effect (NaN: equal claims)
+    homogeneity_p_adjusted: float  # Holm-adjusted (NaN: not tested)
+    holds_in: tuple[int, ...] = ()  # depends: strata where the predicted direction holds
+    reversed_in: tuple[int, ...] = ()  # depends: strata where the opposite holds
+    underpowered: bool = False  # inconclusive, and the design could not detect a meaningful effect
+
+
+def decide(
+    claims: Sequence[ClaimData], analyses: Sequence[SeedAnalysis | None], alpha: float = ALPHA
+) -> list[Decision]:
+    """Verdicts by ``RULE_TEXT['new']`` for one audit (``None``: a claim without data)."""
+    hyps: list[tuple[int, str, float, float]] = []
+    for i, (c, a) in enumerate(zip(claims, analyses, strict=True)):
+        if a is None:
+            continue
+        if c.predict != "equal" and math.isfinite(a.p_two_sided):
+            hyps.append((i, "effect", a.p_two_sided, a.attainable_p))
+        if math.isfinite(a.homogeneity_p):
+            hyps.append((i, "homogeneity", a.homogeneity_p, a.homogeneity_attainable_p))
+    family = tarone([h[3] for h in hyps], alpha)
+    adjusted = holm([h[2] if keep else math.nan for h, keep in zip(hyps, family, strict=True)])
+    p_adj: dict[int, float] = {}
+    h_adj: dict[int, float] = {}
+    for (i, what, _, _), q in zip(hyps, adjusted, strict=True):
+        (p_adj if what == "effect" else h_adj)[i] = float(q) if math.isfinite(q) else 1.0
+    out = []
+    for i, (c, a) in enumerate(zip(claims, analyses, strict=True)):
+        if a is None:
+            out.append(Decision(NO_DATA, math.nan, math.nan))
+            continue
+        pa, ha = p_adj.get(i, math.nan), h_adj.get(i, math.nan)
+        if c.predict == "equal":
+            where = equivalence(a.lo, a.hi, float(c.margin or 0.0))
+            verdict = {"inside": SUPPORTED, "outside": REFUTED}.get(where, INCONCLUSIVE)
+        elif pa < alpha:
+            agrees = (a.effect > 0) == (c.predict == "greater")
+            verdict = SUPPORTED if agrees else REFUTED
+        else:
+            verdict = INCONCLUSIVE
+        holds: tuple[int, ...] = ()
+        rev: tuple[int, ...] = ()
+        if ha < alpha:
+            sign = -1.0 if c.predict == "less" else 1.0
+            sig = [j for j, p in enumerate(a.stratum_p) if p < alpha]
+            holds = tuple(j for j in sig if sign * a.stratum_effects[j] > 0)
+            rev = tuple(j for j in sig if sign * a.stratum_effects[j] < 0)
+            if holds and rev:
+                verdict = DEPENDS
+        under = verdict == INCONCLUSIVE and not a.mde <= a.meaningful
+        out.append(Decision(verdict, pa, ha, holds, rev, under))
+    return out
+
+
+def new_rule(
+    claims: Sequence[ClaimData],
+    *,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+    permutations: int = PERMUTATIONS,
+    homogeneity_permutations: int = HOMOGENEITY_PERMUTATIONS,
+) -> list[str]:
+    """The verdicts of the seed-clustered rule, one per claim (``RULES['new']``)."""
+    analyses = analyse_family(
+        claims,
+        resamples=resamples,
+        permutations=permutations,
+        homogeneity_permutations=homogeneity_permutations,
+    )
+    return [d.verdict for d in decide(claims, analyses)]
+
+
+def family_size(claims: Sequence[ClaimData]) -> int:
+    """Hypotheses in the Holm family (at most: directional claims plus homogeneity tests)."""
+    directional = sum(c.predict != "equal" for c in claims)
+    multi = sum(int(np.unique(c.stratum).size > 1) for c in claims)
+    return max(1, directional + multi)
+
+
+def analyse_family(claims: Sequence[ClaimData], **kw: Any) -> list[SeedAnalysis | None]:
+    """``analyse`` every claim with data (None for one whose arms are empty)."""
+    m = family_size(claims)
+    out: list[SeedAnalysis | None] = []
+    for c in claims:
+        if c.value.size == 0 or c.arm.all() or not c.arm.any():
+            out.append(None)
+        else:
+            out.append(analyse(c, family_size=m, **kw))
+    return out
+
+
+# -- the rule before issue 17, kept so that `gradatlas calibrate` can show the difference --------
+def old_rule(
+    claims: Sequence[ClaimData],
+    *,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+    permutations: int = PERMUTATIONS,
+) -> list[str]:
+    """The verdicts of the rule this project used before issue 17 (``VERDICT_RULE``): trials as
+    independent (rates: the exact conditional test over strata; continuous: seed pairs within
+    strata, sign-flip and a bootstrap over pairs), one-sided p-values in both directions, each
+    direction its own Holm family at alpha. Kept only for calibration."""
+    raw: list[tuple[float, float, float, float] | None] = []
+    for c in claims:
+        if c.value.size == 0 or c.arm.all() or not c.arm.any():
+            raw.append(None)
+        elif c.kind == "rate":
+            raw.append(_old_rates(c))
+        else:
+            raw.append(_old_continuous(c, resamples, permutations))
+    family = [i for i, r in enumerate(raw) if r is not None and claims[i].predict != "equal"]
+    p_adj = holm([raw[i][0] for i in family])  # type: ignore[index]
+    q_adj = holm([raw[i][1] for i in family])  # type: ignore[index]
+    adj = {i: (float(p), float(q)) for i, p, q in zip(family, p_adj, q_adj, strict=True)}
+    out = []
+    for i, (c, r) in enumerate(zip(claims, raw, strict=True)):
+        if r is None:
+            out.append(NO_DATA)
+            continue
+        p, q = adj.get(i, (math.nan, math.nan))
+        out.append(
+            verdict(
+                c.predict, p_adjusted=p, p_opposite_adjusted=q, lo=r[2], hi=r[3], margin=c.margin
+            )
+        )
+    return out
+
+
+def _directed_p(predict: str, greater: float, less: float) -> tuple[float, float]:
+    if predict == "greater":
+        return greater, less
+    if predict == "less":
+        return less, greater
+    return math.nan, math.nan
+
+
+def _old_rates(c: ClaimData) -> tuple[float, float, float, float]:
+    k = int(c.stratum.max()) + 1
+    xa = np.bincount(c.stratum[c.arm], c.value[c.arm], k).round().astype(int)
+    na = np.bincount(c.stratum[c.arm], minlength=k)
+    xb = np.bincount(c.stratum[~c.arm], c.value[~c.arm], k).round().astype(int)
+    nb = np.bincount(c.stratum[~c.arm], minlength=k)
+    ok = (na > 0) & (nb > 0)
+    exact = stratified_exact_test(xa[ok], na[ok], xb[ok], nb[ok])
+    rd = mh_risk_difference(xa[ok], na[ok], xb[ok], nb[ok])
+    return (*_directed_p(c.predict, exact.p_greater, exact.p_less), rd.lo, rd.hi)
+
+
+def _old_continuous(
+    c: ClaimData, resamples: int, permutations: int
+) -> tuple[float, float, float, float]:
+    seeds_a, ma = _seed_means(c, True)
+    seeds_b, mb = _seed_means(c, False)
+    shared, ia, ib = np.intersect1d(seeds_a, seeds_b, return_indices=True)
+    d = (ma[ia] - mb[ib]) if shared.size else np.empty((0, ma.shape[1]))
+    strata_a = np.isfinite(ma).any(axis=0)
+    strata_b = np.isfinite(mb).any(axis=0)
+    matched = strata_a & strata_b
+    if d.size and np.all(np.isfinite(d[:, matched]).any(axis=0)):
+        diffs = d[:, matched][np.isfinite(d[:, matched])]
+    else:  # seeds do not pair: stratum means against stratum means
+        diffs = (np.nanmean(ma, axis=0) - np.nanmean(mb, axis=0))[matched]
+    r = paired_difference(diffs, resamples, permutations)
+    return (*_directed_p(c.predict, r.p_greater, r.p_less), r.lo, r.hi)
+
+
+RULE_TEXT = {
+    "old": "before issue 17: trials as independent (exact conditional test over strata for "
+    "rates, seed-by-stratum pairs for continuous metrics), one-sided p in each direction, a "
+    "Holm family per direction at alpha = 0.05 each",
+    "new": "seeds as the unit (per-seed summaries across strata, sign-flip / permutation over "
+    "seeds, cluster bootstrap), two-sided p, one Holm family at alpha = 0.05 over every "
+    "directional claim and every homogeneity test, direction decided after rejection; 'depends' "
+    "on a significant arm x stratum interaction with significant effects of both signs",
+}
+RULES: dict[str, Any] = {"old": old_rule, "new": new_rule}
+
+VERDICT_RULE_SEED = (
+    f"Verdicts, at alpha = {ALPHA}, with the seed as the unit of replication. One Holm family "
+    "holds every hypothesis a verdict reads: the two-sided p-value of each directional claim's "
+    "pooled effect (controls included) and, for every claim with two or more strata whose arms "
+    "share seeds, the p-value of its homogeneity test. A directional claim whose adjusted "
+    "p-value is below alpha is supported when the effect has the predicted sign and refuted "
+    "when it has the opposite one (the direction is decided after the two-sided rejection; "
+    "Shaffer 1980); otherwise it is inconclusive. A claim whose homogeneity is rejected and "
+    "whose strata show significant effects of both signs (per-stratum sign-flip p < alpha) "
+    "gets 'depends', with the strata in which the prediction holds and those in which it is "
+    "reversed, not a pooled verdict. A claim that predicts equal is supported when the 95% "
+    "interval of the effect lies inside (-margin, +margin), refuted when it lies entirely "
+    "outside, inconclusive otherwise: two one-sided tests (Schuirmann 1987) at 2.5% each, "
+    "stricter than TOST's usual 90% interval, because equal claims stand outside the Holm "
+    "family and a supported equivalence is what users quote. An inconclusive claim is marked "
+    "underpowered when its minimum detectable effect (80% power, two-sided, at Holm's "
+    f"strictest level alpha/m) exceeds a meaningful effect: {MEANINGFUL_RATE:g} for rates "
+    f"({100 * MEANINGFUL_RATE:g} points), {MEANINGFUL_SD:g} x the between-trial SD of the "
+    "metric for continuous claims; where the sign-flip test over n seeds cannot go below "
+    "alpha/m (2/2^n > alpha/m), nothing can be detected and the MDE is infinite. A claim whose "
+    "groups have no matched data gets 'no data', with what is missing."
+)

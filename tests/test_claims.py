@@ -271,13 +271,13 @@ def test_clear_rate_differences_are_supported_refuted_and_equal() -> None:
     assert res["R1"].verdict == cs.SUPPORTED
     assert res["R1"].effect == 1.0 and res["R1"].strata == 2
     assert (res["R1"].n_a, res["R1"].n_b) == (16, 16)
-    assert res["R1"].p == pytest.approx(
-        cs.stratified_exact_test([8, 8], [8, 8], [0, 0], [8, 8]).p_greater
-    )
+    # the seed is the unit: 8 seeds all +1, the most extreme of 2^8 sign patterns (two-sided)
+    assert res["R1"].p == pytest.approx(2 / 2**8) and res["R1"].n_seeds == 8
     assert res["R2"].verdict == cs.REFUTED
     assert res["R3"].verdict == cs.SUPPORTED  # 0 of 16 explode in both: within 30 points
     assert res["R4"].verdict == cs.REFUTED  # 0% vs 100% stalled: surely beyond 20 points
-    # Holm over the two directional claims: the smaller p doubled
+    # Holm over the two directional claims (the homogeneity tests cannot reach alpha: every seed
+    # agrees across strata, so Tarone's trimming leaves them out): the smaller p doubled
     assert res["R1"].p_adjusted == pytest.approx(min(1.0, 2 * res["R1"].p))
     assert math.isnan(res["R3"].p_adjusted)
 
@@ -301,22 +301,23 @@ def test_continuous_metrics_pair_by_seed() -> None:
     ]
     res = by_id(evaluate_claims(experiment(he_converges, accuracy(0.1), claims), claims))
     a1 = res["A1"]
-    assert a1.verdict == cs.SUPPORTED and a1.pairing == "seed"
-    assert a1.pairs == 16 and a1.strata == 2
+    assert a1.verdict == cs.SUPPORTED and a1.design == "paired"
+    assert a1.n_seeds == 8 and a1.strata == 2
     assert a1.effect == pytest.approx(0.1, abs=0.01) and a1.lo < a1.effect < a1.hi
-    assert a1.p == pytest.approx(2**-16)  # every pair agrees: the most extreme of 2^16 patterns
+    assert a1.p == pytest.approx(2 / 2**8)  # every seed agrees: 2 of 2^8 patterns, two-sided
     assert res["A2"].verdict == cs.REFUTED
     assert res["A3"].verdict == cs.REFUTED  # the difference surely exceeds 0.02
     assert res["A4"].verdict == cs.SUPPORTED
 
 
-def test_seeds_that_do_not_pair_compare_stratum_means() -> None:
+def test_seeds_that_do_not_pair_compare_seeds_by_permutation() -> None:
     seeds = {"kaiming_normal": range(4), "xavier_normal": range(10, 14)}
     claims = [claim("S1", "test_acc")]
     (r,) = evaluate_claims(experiment(he_converges, accuracy(0.1), claims, seeds=seeds), claims)
-    assert r.pairing == "stratum means" and r.pairs == 2
-    assert r.verdict == cs.INCONCLUSIVE  # 2 pairs: p can be no smaller than 1/4
-    assert any("stratum means" in n for n in r.notes)
+    assert r.design == "unpaired" and r.n_seeds == 8
+    # every He seed above every Xavier seed: 2 of the C(8, 4) = 70 splits, two-sided
+    assert r.p == pytest.approx(2 / 70) and r.verdict == cs.SUPPORTED
+    assert math.isnan(r.homogeneity_p)  # not tested without shared seeds
 
 
 def test_missing_levels_and_unmatched_strata_say_what_is_missing() -> None:

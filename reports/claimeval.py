@@ -1,0 +1,584 @@
+"""The claims audit's evaluation: each declared claim measured on its trials, with a verdict.
+
+Pure (no rendering): ``gradatlas verdicts``, the report's Claims section and ``gradatlas
+calibrate`` (through ``claimstats``) read the same numbers from here.
+
+A claim says "metric(A) predict metric(B)". Its trials are those that pass ``where``; group A
+passes ``a`` as well, group B ``b`` (an arm may also select seeds: ``seeds: even | odd | [..]``,
+which is how an A/A control is written). The groups are compared only where they can be compared
+fairly: a *stratum* is one combination of levels of every factor the claim does not name in
+``a`` or ``b`` (the other factors held equal), and only strata with trials in both groups
+count; the rest are dropped and said.
+
+The seed is the unit of replication: every cell of a suite runs the same seed list, so the
+trials of one seed share the data order and the init stream across strata and arms and are not
+independent evidence. ``claimstats.analyse`` therefore summarises each seed across the strata
+(paired design) or each seed's stratum-centred mean (arms on disjoint seeds) and tests over
+seeds; ``claimstats.decide`` puts every directional claim's two-sided p-value and every
+homogeneity test in one Holm family (``RULE_TEXT``).
+
+Failed trials are not dropped silently (no survivorship): a rate counts every labelled trial;
+a continuous metric whose value is missing or not finite (an exploded trial has no test
+accuracy) enters by intention to treat where the metric has a natural value for a failure
+(``ITT``: chance accuracy, the worst loss seen), and the complete-case analysis (failures left
+out) is given beside it where the two verdicts differ.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from gradatlas.record import OUTCOMES
+from gradatlas.reports import claimstats as cs
+from gradatlas.reports.fmt import join_and, plural
+from gradatlas.reports.load import Experiment
+from gradatlas.suites.claims import LOSS_CURVE, METRICS, Metric, filter_labels
+
+SEEDS_KEY = "seeds"  # an arm's seed selector, beside its factor levels
+
+
+@dataclass
+class Stratum:
+    """One matched stratum's evidence: the groups' mean value there and their trial counts."""
+
+    label: str
+    a: float
+    b: float
+    n_a: int
+    n_b: int
+
+
+@dataclass
+class ClaimResult:
+    """One claim, measured and judged. ``effect`` is A minus B (a risk difference for rates, a
+    mean difference for continuous metrics, in log10 for ``log10`` metrics), strata weighted
+    equally, with its 95% interval ``lo``..``hi`` (a bootstrap over seeds); ``p`` the two-sided
+    p-value over seeds, ``p_adjusted`` Holm's (NaN for equal claims and claims without data)."""
+
+    id: str
+    text: str
+    source: str
+    metric: str
+    predict: str
+    margin: float | None
+    groups: str  # "A: init = kaiming_normal; B: init = xavier_normal; within depth = d20"
+    control: bool = False
+    a_text: str = ""
+    b_text: str = ""
+    kind: str = ""
+    unit: str = ""
+    verdict: str = cs.NO_DATA
+    reason: str = ""  # why there is no verdict (no data)
+    test: str = ""
+    design: str = ""  # "paired" (arms share seeds) or "unpaired" (disjoint seeds)
+    effect: float = math.nan
+    lo: float = math.nan
+    hi: float = math.nan
+    p: float = math.nan
+    p_adjusted: float = math.nan
+    homogeneity_p: float = math.nan
+    homogeneity_p_adjusted: float = math.nan
+    mde: float = math.nan  # minimum detectable |effect| at 80% power
+    meaningful: float = math.nan  # the effect size "underpowered" is judged against
+    underpowered: bool = False
+    n_a: int = 0  # trials of A in matched strata
+    n_b: int = 0
+    n_seeds: int = 0
+    strata: int = 0
+    missing: int = 0  # trials in matched strata without a finite value of the metric
+    itt: str = ""  # how failed trials entered (continuous metrics), "" when none failed
+    complete_case: dict[str, Any] | None = None  # the analysis without them, when it differs
+    holds_in: list[str] = field(default_factory=list)  # depends: strata
+    reversed_in: list[str] = field(default_factory=list)
+    scope: str = ""
+    scope_detail: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # what was dropped, and why
+    evidence: list[Stratum] = field(default_factory=list)
+
+    @property
+    def has_data(self) -> bool:
+        return self.verdict != cs.NO_DATA
+
+    @property
+    def pairs(self) -> int:  # the old name of the replication count
+        return self.n_seeds
+
+
+class NoData(Exception):
+    """A claim that cannot be measured; the message says what is missing."""
+
+
+@dataclass
+class _Measured:
+    result: ClaimResult
+    data: cs.ClaimData | None = None
+    complete_case: cs.ClaimData | None = None  # only where ITT filled some values
+    strata: list[str] = field(default_factory=list)
+
+
+# -- which claims ---------------------------------------------------------------------------------
+def declared_claims(exp: Experiment) -> list[dict[str, Any]]:
+    """The ``claims`` of the newest sweep that recorded its resolved suite (sweeps are newest
+    first), as dicts; [] when none did or it declares none."""
+    suite = resolved_suite(exp)
+    claims = (suite or {}).get("claims") or []
+    return [c for c in claims if isinstance(c, Mapping)]
+
+
+def resolved_suite(exp: Experiment) -> dict[str, Any] | None:
+    """The resolved suite of the newest sweep that recorded one."""
+    for sweep in exp.sweeps:
+        if sweep.resolved is not None:
+            return sweep.resolved
+    return None
+
+
+# -- the audit ------------------------------------------------------------------------------------
+def evaluate_claims(
+    exp: Experiment, claims: Sequence[Mapping[str, Any]], **kw: Any
+) -> list[ClaimResult]:
+    """Measure every claim, judge them as one family (``claimstats.decide``) and attach each
+    one's scope. ``kw`` goes to ``claimstats.analyse`` (resamples, permutations)."""
+    measured = [measure(exp, claim) for claim in claims]
+    datas = [m.data for m in measured]
+    present = [d for d in datas if d is not None]
+    size = cs.family_size(present)
+    analyses = [cs.analyse(d, family_size=size, **kw) if d is not None else None for d in datas]
+    decisions = cs.decide([d or _EMPTY for d in datas], analyses)
+    results = []
+    for m, a, dec in zip(measured, analyses, decisions, strict=True):
+        r = m.result
+        if a is not None:
+            r = replace(
+                r,
+                verdict=dec.verdict,
+                design=a.design,
+                effect=a.effect,
+                lo=a.lo,
+                hi=a.hi,
+                p=a.p_two_sided,
+                p_adjusted=dec.p_adjusted,
+                homogeneity_p=a.homogeneity_p,
+                homogeneity_p_adjusted=dec.homogeneity_p_adjusted,
+                mde=a.mde,
+                meaningful=a.meaningful,
+                underpowered=dec.underpowered,
+                n_a=a.n_a,
+                n_b=a.n_b,
+                n_seeds=a.n_seeds,
+                strata=a.strata,
+                holds_in=[m.strata[j] for j in dec.holds_in],
+                reversed_in=[m.strata[j] for j in dec.reversed_in],
+                test=_test_text(a.design, r.kind),
+            )
+        results.append(r)
+    results = _complete_case(measured, results, size, kw)
+    scope = _scopes(exp, claims)
+    return [replace(r, **s) if s else r for r, s in zip(results, scope, strict=True)]
+
+
+_EMPTY = cs.ClaimData(
+    "continuous", "greater", None, np.empty(0), np.empty(0, bool), np.empty(0, int), np.empty(0)
+)
+
+
+def _complete_case(
+    measured: list[_Measured], results: list[ClaimResult], size: int, kw: dict[str, Any]
+) -> list[ClaimResult]:
+    """The family judged again with every ITT-filled claim on its complete cases; a claim whose
+    verdict changes gets both (``complete_case``) and a note."""
+    if not any(m.complete_case is not None for m in measured):
+        return results
+    datas = [m.complete_case if m.complete_case is not None else m.data for m in measured]
+    analyses = [
+        cs.analyse(d, family_size=size, **kw) if d is not None and d.value.size else None
+        for d in datas
+    ]
+    decisions = cs.decide([d if d is not None else _EMPTY for d in datas], analyses)
+    out = []
+    for m, r, a, dec in zip(measured, results, analyses, decisions, strict=True):
+        if m.complete_case is not None and a is not None:
+            cc = {
+                "verdict": dec.verdict,
+                "effect": a.effect,
+                "ci_low": a.lo,
+                "ci_high": a.hi,
+                "p_adjusted": dec.p_adjusted,
+                "n_seeds": a.n_seeds,
+            }
+            if dec.verdict != r.verdict:
+                note = (
+                    f"without the failed trials (complete cases) the verdict would be "
+                    f"{dec.verdict} (effect {a.effect:+.3g}, 95% [{a.lo:.3g}, {a.hi:.3g}])"
+                )
+                r = replace(r, complete_case=cc, notes=[*r.notes, note])
+            else:
+                r = replace(r, complete_case=cc)
+        out.append(r)
+    return out
+
+
+def _scopes(exp: Experiment, claims: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Each claim's scope (dataset, model, budget, how learning rates were set), from
+    ``claimscope`` when it can say; {} where it cannot."""
+    try:
+        from gradatlas.reports.claimscope import claim_scope
+    except ImportError:  # pragma: no cover - claimscope is part of the package
+        return [{} for _ in claims]
+    suite = resolved_suite(exp) or {}
+    out = []
+    for claim in claims:
+        try:
+            detail = claim_scope(suite, claim, exp.trials)
+        except Exception as exc:  # a scope it cannot read must not hide a verdict
+            detail = {"text": f"scope unknown ({exc})"}
+        out.append({"scope": str(detail.get("text", "")), "scope_detail": dict(detail)})
+    return out
+
+
+def _test_text(design: str, kind: str) -> str:
+    if design == "paired":
+        what = "per-seed A-B difference averaged over strata; two-sided sign-flip test over seeds"
+    else:
+        what = "per-seed stratum-centred means; two-sided permutation of seeds between the arms"
+    interval = "cluster bootstrap over seeds" + (
+        " joined with the MOVER-Wilson interval" if kind == "rate" else ""
+    )
+    return f"{what}; {interval}; homogeneity: within-seed permutation across strata"
+
+
+# -- one claim ------------------------------------------------------------------------------------
+def measure(exp: Experiment, claim: Mapping[str, Any]) -> _Measured:
+    """One claim's data (``claimstats.ClaimData``), or verdict ``no data`` with the reason."""
+    a, b, where = (dict(claim.get(k) or {}) for k in ("a", "b", "where"))
+    margin = claim.get("margin")
+    seeds = {"a": a.pop(SEEDS_KEY, None), "b": b.pop(SEEDS_KEY, None)}
+    written = {k: _as_written(v) for k, v in (("a", a), ("b", b), ("where", where))}
+    result = ClaimResult(
+        id=str(claim.get("id", "?")),
+        text=str(claim.get("text", "")),
+        source=str(claim.get("source", "")),
+        metric=str(claim.get("metric", "")),
+        predict=str(claim.get("predict", "")),
+        margin=float(margin) if margin is not None else None,
+        groups=_groups_text(written, seeds),
+        control=bool(claim.get("control", False)),
+    )
+    try:
+        metric = METRICS.get(result.metric)
+        if metric is None:
+            raise NoData(f"unknown metric {result.metric!r} (metrics: {', '.join(METRICS)})")
+        labels = {k: _labels(exp, k, v) for k, v in (("a", a), ("b", b), ("where", where))}
+        result = replace(
+            result,
+            kind=metric.kind,
+            unit=metric.unit,
+            a_text=_filter_text(labels["a"], seeds["a"]),
+            b_text=_filter_text(labels["b"], seeds["b"]),
+            groups=_groups_text(labels, seeds),
+        )
+        frame, notes = _groups(exp, metric, labels, seeds)
+        return _as_data(exp, result, metric, frame, notes)
+    except NoData as exc:
+        return _Measured(replace(result, verdict=cs.NO_DATA, reason=str(exc)))
+
+
+def seed_mask(seeds: pd.Series, selector: Any) -> pd.Series:
+    """Trials whose seed an arm's ``seeds`` selects: ``even``, ``odd`` or a list of seeds."""
+    if selector is None:
+        return pd.Series(True, index=seeds.index)
+    values = seeds.astype("float")
+    if selector == "even":
+        return (values % 2 == 0).fillna(False)
+    if selector == "odd":
+        return (values % 2 == 1).fillna(False)
+    wanted = selector if isinstance(selector, list | tuple) else [selector]
+    return values.isin([float(s) for s in wanted]).fillna(False)
+
+
+def _labels(exp: Experiment, block: str, filters: dict[str, Any]) -> dict[str, list[str]]:
+    """A filter block as factor -> labels; NoData when it names a factor the trials lack."""
+    for factor in filters:
+        if factor not in exp.factors:
+            known = ", ".join(exp.factors) or "none"
+            raise NoData(f"{block} names {factor}, which these trials do not vary ({known})")
+    labels, errors = filter_labels(filters, exp.levels, in_plan=False)
+    if errors:
+        raise NoData(f"{block}.{errors[0].render()}")
+    return labels
+
+
+def _as_written(filters: dict[str, Any]) -> dict[str, list[str]]:
+    """A filter block as the suite wrote it, for saying what a claim without data asked for."""
+    return {
+        str(f): [str(x) for x in (v if isinstance(v, list) else [v])] for f, v in filters.items()
+    }
+
+
+def _seeds_text(selector: Any) -> str:
+    if selector is None:
+        return ""
+    if isinstance(selector, list | tuple):
+        return "seeds " + ", ".join(str(s) for s in selector)
+    return f"{selector} seeds"
+
+
+def _filter_text(filters: dict[str, list[str]], seeds: Any = None) -> str:
+    parts = [f"{f} = {' or '.join(v)}" for f, v in filters.items()]
+    if seeds is not None:
+        parts.append(_seeds_text(seeds))
+    return "; ".join(parts) or "all trials"
+
+
+def _groups_text(labels: dict[str, dict[str, list[str]]], seeds: dict[str, Any]) -> str:
+    text = f"A: {_filter_text(labels['a'], seeds['a'])}; B: {_filter_text(labels['b'], seeds['b'])}"
+    return text + (f"; within {_filter_text(labels['where'])}" if labels["where"] else "")
+
+
+def _mask(t: pd.DataFrame, exp: Experiment, filters: dict[str, list[str]]) -> pd.Series:
+    mask = pd.Series(True, index=t.index)
+    for f, labels in filters.items():
+        mask &= t[exp.fcol(f)].isin(labels)
+    return mask
+
+
+def _groups(
+    exp: Experiment,
+    metric: Metric,
+    labels: dict[str, dict[str, list[str]]],
+    seeds: dict[str, Any],
+) -> tuple[pd.DataFrame, list[str]]:
+    """The trials of A and B with the metric's value (NaN: none) and their stratum, matched
+    strata only. NoData says which filter matched nothing, or that nothing matched."""
+    t = exp.trials
+    inside = _mask(t, exp, labels["where"])
+    if metric.kind == "rate":  # a trial without a verdict (a probe) is no yes/no
+        inside &= t["outcome"].isin(OUTCOMES)
+    if labels["where"] and not inside.any():
+        raise NoData(f"where ({_filter_text(labels['where'])}) matches no trial")
+    in_a = inside & _mask(t, exp, labels["a"]) & seed_mask(t["seed"], seeds["a"])
+    in_b = inside & _mask(t, exp, labels["b"]) & seed_mask(t["seed"], seeds["b"])
+    scope = f" within {_filter_text(labels['where'])}" if labels["where"] else ""
+    for name, mask in (("a", in_a), ("b", in_b)):
+        if not mask.any():
+            levels = "; ".join(
+                f"{f} has {', '.join(exp.levels[f])}" for f in labels[name] if f in exp.levels
+            )
+            raise NoData(
+                f"group {name.upper()} ({_filter_text(labels[name], seeds[name])}) matches no "
+                f"trial{scope}" + (f" (the trials' levels: {levels})" if levels else "")
+            )
+    if (in_a & in_b).any():
+        raise NoData("a and b select the same trials (they must differ in some factor or seeds)")
+    chosen = t[in_a | in_b]
+    values = trial_values(exp, chosen, metric)
+    named = set(labels["a"]) | set(labels["b"])
+    other = [f for f in exp.factors if f not in named]
+    frame = pd.DataFrame(
+        {
+            "value": values,
+            "group": np.where(in_a[chosen.index], "a", "b"),
+            "seed": chosen["seed"],
+            "stratum": _strata(exp, chosen, other),
+            "run_id": chosen["run_id"],
+        },
+        index=chosen.index,
+    )
+    notes: list[str] = []
+    frame = frame.dropna(subset=["seed"])
+    in_both = set(frame.loc[frame["group"] == "a", "stratum"]) & set(
+        frame.loc[frame["group"] == "b", "stratum"]
+    )
+    if not in_both:
+        raise NoData(
+            "no stratum has trials in both groups: A and B share no combination of "
+            f"{join_and(other) if other else 'levels'} (so nothing is compared with the other "
+            "factors held equal)"
+        )
+    unmatched = frame[~frame["stratum"].isin(in_both)]
+    if len(unmatched):
+        per = unmatched.groupby("group")["stratum"].nunique()
+        parts = [f"{int(per.get(g, 0))} of {g.upper()}" for g in ("a", "b") if per.get(g)]
+        notes.append(
+            f"{plural(int(per.sum()), 'stratum', 'strata')} ({join_and(parts)}) had no partner "
+            f"in the other group and {'was' if per.sum() == 1 else 'were'} dropped "
+            f"({plural(len(unmatched), 'trial')})"
+        )
+    return frame[frame["stratum"].isin(in_both)], notes
+
+
+def _strata(exp: Experiment, t: pd.DataFrame, other: list[str]) -> pd.Series:
+    if not other:
+        return pd.Series("all trials", index=t.index)
+    parts = [f + "=" + t[exp.fcol(f)].astype(str) for f in other]
+    out = parts[0]
+    for p in parts[1:]:
+        out = out + " · " + p
+    return out
+
+
+# -- metric values, and the failed trials ---------------------------------------------------------
+ITT_CHANCE = "chance"  # a failed trial scores chance accuracy
+ITT_WORST = "worst"  # a failed trial scores the worst value seen among the claim's trials
+ITT: dict[str, str] = {
+    "test_acc": ITT_CHANCE,
+    "test_loss": ITT_WORST,
+    "final_train_loss": ITT_WORST,
+}
+
+
+def _as_data(
+    exp: Experiment, result: ClaimResult, metric: Metric, frame: pd.DataFrame, notes: list[str]
+) -> _Measured:
+    """The matched frame as ``ClaimData``: failed trials filled by ``ITT`` (with the complete
+    cases kept for the second analysis) or, for a metric without a natural failure value, left
+    out and counted."""
+    strata = list(dict.fromkeys(frame["stratum"]))
+    missing = frame["value"].isna()
+    n_missing = int(missing.sum())
+    itt = ""
+    complete = None
+    if n_missing:
+        counts = frame[missing].groupby("group").size()
+        parts = [f"{int(counts.get(g, 0))} of {g.upper()}" for g in ("a", "b") if counts.get(g)]
+        how = ITT.get(metric.name) if metric.kind == "continuous" else None
+        if how is not None:
+            complete = _claim_data(result, frame[~missing], strata)
+            fill = _itt_value(exp, frame, how, metric)
+            frame = frame.assign(value=frame["value"].fillna(fill))
+            itt = (
+                f"{plural(n_missing, 'trial')} ({join_and(parts)}) had no finite "
+                f"{metric.name} (they failed) and enter as "
+                + ("chance accuracy" if how == ITT_CHANCE else "the worst value seen")
+                + f" ({fill:.4g}), intention to treat"
+            )
+        else:
+            notes.append(
+                f"{plural(n_missing, 'trial')} ({join_and(parts)}) had no finite value of "
+                f"{metric.name} and were left out (the metric has no value for a failure)"
+            )
+            frame = frame[~missing]
+    for g in ("a", "b"):
+        if not (frame["group"] == g).any():
+            raise NoData(f"no trial of group {g.upper()} has a value of {metric.name}")
+    data = _claim_data(result, frame, strata)
+    evidence = []
+    for j, s in enumerate(strata):
+        sel = data.stratum == j
+        va, vb = data.value[sel & data.arm], data.value[sel & ~data.arm]
+        evidence.append(
+            Stratum(
+                s,
+                float(va.mean()) if va.size else math.nan,
+                float(vb.mean()) if vb.size else math.nan,
+                int(va.size),
+                int(vb.size),
+            )
+        )
+    result = replace(
+        result, verdict=cs.INCONCLUSIVE, notes=notes, missing=n_missing, itt=itt, evidence=evidence
+    )
+    if complete is not None and (not complete.arm.any() or complete.arm.all()):
+        complete = None
+    return _Measured(result, data, complete, strata)
+
+
+def _claim_data(result: ClaimResult, frame: pd.DataFrame, strata: list[str]) -> cs.ClaimData:
+    code = {s: j for j, s in enumerate(strata)}
+    return cs.ClaimData(
+        kind=result.kind,
+        predict=result.predict,
+        margin=result.margin,
+        value=frame["value"].to_numpy(dtype=float),
+        arm=(frame["group"] == "a").to_numpy(),
+        stratum=frame["stratum"].map(code).to_numpy(dtype=int),
+        seed=frame["seed"].to_numpy(dtype=np.int64),
+        id=result.id,
+        control=result.control,
+    )
+
+
+def _itt_value(exp: Experiment, frame: pd.DataFrame, how: str, metric: Metric) -> float:
+    if how == ITT_CHANCE:
+        classes = [(exp.records.get(r) or {}).get("num_classes") for r in frame["run_id"].tolist()]
+        known = [int(c) for c in classes if c]
+        return 1.0 / max(known) if known else 0.0
+    finite = frame["value"][np.isfinite(frame["value"].astype(float))]
+    worst = float(finite.max()) if len(finite) else math.nan
+    classes = [(exp.records.get(r) or {}).get("num_classes") for r in frame["run_id"].tolist()]
+    known = [int(c) for c in classes if c]
+    chance_loss = math.log(max(known)) if known else math.nan
+    return float(np.nanmax([worst, chance_loss]))
+
+
+def trial_values(exp: Experiment, t: pd.DataFrame, metric: Metric) -> pd.Series:
+    """The metric's value for each trial of ``t`` (NaN where it has none): 1/0 for a rate (NaN
+    for a trial without a verdict, a probe), the summary column, log10 of it for ``log10``
+    metrics, the restricted steps to target, or the loss curve's roughness."""
+    if metric.kind == "rate":
+        has_verdict = t["outcome"].isin(OUTCOMES)
+        hit = t["outcome"].isin(metric.outcomes).astype(float)
+        return hit.where(has_verdict)
+    if metric.reads == LOSS_CURVE:
+        return pd.Series(
+            [loss_roughness(exp.records.get(r, {})) for r in t["run_id"]], index=t.index
+        )
+    if metric.reads not in t.columns:
+        raise NoData(f"these trials recorded no {metric.reads}")
+    values = pd.to_numeric(t[metric.reads], errors="coerce").astype(float)
+    if metric.name == "steps_to_target":
+        return _restricted_steps(t, values)
+    if metric.log10:
+        values = np.log10(values.where(values > 0))
+    return values.where(np.isfinite(values))
+
+
+def _restricted_steps(t: pd.DataFrame, steps: pd.Series) -> pd.Series:
+    """Steps to target, where a trial with a verdict other than converged counts as one step
+    more than the longest run among these trials: never reaching the target is slowest."""
+    ran = pd.to_numeric(t["steps_run"], errors="coerce") if "steps_run" in t else None
+    if ran is None or not np.isfinite(ran).any():
+        raise NoData("these trials recorded no steps_run (needed to count a trial that missed)")
+    budget = float(np.nanmax(ran.to_numpy(dtype=float)))
+    out = steps.where(t["outcome"] == "converged")
+    missed = t["outcome"].isin(OUTCOMES) & (t["outcome"] != "converged")
+    return out.mask(missed, budget + 1)
+
+
+def loss_roughness(record: Mapping[str, Any]) -> float:
+    """The median absolute second difference of log training loss along the recorded curve:
+    0 for a loss that decays geometrically (a straight line in log), large for one that jumps
+    up and down between points. NaN with fewer than three finite positive points."""
+    loss = ((record.get("curves") or {}).get("train") or {}).get("loss") or []
+    values = np.array([v for v in loss if isinstance(v, int | float)], dtype=float)
+    values = values[np.isfinite(values) & (values > 0)]
+    if values.size < 3:
+        return math.nan
+    return float(np.median(np.abs(np.diff(np.log(values), n=2))))
+
+
+def claim_data(exp: Experiment, claims: Sequence[Mapping[str, Any]]) -> list[cs.ClaimData]:
+    """The real audit's claims as ``ClaimData`` (those with data), for ``calibrate``'s
+    relabelling of the recorded audit."""
+    return [m.data for m in (measure(exp, c) for c in claims) if m.data is not None]
+
+
+__all__ = [
+    "ClaimResult",
+    "NoData",
+    "Stratum",
+    "claim_data",
+    "declared_claims",
+    "evaluate_claims",
+    "loss_roughness",
+    "measure",
+    "resolved_suite",
+    "seed_mask",
+    "trial_values",
+]
