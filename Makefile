@@ -7,7 +7,7 @@ WORKERS ?= auto
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
 .DEFAULT_GOAL := help
-.PHONY: help venv bench test test-fast lint format ui report perf full claims literature clean
+.PHONY: help venv bench test test-fast lint format ui report perf full claims literature clean calibrate
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -45,6 +45,9 @@ ui: $(STAMP)  ## the MLflow UI on the local store, at http://127.0.0.1:5000
 claims: $(STAMP)  ## the seed article's claims C1-C12 audited on MNIST-1D (tuning included), with report
 	$(BIN)/gradatlas run claims --workers $(WORKERS)
 	$(BIN)/gradatlas report claims
+
+calibrate: $(STAMP)  ## simulate null audits through the verdict code: FWER [95% CI] and power, old vs new rule (runs/calibration)
+	$(BIN)/gradatlas calibrate
 
 LITERATURE := glorot-bengio he2015 ioffe-szegedy yang2019 schoenholz2017
 literature: $(STAMP)  ## the literature suites (Glorot, He, Ioffe, Yang, Schoenholz), each with its report

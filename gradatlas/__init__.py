@@ -6,9 +6,11 @@ The folders are the architecture: ``gradatlas.suites`` (what to run) -> ``gradat
 ``gradatlas.reports`` (how results are shown).
 
 The results in pandas: ``gradatlas.results(suite_or_experiment)`` (one row per trial) and
-``gradatlas.rates(df, by=[...])`` (outcome rates with Wilson intervals), from
-``gradatlas.dataframe``. They are loaded on first use, so ``import gradatlas`` stays light (no
-pandas, no MLflow): the command line's quick answers (``validate``, ``plan``, ``ls``) import it.
+``gradatlas.rates(df, by=[...])`` (outcome rates with Wilson intervals), and
+``gradatlas.sensitivity(suite_or_experiment)`` (how the rates move when each outcome threshold
+is scaled x0.1 and x10), from ``gradatlas.dataframe``. They are loaded on first use, so
+``import gradatlas`` stays light (no pandas, no MLflow): the command line's quick answers
+(``validate``, ``plan``, ``ls``) import it.
 """
 
 from __future__ import annotations
@@ -16,16 +18,21 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["__version__", "rates", "results"]
+__all__ = ["__version__", "rates", "results", "sensitivity"]
 
-_LAZY = {"results": "gradatlas.dataframe", "rates": "gradatlas.dataframe"}
+_LAZY = {
+    "results": "gradatlas.dataframe",
+    "rates": "gradatlas.dataframe",
+    "sensitivity": "gradatlas.dataframe",
+}
 
 if TYPE_CHECKING:
-    from gradatlas.dataframe import rates, results
+    from gradatlas.dataframe import rates, results, sensitivity
 
 
 def __getattr__(name: str) -> Any:
-    """``gradatlas.results`` and ``gradatlas.rates``, imported when first asked for."""
+    """``gradatlas.results``, ``gradatlas.rates`` and ``gradatlas.sensitivity``, imported when
+    first asked for."""
     if name in _LAZY:
         import importlib
 

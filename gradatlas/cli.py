@@ -7,6 +7,8 @@
     gradatlas report SUITE       build the HTML + PDF report from MLflow
     gradatlas export SUITE       write the results table (one row per trial) as CSV or Parquet
     gradatlas repro ID           rerun one recorded trial and compare it with its record
+    gradatlas verdicts SUITE     the claims' verdicts from MLflow (--json: one per line)
+    gradatlas calibrate          simulate null audits through the verdict rules: error and power
 
 Bad input exits with status 2 and a message naming the file, the field and the allowed values.
 Heavy imports (Lightning, MLflow) happen only in the commands that need them, so ``validate``,
@@ -302,6 +304,61 @@ def build_parser() -> argparse.ArgumentParser:
     ui.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     ui.add_argument("--port", type=int, default=5000, help="port (default 5000)")
     _add_tracking(ui)
+
+    verdicts = sub.add_parser(
+        "verdicts",
+        help="print the claims' verdicts from MLflow (--json: one JSON object per claim)",
+        description="Evaluate the claims a suite declares on what MLflow holds and print one row "
+        "per claim: verdict, metric, effect with its interval, Holm-adjusted p, seeds, minimum "
+        "detectable effect, homogeneity p and whether it is a control. The same rows are "
+        "attached to the suite's newest sweep run as verdicts.json.",
+    )
+    verdicts.add_argument("target", metavar="SUITE_OR_EXPERIMENT")
+    verdicts.add_argument(
+        "--json", action="store_true", help="one JSON object per claim (NaN as null)"
+    )
+    _add_tracking(verdicts)
+
+    cal = sub.add_parser(
+        "calibrate",
+        help="simulate null audits through the verdict rules: familywise error and power",
+        description="Simulate audits shaped like ours (5-20 claims, 4-32 seeds, 1-4 strata, "
+        "rates and continuous metrics, shared seed effects) in which no claim is true, run the "
+        "old and the new verdict rule on each, and report how often an audit gets a wrong "
+        "verdict (with its 95% interval) and the power to support a real effect. Writes "
+        "calibration.json, meta.json and calibration.md to --out.",
+    )
+    cal.add_argument(
+        "--audits", type=_positive_int, metavar="N", help="null audits per scenario (default 2000)"
+    )
+    cal.add_argument(
+        "--power-audits",
+        type=int,
+        metavar="N",
+        help="audits per effect size for power (default 300; 0: no power)",
+    )
+    cal.add_argument(
+        "--quick", action="store_true", help="200 null audits, 50 per effect size (a look, tests)"
+    )
+    cal.add_argument(
+        "--out", metavar="DIR", default="runs/calibration", help="default: runs/calibration"
+    )
+    cal.add_argument(
+        "--workers", type=_positive_int, default=2, metavar="N", help="processes (default 2)"
+    )
+    cal.add_argument(
+        "--resamples",
+        type=_positive_int,
+        metavar="N",
+        help="bootstrap resamples passed to the rules (default 1000)",
+    )
+    cal.add_argument(
+        "--scenario",
+        dest="scenarios",
+        action="append",
+        metavar="NAME",
+        help="only this scenario (repeatable; default: all)",
+    )
     return parser
 
 
@@ -720,6 +777,110 @@ def cmd_repro(args: argparse.Namespace) -> int:
     return 0 if verdict.passed else 1
 
 
+VERDICTS_ARTIFACT = "verdicts.json"  # on the newest sweep run: the rows `verdicts --json` prints
+
+
+def cmd_verdicts(args: argparse.Namespace) -> int:
+    from mlflow.tracking import MlflowClient
+
+    from gradatlas.reports import claimscope
+    from gradatlas.reports.build import require_store
+    from gradatlas.reports.load import experiment_name, load_experiment
+    from gradatlas.runners.tracking import resolve_tracking_uri
+
+    try:  # the seed-clustered evaluation; the first version's until it lands
+        from gradatlas.reports import claimeval as evaluation
+    except ImportError:
+        from gradatlas.reports import claims as evaluation
+    declared_claims, evaluate_claims = evaluation.declared_claims, evaluation.evaluate_claims
+    verdict_rows = getattr(evaluation, "verdict_rows", claimscope.verdict_rows)
+
+    uri = resolve_tracking_uri(args.tracking_uri)
+    require_store(uri)
+    name = experiment_name(args.target, MlflowClient(tracking_uri=uri))
+    exp = load_experiment(name, uri)
+    claims = declared_claims(exp)
+    if not claims:
+        raise UserInputError(
+            f"experiment {name!r} declares no claims (its newest sweep's suite has no claims: "
+            "block), so there is nothing to judge"
+        )
+    rows = verdict_rows(evaluate_claims(exp, claims), exp)
+    if args.json:
+        for row in rows:
+            print(json.dumps(row, sort_keys=False))
+    else:
+        _print_verdicts(rows)
+    sweeps = [s for s in exp.sweeps if s.run_id]
+    if sweeps:
+        newest = max(sweeps, key=lambda s: s.start_time.value if s.start_time is not None else 0)
+        MlflowClient(tracking_uri=uri).log_dict(newest.run_id, rows, VERDICTS_ARTIFACT)
+        if not args.json:
+            print(
+                f"\nIn MLflow: the sweep run {newest.run_id[:8]}'s artifacts, {VERDICTS_ARTIFACT}"
+            )
+    return 0
+
+
+def _print_verdicts(rows: list[dict[str, Any]]) -> None:
+    """The claims table in plain text columns; controls after the findings."""
+
+    def num(x: Any, fmt: str = ".3g") -> str:
+        return "-" if x is None else format(x, fmt)
+
+    header = ["id", "verdict", "metric", "effect [ci]", "p_adj", "n_seeds", "mde", "homog_p",
+              "control"]  # fmt: skip
+    table = [header]
+    for row in sorted(rows, key=lambda r: bool(r.get("control"))):
+        effect = num(row.get("effect"), "+.3g")
+        if row.get("ci_low") is not None and row.get("ci_high") is not None:
+            effect += f" [{num(row['ci_low'])}, {num(row['ci_high'])}]"
+        table.append(
+            [
+                str(row.get("id", "")),
+                str(row.get("verdict", "")),
+                str(row.get("metric", "")),
+                effect,
+                num(row.get("p_adjusted")),
+                num(row.get("n_seeds"), "d") if isinstance(row.get("n_seeds"), int) else "-",
+                num(row.get("mde")),
+                num(row.get("homogeneity_p")),
+                "yes" if row.get("control") else "",
+            ]
+        )
+    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
+    for r in table:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    if any(r.get("scope") for r in rows):
+        print("\nscope (the trials each verdict holds for):")
+        for row in rows:
+            if row.get("scope"):
+                print(f"  {row['id']}: {row['scope']}")
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from gradatlas.reports import calibrate as cal
+
+    audits = args.audits or (cal.QUICK_AUDITS if args.quick else cal.AUDITS)
+    power = args.power_audits
+    if power is None:
+        power = cal.QUICK_POWER_AUDITS if args.quick else cal.POWER_AUDITS
+    if power < 0:
+        raise UserInputError("--power-audits must be >= 0")
+    try:
+        cal.run(
+            audits=audits,
+            power_audits=power,
+            out=args.out,
+            workers=args.workers,
+            resamples=args.resamples or cal.RESAMPLES,
+            scenarios=args.scenarios,
+        )
+    except KeyError as exc:
+        raise UserInputError(f"--scenario: {exc.args[0]}") from None
+    return 0
+
+
 COMMANDS = {
     "run": cmd_run,
     "validate": cmd_validate,
@@ -729,6 +890,8 @@ COMMANDS = {
     "export": cmd_export,
     "repro": cmd_repro,
     "ui": cmd_ui,
+    "verdicts": cmd_verdicts,
+    "calibrate": cmd_calibrate,
 }
 
 

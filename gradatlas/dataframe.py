@@ -47,8 +47,9 @@ def results(suite_or_experiment: str, tracking_uri: str | None = None) -> pd.Dat
       level labels as an ordered ``Categorical`` in the suite's own level order (``d3 < d20``),
       so ``sort_values`` and ``groupby`` follow the suite, not the alphabet;
     - ``outcome``: ordered ``Categorical`` over ``gradatlas.record.OUTCOME_ORDER`` (converged,
-      unconverged, stalled, vanished, exploded, probe, killed), every category present even
-      where no trial has it, so counts show zeros; ``reason``: the outcome rule's explanation;
+      unconverged, stalled, vanished, dead, diverged, exploded, probe, killed), every category
+      present even where no trial has it, so counts show zeros; ``reason``: the outcome rule's
+      explanation;
     - ``seed`` (``Int64``), ``cell`` (the cell's label, e.g. ``d20-sigmoid-xavier_normal``);
     - the summary metrics as floats (NaN where a trial has none), in the order the record keeps
       them: ``initial_loss``, ``final_train_loss``, ``final_val_loss``, ``best_val_loss``,
@@ -106,7 +107,7 @@ def rates(
     One row per observed group, indexed by ``by`` the way ``groupby`` is, in categorical order
     (the suite's levels) for factor columns. Columns: ``n`` (trials in the group), then for each
     outcome ``<outcome>`` (its rate, k/n), ``<outcome>_lo`` and ``<outcome>_hi`` (the Wilson
-    score interval, the one the report prints). ``outcomes`` defaults to the five verdicts plus
+    score interval, the one the report prints). ``outcomes`` defaults to the seven verdicts plus
     any other label ``df`` holds (``probe``), so the rates of a row sum to 1. An empty ``by``
     gives one row over all trials.
 
@@ -150,6 +151,25 @@ def rates(
         out[f"{label}_lo"] = lo
         out[f"{label}_hi"] = hi
     return out
+
+
+def sensitivity(
+    suite_or_experiment: str,
+    tracking_uri: str | None = None,
+    scales: Sequence[float] = (0.1, 10.0),
+) -> pd.DataFrame:
+    """How the outcome rates move when each outcome threshold moves: every trial judged again
+    from its recorded trace (no rerun) with one threshold at a time scaled by each of
+    ``scales``. One row for the baseline, then one per (threshold, scale); columns
+    ``threshold``, ``scale``, ``value``, ``n``, one rate per outcome and ``censored``, and
+    ``changed`` (share of trials whose label moved). The report's Threshold sensitivity section
+    shows the same table (``gradatlas.reports.sensitivity.threshold_sensitivity``).
+
+        sensitivity("quickstart")[["threshold", "scale", "exploded", "vanished", "changed"]]
+    """
+    from gradatlas.reports.sensitivity import threshold_sensitivity
+
+    return threshold_sensitivity(_load(suite_or_experiment, tracking_uri), scales)
 
 
 def export(

@@ -102,8 +102,9 @@ RUNNING_SWEEPS = f"{SWEEPS} and attributes.status = '{RUNNING_STATUS}'"
 RUNNING_TRIALS = f"tags.`{KIND}` = '{KIND_TRIAL}' and attributes.status = '{RUNNING_STATUS}'"
 
 # -- outcomes ------------------------------------------------------------------------------------
-# The verdicts of the outcome rules (gradatlas.runners.outcome), in the order reports show them.
-OUTCOMES = ("converged", "unconverged", "stalled", "vanished", "exploded")
+# The verdicts of the outcome rules (gradatlas.runners.outcome), in the order reports show them:
+# what trained, what did not learn, the gradient's failures, then the loss's.
+OUTCOMES = ("converged", "unconverged", "stalled", "vanished", "dead", "diverged", "exploded")
 PROBE = "probe"  # not a verdict: a probe-only trial (train.steps 0) has init profiles, no training
 RUNNING_OUTCOME = "running"  # not a verdict: a live trial run still training (runners/live.py)
 KILLED = "killed"  # not a verdict: the trial was interrupted and is rerun on resume
@@ -203,6 +204,10 @@ class TrialRecord:
     # The trial ids trained together with this one as one stacked model (itself included, in
     # member order); empty when it trained alone or the record predates it.
     batch_members: list[str] = field(default_factory=list)
+    # What the outcome rules read, at full resolution (``runners.outcome.trace_to_json``: per-step
+    # loss and gradient norms raw and as applied, evaluations, layer records), so a report can
+    # judge the trial again under other thresholds; empty in records written before it.
+    trace: dict[str, Any] = field(default_factory=dict)
 
     @property
     def status(self) -> str:
@@ -231,6 +236,7 @@ class TrialRecord:
             "finished_at": self.finished_at,
             "environment": self.environment,
             "batch_members": self.batch_members,
+            "trace": self.trace,
         }
 
     def to_json(self) -> str:
@@ -275,6 +281,7 @@ class TrialRecord:
             batch_members=[_str(m) for m in data.get("batch_members") or [] if isinstance(m, str)]
             if isinstance(data.get("batch_members"), list)
             else [],
+            trace=_dict(data.get("trace")),
         )
 
 
@@ -364,7 +371,14 @@ def trial_params(record: TrialRecord) -> dict[str, str]:
 
 
 # train-curve key in trial.json -> metric key; eval-curve keys are metric keys as they are.
-TRAIN_CURVE_METRICS = {"loss": "train_loss", "grad_norm": "grad_norm", "lr": "lr"}
+# (``grad_norm`` is the raw norm, before clipping; ``grad_norm_applied``, only in clipped trials,
+# the norm as applied.)
+TRAIN_CURVE_METRICS = {
+    "loss": "train_loss",
+    "grad_norm": "grad_norm",
+    "grad_norm_applied": "grad_norm_applied",
+    "lr": "lr",
+}
 LAYER_CURVE_METRICS = {"grad_norm": "layer_grad_norm", "update_ratio": "update_ratio"}
 
 
@@ -378,7 +392,8 @@ def trial_metrics(record: TrialRecord) -> list[tuple[str, float, int]]:
     curves = record.curves
     train = curves.get("train") or {}
     for src, key in TRAIN_CURVE_METRICS.items():
-        out += _series(key, train.get("step") or [], train.get(src) or [])
+        if src in train:
+            out += _series(key, train.get("step") or [], train.get(src) or [])
     ev = curves.get("eval") or {}
     for key, values in ev.items():
         if key != "step":

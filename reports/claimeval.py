@@ -34,13 +34,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from gradatlas.errors import UserInputError
 from gradatlas.record import OUTCOMES
 from gradatlas.reports import claimstats as cs
 from gradatlas.reports.fmt import join_and, plural
 from gradatlas.reports.load import Experiment
-from gradatlas.suites.claims import LOSS_CURVE, METRICS, Metric, filter_labels
-
-SEEDS_KEY = "seeds"  # an arm's seed selector, beside its factor levels
+from gradatlas.suites.claims import LOSS_CURVE, METRICS, SEEDS, Metric, filter_labels, seed_filter
 
 
 @dataclass
@@ -258,7 +257,7 @@ def measure(exp: Experiment, claim: Mapping[str, Any]) -> _Measured:
     """One claim's data (``claimstats.ClaimData``), or verdict ``no data`` with the reason."""
     a, b, where = (dict(claim.get(k) or {}) for k in ("a", "b", "where"))
     margin = claim.get("margin")
-    seeds = {"a": a.pop(SEEDS_KEY, None), "b": b.pop(SEEDS_KEY, None)}
+    seeds = {"a": a.pop(SEEDS, None), "b": b.pop(SEEDS, None)}
     written = {k: _as_written(v) for k, v in (("a", a), ("b", b), ("where", where))}
     result = ClaimResult(
         id=str(claim.get("id", "?")),
@@ -290,16 +289,15 @@ def measure(exp: Experiment, claim: Mapping[str, Any]) -> _Measured:
 
 
 def seed_mask(seeds: pd.Series, selector: Any) -> pd.Series:
-    """Trials whose seed an arm's ``seeds`` selects: ``even``, ``odd`` or a list of seeds."""
+    """Trials whose seed an arm's ``seeds`` selects (``suites.claims.seed_filter``: even, odd or
+    a list); every trial when the arm selects none."""
     if selector is None:
         return pd.Series(True, index=seeds.index)
-    values = seeds.astype("float")
-    if selector == "even":
-        return (values % 2 == 0).fillna(False)
-    if selector == "odd":
-        return (values % 2 == 1).fillna(False)
-    wanted = selector if isinstance(selector, list | tuple) else [selector]
-    return values.isin([float(s) for s in wanted]).fillna(False)
+    try:
+        select = seed_filter(selector)
+    except UserInputError as exc:
+        raise NoData(f"seeds: {exc.message}") from None
+    return seeds.map(select).astype(bool)
 
 
 def _labels(exp: Experiment, block: str, filters: dict[str, Any]) -> dict[str, list[str]]:
@@ -327,6 +325,13 @@ def _seeds_text(selector: Any) -> str:
     if isinstance(selector, list | tuple):
         return "seeds " + ", ".join(str(s) for s in selector)
     return f"{selector} seeds"
+
+
+def verdict_rows(results: Sequence[ClaimResult], exp: Experiment) -> list[dict[str, Any]]:
+    """The machine-readable verdicts (``gradatlas verdicts --json``, ``verdicts.json``)."""
+    from gradatlas.reports.claimscope import verdict_rows as rows
+
+    return rows(results, exp)
 
 
 def _filter_text(filters: dict[str, list[str]], seeds: Any = None) -> str:
@@ -581,4 +586,5 @@ __all__ = [
     "resolved_suite",
     "seed_mask",
     "trial_values",
+    "verdict_rows",
 ]

@@ -20,11 +20,13 @@ from gradatlas.reports.fmt import interval, join_and, num, pct, rate_cell
 from gradatlas.reports.load import Experiment
 
 LEADERBOARD = 10  # rows per leaderboard
-# The outcomes with a rate heatmap, in the order shown: what trains, then the two failures.
+# The outcomes with a rate heatmap, in the order shown: what trains, then the failures.
 HEATMAP_OUTCOMES = (
     ("converged", "Convergence"),
     ("exploded", "Explosion"),
     ("vanished", "Vanishing"),
+    ("dead", "Dead units"),
+    ("diverged", "Divergence"),
 )
 
 

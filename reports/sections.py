@@ -18,6 +18,7 @@ from gradatlas.reports import (
     outcomes,
     overview,
     plan_status,
+    sensitivity,
     tuning,
 )
 from gradatlas.reports.context import DEFAULT_HEATMAP_FACTORS, ReportContext, make_context
@@ -62,6 +63,7 @@ SECTIONS: list[Section] = [
     dynamics.GradientProfiles(),
     outcomes.FactorEffects(),
     outcomes.Leaderboard(),
+    sensitivity.ThresholdSensitivity(),
     overview.Methods(),
 ]
 

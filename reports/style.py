@@ -13,6 +13,8 @@ OUTCOME_COLORS = {
     "unconverged": "#e0a526",
     "stalled": "#8d99ae",
     "vanished": "#3a6ea5",
+    "dead": "#6a4c93",
+    "diverged": "#e76f51",
     "exploded": "#c8324a",
 }
 

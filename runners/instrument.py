@@ -24,14 +24,23 @@ import pytorch_lightning as pl
 import torch
 
 from gradatlas.models import GradModel
-from gradatlas.runners.outcome import explosion_mask
+from gradatlas.runners.outcome import explosion_mask, explosion_rule
 
 
 class GradientInstrument(pl.Callback):
     """Records loss and global grad norm every step, per-layer grad norms and update/weight
     ratios every ``every`` steps, validation metrics every ``eval_every`` steps, per member;
     freezes a member on explosion and stops the trainer when none is left or ``stop`` is set
-    (Ctrl-C)."""
+    (Ctrl-C).
+
+    The global gradient norm is recorded twice where the trial clips: raw (before clipping,
+    ``step_grad_norm_raw``) and as applied (``step_grad_norm``, what each member's clipping
+    leaves: the norm the explosion rule reads). Without clipping they are one tensor.
+    """
+
+    # The loss tests of the explosion rule (runners/outcome.py): off unless given.
+    thresholds: dict[str, Any] | None = None
+    chance_loss: float | None = None
 
     def __init__(
         self,
@@ -43,6 +52,11 @@ class GradientInstrument(pl.Callback):
         explode_grad_norm: float,
         stop: threading.Event | None = None,
         grad_overflow_skipped: bool = False,
+        *,
+        clip_mode: str = "none",
+        clip_max: float | None = None,
+        thresholds: dict[str, Any] | None = None,
+        chance_loss: float | None = None,
     ):
         self.model = model
         self.max_steps = max_steps
@@ -52,6 +66,12 @@ class GradientInstrument(pl.Callback):
         self.explode_grad_norm = explode_grad_norm
         self.stop = stop
         self.grad_overflow_skipped = grad_overflow_skipped  # 16-mixed: see runners/outcome.py
+        # How the Trainer (or the batched module, per member) clips after this callback has
+        # read the gradient: "none", "norm" or "value", and the bound.
+        self.clip_mode = clip_mode if clip_max is not None else "none"
+        self.clip_max = clip_max
+        self.thresholds = dict(thresholds or {})  # the suite's outcomes block
+        self.chance_loss = chance_loss  # chance level (runners/outcome.py), None: unknown
         self.layers = [m for _, m in model.weight_layers()]
         self.members = int(getattr(model, "members", 1))
         self.seconds = 0.0  # time spent inside this callback: instrumentation's cost
@@ -86,6 +106,11 @@ class GradientInstrument(pl.Callback):
         full = {"device": device, "dtype": self.dtype}
         self.step_loss = torch.full((k, self.max_steps), float("nan"), **full)
         self.step_grad_norm = torch.full((k, self.max_steps), float("nan"), **full)
+        self.step_grad_norm_raw = (
+            torch.full((k, self.max_steps), float("nan"), **full)
+            if self.clip_mode != "none"
+            else self.step_grad_norm
+        )
         self.layer_grad = torch.zeros((n_records, k, len(self.layers)), device=device)
         self.update_ratio = torch.zeros((n_records, k, len(self.layers)), device=device)
         self.layer_steps: list[int] = []
@@ -112,13 +137,17 @@ class GradientInstrument(pl.Callback):
     def on_before_optimizer_step(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: Any
     ) -> None:
-        """Gradients are complete here and not yet clipped: the honest gradient norm."""
+        """Gradients are complete here and not yet clipped: the honest (raw) gradient norm, and
+        the norm the clipping that follows will leave (computed, on the device)."""
         t0 = time.perf_counter()
         step = trainer.global_step
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.params]
         norms = self._member_norms(grads)
         if step < self.max_steps:
-            self.step_grad_norm[:, step] = norms.norm(dim=1)
+            raw = norms.norm(dim=1)
+            self.step_grad_norm_raw[:, step] = raw
+            if self.clip_mode != "none":
+                self.step_grad_norm[:, step] = self._applied_norm(raw, grads)
         if step % self.every == 0:
             rec = len(self.layer_steps)
             self.layer_steps.append(step)
@@ -126,6 +155,17 @@ class GradientInstrument(pl.Callback):
             self._snapshot = [m.weight.detach().clone() for m in self.layers]
             self.lr.append((step, float(optimizer.param_groups[0]["lr"])))
         self.seconds += time.perf_counter() - t0
+
+    def _applied_norm(self, raw: torch.Tensor, grads: list[torch.Tensor]) -> torch.Tensor:
+        """(members,) global gradient norms after clipping. Norm clipping scales each member's
+        gradient by ``min(1, max / (raw + 1e-6))`` (``clip_grad_norm_``'s coefficient, and the
+        batched module's per member); value clipping clamps each element to ``[-max, max]``,
+        whose norm is measured on the clamped copy."""
+        bound = float(self.clip_max)  # type: ignore[arg-type]
+        if self.clip_mode == "norm":
+            return raw * (bound / (raw + 1e-6)).clamp(max=1.0)
+        clamped = torch._foreach_clamp_max(torch._foreach_clamp_min(grads, -bound), bound)
+        return self._member_norms(clamped).norm(dim=1)
 
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, idx: int
@@ -166,7 +206,15 @@ class GradientInstrument(pl.Callback):
         window = slice(self._checked_upto, step + 1)  # steps not yet checked
         self._checked_upto = step + 1
         loss, gn = self.step_loss[:, window], self.step_grad_norm[:, window]
-        bad = explosion_mask(loss, gn, self.explode_grad_norm, self.grad_overflow_skipped)
+        bad = explosion_mask(
+            loss,
+            gn,
+            self.explode_grad_norm,
+            self.grad_overflow_skipped,
+            start=self.step_loss[:, :1],
+            first_step=window.start,
+            **explosion_rule(self.thresholds or {}, self.chance_loss),
+        )
         rows = bad.any(dim=1).tolist()  # the one host sync of the check
         newly = [bool(r) and a for r, a in zip(rows, self.alive, strict=True)]
         if any(newly):
@@ -188,6 +236,7 @@ class GradientInstrument(pl.Callback):
         return {
             "step_loss": self.step_loss[member, :n].double().cpu().numpy(),
             "step_grad_norm": self.step_grad_norm[member, :n].double().cpu().numpy(),
+            "step_grad_norm_raw": self.step_grad_norm_raw[member, :n].double().cpu().numpy(),
             "layer_steps": np.asarray(self.layer_steps[:r], dtype=np.int64),
             "layer_grad_norm": self.layer_grad[:r, member].double().cpu().numpy(),
             "update_ratio": self.update_ratio[:r, member].double().cpu().numpy(),

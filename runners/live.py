@@ -130,7 +130,8 @@ class LiveSink:
         first = -(-self._train_sent // stride) * stride  # the next multiple of the stride
         if done > first:
             loss = instrument.step_loss[:, first:done:stride].double().cpu().tolist()
-            norm = instrument.step_grad_norm[:, first:done:stride].double().cpu().tolist()
+            # raw (pre-clip), as the record's grad_norm curve
+            norm = instrument.step_grad_norm_raw[:, first:done:stride].double().cpu().tolist()
             steps = range(first, done, stride)
             for k in range(members):
                 ran = instrument.steps_run[k]  # an exploded member's record ends where it did

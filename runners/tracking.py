@@ -395,6 +395,7 @@ def trial_record(result: Any) -> TrialRecord:
         finished_at=utc_now(),
         environment=dict(getattr(result, "environment", None) or {}),
         batch_members=list(getattr(result, "batch_members", None) or []),
+        trace=dict(getattr(result, "trace", None) or {}),
     )
 
 

@@ -35,7 +35,7 @@ from gradatlas.record import PROBE
 from gradatlas.runners.instrument import GradientInstrument
 from gradatlas.runners.loader import StackedBatches, TensorBatches
 from gradatlas.runners.module import StackedTrialModule, TrialModule, loss_for
-from gradatlas.runners.outcome import Outcome, Trace, classify
+from gradatlas.runners.outcome import Outcome, Trace, classify, trace_to_json
 from gradatlas.runners.probe import probe_init
 from gradatlas.suites import Trial
 
@@ -59,6 +59,9 @@ class TrialResult:
     extra: dict[str, Any] = field(default_factory=dict)
     environment: dict[str, Any] = field(default_factory=dict)  # worker_environment()
     batch_members: list[str] = field(default_factory=list)  # stacked with (trial ids), or []
+    # What the outcome rules read, at full resolution (runners/outcome.py ``trace_to_json``):
+    # the record keeps it so the label can be judged again under other thresholds.
+    trace: dict[str, Any] = field(default_factory=dict)
 
 
 @functools.cache
@@ -190,6 +193,8 @@ def run_trials(
         train = module.evaluate(data.x_train[:n_eval], data.y_train[:n_eval])
         return {f"val_{k}": v for k, v in val.items()} | {f"train_{k}": v for k, v in train.items()}
 
+    clip = train.grad_clip
+    chance = chance_loss(data)
     instrument = GradientInstrument(
         model,
         max_steps=max_steps,
@@ -199,6 +204,10 @@ def run_trials(
         explode_grad_norm=spec.outcomes.explode_grad_norm,
         stop=stop,
         grad_overflow_skipped=train.precision == "16-mixed",
+        clip_mode=clip.mode,
+        clip_max=clip.max if clip.mode != "none" else None,
+        thresholds=dataclasses.asdict(spec.outcomes),
+        chance_loss=chance,
     )
     stopped_at: list[int] = []  # tuning: the eval step at which ``early_stop`` ended the fit
     if early_stop is not None:
@@ -209,7 +218,6 @@ def run_trials(
         )
         max_points = spec.instrument.max_points
         instrument.after_eval = lambda inst: live.tick(inst, max_points)
-    clip = train.grad_clip
     trainer = pl.Trainer(
         accelerator="gpu" if device.type == "cuda" else "cpu",
         devices=1,
@@ -250,6 +258,7 @@ def run_trials(
             module.evaluate(data.x_test, data.y_test).items()}  # fmt: skip
 
     judged = []
+    clipped = instrument.clip_mode != "none"
     for k in range(members):
         rec = instrument.arrays(k)
         trace = Trace(
@@ -257,6 +266,8 @@ def run_trials(
             num_classes=data.num_classes,
             step_loss=rec["step_loss"],
             step_grad_norm=rec["step_grad_norm"],
+            step_grad_norm_raw=rec["step_grad_norm_raw"] if clipped else None,
+            chance_loss=chance,
             eval_steps=rec["eval_steps"],
             val_loss=rec["eval"]["val_loss"],
             val_acc=rec["eval"].get("val_acc"),
@@ -267,11 +278,12 @@ def run_trials(
             grad_overflow_skipped=instrument.grad_overflow_skipped,
         )
         outcome = classify(trace, dataclasses.asdict(specs[k].outcomes))
-        summary = _summary(rec, outcome, profiles[k], instrument.steps_run[k])
+        summary = _summary(rec, outcome, profiles[k], instrument.steps_run[k], clipped)
         summary |= {key: float(values[k]) for key, values in test.items()}
         if "test_acc" in summary and "final_train_acc" in summary:
             summary["generalization_gap"] = summary["final_train_acc"] - summary["test_acc"]
-        judged.append((outcome, summary, _curves(rec, spec.instrument.max_points)))
+        curves = _curves(rec, spec.instrument.max_points, clipped=clipped)
+        judged.append((outcome, summary, curves, trace_to_json(trace, max_steps=max_steps)))
 
     # Each member's share of the time: batching is how the trials ran, not what they are (the
     # record's batch_seeds and tag say how).
@@ -287,7 +299,9 @@ def run_trials(
         timing["live_time_s"] = live.seconds / members
     ended_at = time.time()
     results = []
-    for trial, (outcome, summary, curves), profile in zip(trials, judged, profiles, strict=True):
+    for trial, (outcome, summary, curves, trace), profile in zip(
+        trials, judged, profiles, strict=True
+    ):
         results.append(
             TrialResult(
                 trial=trial,
@@ -305,9 +319,20 @@ def run_trials(
                 extra={"early_stop_step": stopped_at[0]} if stopped_at else {},
                 environment=worker_environment(),
                 batch_members=[t.trial_id for t in trials] if stacked else [],
+                trace=trace,
             )
         )
     return results
+
+
+def chance_loss(data: Any) -> float | None:
+    """The loss of a constant prediction (the outcome rules' chance level): ln(classes) for
+    classification, the training targets' variance (the mean squared error of predicting their
+    mean, averaged over outputs as the loss is) for regression."""
+    if data.task == "classification":
+        return math.log(data.num_classes) if data.num_classes and data.num_classes > 1 else None
+    y = data.y_train.double()
+    return float(((y - y.mean(dim=0)) ** 2).mean())
 
 
 # -- early stop (tuning's pruners) --------------------------------------------------------------
@@ -404,7 +429,9 @@ def thin(n: int, max_points: int) -> np.ndarray:
     return np.unique(np.linspace(0, n - 1, max_points).round().astype(int))
 
 
-def _curves(rec: dict[str, Any], max_points: int) -> dict[str, Any]:
+def _curves(rec: dict[str, Any], max_points: int, clipped: bool = False) -> dict[str, Any]:
+    """The thinned curves the record shows (``grad_norm``: raw, before clipping; with clipping,
+    also ``grad_norm_applied``). The outcome rules read the full-resolution ``trace``."""
     steps = np.arange(len(rec["step_loss"]))
     keep = thin(len(steps), max_points)
     lr_steps = np.asarray([s for s, _ in rec["lr"]], dtype=np.int64)
@@ -419,9 +446,10 @@ def _curves(rec: dict[str, Any], max_points: int) -> dict[str, Any]:
         "train": {
             "step": steps[keep].tolist(),
             "loss": _finite_or_none(rec["step_loss"][keep]),
-            "grad_norm": _finite_or_none(rec["step_grad_norm"][keep]),
+            "grad_norm": _finite_or_none(rec["step_grad_norm_raw"][keep]),
             "lr": _finite_or_none(lr_at),
-        },
+        }
+        | ({"grad_norm_applied": _finite_or_none(rec["step_grad_norm"][keep])} if clipped else {}),
         "eval": {"step": rec["eval_steps"][ev_keep].tolist()}
         | {k: _finite_or_none(v[ev_keep]) for k, v in rec["eval"].items()},
         "layers": {
@@ -432,11 +460,18 @@ def _curves(rec: dict[str, Any], max_points: int) -> dict[str, Any]:
     }
 
 
+def _finite_max(values: np.ndarray) -> float:
+    finite = values[np.isfinite(values)]
+    return float(finite.max()) if finite.size else float("nan")
+
+
 def _last_finite(values: np.ndarray) -> float:
     return float(values[-1]) if values.size else float("nan")
 
 
-def _summary(rec: dict[str, Any], outcome: Outcome, profiles: dict, steps_run: int) -> dict:
+def _summary(
+    rec: dict[str, Any], outcome: Outcome, profiles: dict, steps_run: int, clipped: bool = False
+) -> dict:
     ev = rec["eval"]
     loss = rec["step_loss"]
     tail = loss[-max(1, loss.size // 10) :] if loss.size else loss
@@ -450,6 +485,15 @@ def _summary(rec: dict[str, Any], outcome: Outcome, profiles: dict, steps_run: i
         "steps_run": float(steps_run),
         **_init_summary(profiles),
     }
+    # Non-finite values are kept (trial.json writes them as null) and counted here, so a
+    # failed trial's missing numbers are never mistaken for absent ones.
+    raw, applied = rec["step_grad_norm_raw"], rec["step_grad_norm"]
+    out["nonfinite_loss_steps"] = float(np.sum(~np.isfinite(loss)))
+    out["nonfinite_grad_norm_steps"] = float(np.sum(~np.isfinite(raw)))
+    out["nonfinite_val_loss_evals"] = float(np.sum(~np.isfinite(ev["val_loss"])))
+    out["max_grad_norm"] = _finite_max(raw)  # raw, before clipping
+    if clipped:
+        out["max_grad_norm_applied"] = _finite_max(applied)
     if "val_acc" in ev:
         out["final_val_acc"] = _last_finite(ev["val_acc"])
         out["best_val_acc"] = (

@@ -9,6 +9,11 @@ same factors with levels that tell the groups apart, ``metric`` is in ``METRICS`
 unique. Levels are written as in the grid (``20``, ``kaiming_normal``, ``0.001``) or as the
 label the trials carry (``d20``, ``lr0.001``).
 
+Besides factor levels, ``a`` and ``b`` may select seeds: the key ``seeds`` (not a factor) with
+``even``, ``odd`` or a list of seed numbers. ``a: {seeds: even}, b: {seeds: odd}`` over the same
+cells is an A/A control: the two groups differ by chance alone. ``split_arm`` takes an arm apart
+into its factor filters and its ``SeedSelector`` (a predicate on a trial's seed).
+
 ``METRICS`` is the registry of what a claim can measure: adding one is one entry here, plus, for
 a metric that is not a summary column, its computation in ``reports/claims.py``.
 """
@@ -56,11 +61,17 @@ METRICS: dict[str, Metric] = {
         _rate("vanished_rate", ("vanished",), "share of trials labelled vanished"),
         _rate("exploded_rate", ("exploded",), "share of trials labelled exploded"),
         _rate("stalled_rate", ("stalled",), "share of trials labelled stalled"),
+        _rate("dead_rate", ("dead",), "share of trials labelled dead (their units died)"),
+        _rate(
+            "diverged_rate",
+            ("diverged",),
+            "share of trials labelled diverged (finite, but the loss ended above its start)",
+        ),
         _rate(
             "trainable_rate",
             ("converged", "unconverged"),
-            "share of trials that trained (converged or unconverged: neither stalled, vanished "
-            "nor exploded)",
+            "share of trials that trained (converged or unconverged: neither stalled, vanished, "
+            "dead, diverged nor exploded)",
         ),
         Metric("test_acc", "continuous", "test_acc", "accuracy on the test split", "accuracy"),
         Metric("test_loss", "continuous", "test_loss", "loss on the test split", "loss"),
@@ -123,6 +134,104 @@ def metric(name: str) -> Metric:
         raise UserInputError(
             f"unknown metric {short_repr(name)} (metrics: {', '.join(METRICS)})"
         ) from None
+
+
+# -- seeds in an arm ------------------------------------------------------------------------------
+SEEDS = "seeds"  # the arm key that selects seeds (not a factor)
+SEED_WORDS = ("even", "odd")
+SEEDS_ALLOWED = "even, odd, or a list of non-negative seed numbers such as [0, 1, 2]"
+
+
+@dataclass(frozen=True)
+class SeedSelector:
+    """Which seeds an arm's ``seeds`` selects: ``kind`` ``even``, ``odd`` or ``list`` (then
+    ``listed`` holds them). Called on a seed it says whether the seed is selected; a value that
+    is no whole number (a missing seed, ``pd.NA``) is not."""
+
+    kind: Literal["even", "odd", "list"]
+    listed: frozenset[int] = frozenset()
+
+    def __call__(self, seed: Any) -> bool:
+        try:
+            n = int(seed)
+        except (TypeError, ValueError):
+            return False
+        if n != seed:  # 2.5
+            return False
+        if self.kind == "list":
+            return n in self.listed
+        return n % 2 == (0 if self.kind == "even" else 1)
+
+    def overlaps(self, other: SeedSelector) -> bool:
+        """Whether some seed is selected by both."""
+        if self.kind == "list" and other.kind == "list":
+            return bool(self.listed & other.listed)
+        if self.kind == "list":
+            return any(other(s) for s in self.listed)
+        if other.kind == "list":
+            return any(self(s) for s in other.listed)
+        return self.kind == other.kind
+
+    def select(self, seeds: Sequence[int]) -> list[int]:
+        """The seeds of ``seeds`` this selects, in their order."""
+        return [s for s in seeds if self(s)]
+
+    @property
+    def text(self) -> str:
+        """``even``, ``odd`` or ``0, 2, 5`` (as a report names the group: ``seeds = even``)."""
+        return self.kind if self.kind != "list" else ", ".join(map(str, sorted(self.listed)))
+
+
+def seed_problems(value: Any) -> list[UserInputError]:
+    """What is wrong with an arm's ``seeds`` value (fields relative to it: ``""`` or ``[j]``)."""
+    if isinstance(value, str):
+        if value in SEED_WORDS:
+            return []
+        return [UserInputError(f"unknown seed selection {short_repr(value)}: use {SEEDS_ALLOWED}")]
+    if not isinstance(value, list):
+        return [
+            UserInputError(
+                f"seeds must be {SEEDS_ALLOWED}; got {short_repr(value)} ({type(value).__name__})"
+            )
+        ]
+    if not value:
+        return [UserInputError(f"an empty list selects no seed: use {SEEDS_ALLOWED}")]
+    return [
+        UserInputError(
+            f"seed {short_repr(s)} is not a non-negative whole number (seeds: {SEEDS_ALLOWED})",
+            field=f"[{j}]",
+        )
+        for j, s in enumerate(value)
+        if isinstance(s, bool) or not isinstance(s, int) or s < 0
+    ]
+
+
+def seed_filter(value: Any) -> SeedSelector:
+    """The selector an arm's ``seeds: even | odd | [0, 3, ...]`` means; a ``SeedSelector`` is a
+    ``Callable[[int], bool]``. ``UserInputError`` (field ``seeds`` or ``seeds[j]``) naming the
+    allowed values for anything else."""
+    problems = seed_problems(value)
+    if problems:
+        raise problems[0].located(prefix=SEEDS)
+    if isinstance(value, str):
+        return SeedSelector(value)  # type: ignore[arg-type]
+    return SeedSelector("list", frozenset(int(s) for s in value))
+
+
+def split_arm(block: Mapping[str, Any] | None) -> tuple[dict[str, Any], SeedSelector | None]:
+    """An arm (``a``, ``b``) taken apart: its factor filters (for ``filter_labels``), and its
+    ``SeedSelector`` (None: every seed). A trial is in the arm when its factor levels pass the
+    filters and ``selector(trial seed)`` holds, e.g. with pandas::
+
+        factors, selector = split_arm(claim["a"])
+        labels, errors = filter_labels(factors, exp.levels, in_plan=False)
+        mask = factor_mask(labels) & (True if selector is None else t["seed"].map(selector))
+
+    ``UserInputError`` (field ``seeds`` or ``seeds[j]``) for a bad ``seeds`` value."""
+    factors = {k: v for k, v in (block or {}).items() if k != SEEDS}
+    if block is None or SEEDS not in block:
+        return factors, None
+    return factors, seed_filter(block[SEEDS])
 
 
 # -- levels as the trials label them -------------------------------------------------------------
@@ -202,9 +311,15 @@ def _get(claim: Any, name: str, default: Any = None) -> Any:
     return getattr(claim, name, default)
 
 
-def check_claims(claims: Sequence[Any], levels: Mapping[str, list[str]]) -> list[UserInputError]:
+def check_claims(
+    claims: Sequence[Any],
+    levels: Mapping[str, list[str]],
+    seeds: Sequence[int] | None = None,
+) -> list[UserInputError]:
     """Problems of ``claims`` (``ClaimSection``s or their dicts) given the plan's factor ->
-    level labels (every varied factor). Fields are ``claims[i].a.init`` and the like."""
+    level labels (every varied factor) and, when known, its ``seeds`` (then a seed selection
+    that names a seed the plan lacks, or selects none of its seeds, is a problem too). Fields
+    are ``claims[i].a.init``, ``claims[i].a.seeds`` and the like."""
     errors: list[UserInputError] = []
     seen: dict[str, int] = {}
     for i, claim in enumerate(claims):
@@ -237,12 +352,32 @@ def check_claims(claims: Sequence[Any], levels: Mapping[str, list[str]]) -> list
                 )
             )
         groups = {}
+        selectors: dict[str, SeedSelector | None] = {}
         for block in ("a", "b", "where"):
-            filters = _get(claim, block) or {}
+            filters = dict(_get(claim, block) or {})
+            if SEEDS in filters:
+                value = filters.pop(SEEDS)
+                if block == "where":
+                    errors.append(
+                        UserInputError(
+                            "seeds selects the seeds of a and b (a: {seeds: even}, b: {seeds: "
+                            "odd} is an A/A control); where filters factor levels only, so name "
+                            "seeds in both a and b instead",
+                            field=f"{at}.where.{SEEDS}",
+                        )
+                    )
+                else:
+                    found = seed_problems(value)
+                    if not found and seeds is not None:
+                        found = _seeds_in_plan(seed_filter(value), value, seeds)
+                    errors += [e.located(prefix=f"{at}.{block}.{SEEDS}") for e in found]
+                    selectors[block] = None if found else seed_filter(value)
             labels, problems = filter_labels(filters, levels)
             errors += [e.located(prefix=f"{at}.{block}") for e in problems]
             groups[block] = labels
-        errors += _check_groups(at, _get(claim, "a") or {}, _get(claim, "b") or {}, groups)
+        errors += _check_groups(
+            at, _get(claim, "a") or {}, _get(claim, "b") or {}, groups, selectors
+        )
         for factor in groups["where"]:
             if factor in groups["a"] or factor in groups["b"]:
                 errors.append(
@@ -255,10 +390,31 @@ def check_claims(claims: Sequence[Any], levels: Mapping[str, list[str]]) -> list
     return errors
 
 
-def _check_groups(
-    at: str, a: Mapping[str, Any], b: Mapping[str, Any], groups: dict[str, dict[str, list[str]]]
+def _seeds_in_plan(
+    selector: SeedSelector, value: Any, seeds: Sequence[int]
 ) -> list[UserInputError]:
-    """``a`` and ``b`` name the same factors, and some factor's levels tell them apart."""
+    """A seed selection against the plan's seeds: every listed seed is one, and some is chosen."""
+    plan = ", ".join(map(str, seeds))
+    if selector.kind == "list":
+        return [
+            UserInputError(f"seed {s} is not one of the plan's seeds ({plan})", field=f"[{j}]")
+            for j, s in enumerate(value)
+            if s not in seeds
+        ]
+    if not selector.select(seeds):
+        return [UserInputError(f"none of the plan's seeds ({plan}) is {selector.kind}")]
+    return []
+
+
+def _check_groups(
+    at: str,
+    a: Mapping[str, Any],
+    b: Mapping[str, Any],
+    groups: dict[str, dict[str, list[str]]],
+    selectors: Mapping[str, SeedSelector | None] | None = None,
+) -> list[UserInputError]:
+    """``a`` and ``b`` name the same factors (and both select seeds, or neither), and some
+    factor's levels, or their seeds, tell them apart."""
     if set(a) != set(b):
         only_a, only_b = sorted(set(a) - set(b)), sorted(set(b) - set(a))
         parts = [f"a names {', '.join(only_a)}" if only_a else ""]
@@ -272,14 +428,21 @@ def _check_groups(
             )
         ]
     ga, gb = groups["a"], groups["b"]
-    if set(ga) != set(a) or set(gb) != set(b):
+    factors = [f for f in a if f != SEEDS]
+    if set(ga) != set(factors) or set(gb) != set(factors):
         return []  # a level or factor is already reported; overlap cannot be judged
-    if all(set(ga[f]) & set(gb[f]) for f in ga):
-        shared = "; ".join(f"{f} = {', '.join(sorted(set(ga[f]) & set(gb[f])))}" for f in ga)
+    sa, sb = (selectors or {}).get("a"), (selectors or {}).get("b")
+    if SEEDS in a and (sa is None or sb is None):
+        return []  # a bad seed selection is already reported
+    if all(set(ga[f]) & set(gb[f]) for f in ga) and (sa is None or sa.overlaps(sb)):  # type: ignore[arg-type]
+        shared = [f"{f} = {', '.join(sorted(set(ga[f]) & set(gb[f])))}" for f in ga]
+        if sa is not None and sb is not None:
+            shared.append(f"seeds {sa.text} and {sb.text}")
         return [
             UserInputError(
                 "a and b select the same trials (they share "
-                f"{shared}): give b levels that a does not have in at least one factor",
+                f"{'; '.join(shared)}): give b levels that a does not have in at least one "
+                "factor, or seeds that a does not select",
                 field=f"{at}.b",
             )
         ]

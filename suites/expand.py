@@ -268,7 +268,7 @@ class _Expander:
         from gradatlas.suites.tune import check_tune
 
         plan_levels = factor_levels(t.factors for t in trials)
-        self.errors += check_claims(self.spec.claims, plan_levels)
+        self.errors += check_claims(self.spec.claims, plan_levels, self.spec.seed_list())
         if self.spec.tune is not None:
             self.errors += check_tune(self.spec.tune, plan_levels, trials)
 

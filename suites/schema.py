@@ -81,7 +81,10 @@ class OutcomeSection(Section):
 
     target_accuracy: Annotated[Finite, Field(gt=0.0, le=1.0)] = 0.5
     target_loss: PositiveFloat = 0.2
-    explode_grad_norm: PositiveFloat = 1e5
+    explode_grad_norm: PositiveFloat = 1e5  # global gradient norm as applied (after clipping)
+    explode_init_loss_factor: PositiveFloat = 50.0  # step-0 loss above this x chance
+    explode_loss_factor: PositiveFloat = 100.0  # a loss above this x its start scale
+    diverge_rise: PositiveFloat = 0.5  # diverged: final loss above (1 + this) x start scale
     vanish_grad_norm: PositiveFloat = 1e-7
     vanish_ratio: PositiveFloat = 1e-4
     vanish_update_ratio: PositiveFloat = 1e-4  # |dw| / |w| per step, per unit learning rate
@@ -178,7 +181,10 @@ class ClaimSection(Section):
     """One claim put to the test (``gradatlas.reports.claims``): the trials of group ``a`` and
     group ``b`` (factor -> level or list of levels, within ``where``) are matched cell by cell
     on every other factor, and ``metric`` is compared in the ``predict``ed direction; ``equal``
-    claims need a ``margin`` (no difference larger than it)."""
+    claims need a ``margin`` (no difference larger than it). ``a`` and ``b`` may also select
+    ``seeds`` (``even``, ``odd`` or a list). A ``control`` checks the machinery rather than a
+    finding (an A/A comparison, ``a: {seeds: even}, b: {seeds: odd}``): its verdict must come
+    out inconclusive, and the report shows controls apart from the findings."""
 
     id: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=40)]
     text: Annotated[str, Field(min_length=1)]
@@ -189,6 +195,7 @@ class ClaimSection(Section):
     where: dict[str, Any] = Field(default_factory=dict)
     predict: Literal["greater", "less", "equal"]
     margin: PositiveFloat | None = None
+    control: bool = False
 
     @model_validator(mode="after")
     def _margin(self) -> ClaimSection:

@@ -163,6 +163,9 @@ class OutcomeThresholds:
     target_accuracy: float
     target_loss: float
     explode_grad_norm: float
+    explode_init_loss_factor: float
+    explode_loss_factor: float
+    diverge_rise: float
     vanish_grad_norm: float
     vanish_ratio: float
     vanish_update_ratio: float
@@ -171,7 +174,8 @@ class OutcomeThresholds:
 
     @classmethod
     def from_config(cls, data: Mapping[str, Any]) -> OutcomeThresholds:
-        """A record written before a threshold existed (``vanish_update_ratio``) loads with
+        """A record written before a threshold existed (``vanish_update_ratio``,
+        ``explode_init_loss_factor``, ``explode_loss_factor``, ``diverge_rise``) loads with
         that threshold's default: a missing key takes ``OutcomeSection``'s value."""
         return cls(**(OutcomeSection().model_dump() | dict(data)))
 

@@ -201,13 +201,22 @@ def test_exact_zero_gradients_are_dead_units():
     layers = [[0.7, 1.4, 2.2]] * 4 + [[0.0, 0.0, 0.0]] * 6
     updates = [[3e-2, 6e-2, 2e-1]] * 4 + [[1e-6, 1e-6, 1e-6]] * 6  # momentum still coasting
     out = classify(trace(FLAT, layers=layers, updates=updates, lr=0.5), T)
-    assert out.label == "vanished"
+    assert out.label == "dead"
     assert out.reason.startswith("dead units: the first layer's gradient was exactly 0 at 5 of 5")
     assert "the first 3 of 3 weight layers'" in out.reason
-    assert "stayed near its reference" in out.reason
+    assert "made no lasting progress" in out.reason
     # Dead from the start, only the first layer (the layers above it still get gradients).
     out = classify(trace(FLAT, layers=[[0.0, 0.3, 0.5]] * 6), T)
+    assert out.label == "dead"
     assert out.reason.startswith("dead units:") and "the first 1 of 3" in out.reason
+
+
+def test_exact_zeros_below_a_fading_gradient_are_an_underflow_not_dead_units():
+    # A very deep net whose gradient fades geometrically: the first layers' underflow to 0, the
+    # next is 1e-30 of the last layer's. Multiplicative vanishing, not dead units.
+    out = classify(trace(FLAT, layers=[[0.0, 0.0, 1e-30, 1e-12, 1.0]] * 6), T)
+    assert out.label == "vanished", out.reason
+    assert "below the float range" in out.reason
 
 
 def test_a_few_zero_records_are_not_dead_units():
@@ -257,7 +266,10 @@ TEXTBOOK = {  # name: (depth, width, activation, init, expected label)
     # Glorot & Bengio 2010: deep sigmoid nets vanish under either init, normalized or standard.
     "sigmoid-8x128-xavier": (8, 128, "sigmoid", "xavier_normal", "vanished"),
     "sigmoid-8x128-standard": (8, 128, "sigmoid", "glorot_standard", "vanished"),
-    "relu-d3-dead": (3, 64, "relu", DEAD_INIT, "vanished"),
+    "relu-d3-dead": (3, 64, "relu", DEAD_INIT, "dead"),
+    # N(0, 1) init: the forward signal explodes (initial loss ~1750, 760 x chance); every unit
+    # then dies. Exploded (rule 1 comes first), at step 0.
+    "relu-d3-normal1": (3, 64, "relu", {"name": "normal", "std": 1.0}, "exploded"),
 }
 
 
@@ -283,3 +295,150 @@ def test_textbook_trials(name):
         assert "(update ratio below threshold)" in out.reason, out.reason
     if name == "relu-d3-dead":
         assert out.reason.startswith("dead units:"), out.reason
+    if name == "relu-d3-normal1":
+        assert out.explode_step == 0 and "forward signal exploded" in out.reason, out.reason
+
+
+# -- exploded as applied, diverged, dead: each label on hand-built traces ------------------------
+def test_a_forward_signal_exploded_at_init_is_exploded_at_step_0():
+    # A ReLU net under N(0, 1) init starts near 700 x chance: its logits are huge.
+    out = classify(trace([1748.0, 1748.0, 1748.0], layers=[[0.0, 0.0]] * 3), T)
+    assert (out.label, out.explode_step) == ("exploded", 0)
+    assert "forward signal exploded" in out.reason and "50 x chance 2.303" in out.reason
+    # Saturated bounded nets start a few times above chance: not an explosion.
+    assert classify(trace([12.5, 6.0, 2.3]), T).label != "exploded"
+
+
+def test_a_loss_leaving_its_starting_scale_is_exploded():
+    out = classify(trace([2.3, 2.4, 300.0, 2.3]), T)
+    assert (out.label, out.explode_step) == ("exploded", 2)
+    assert "100 x its start scale" in out.reason
+
+
+def test_clipping_rescues_a_trial_whose_raw_norm_is_huge():
+    t = trace([2.5, 2.45, 2.4, 2.38], grad=[1.0, 1.0, 1.0, 1.0])
+    t.step_grad_norm_raw = np.asarray([3.5e6, 2e6, 1e6, 5e5])  # clipped to norm 1
+    assert classify(t, T).label != "exploded"
+    # Without clipping, the raw norm is the applied one: exploded at step 0.
+    t2 = trace([2.5, 2.45, 2.4, 2.38], grad=[3.5e6, 2e6, 1e6, 5e5])
+    out = classify(t2, T)
+    assert (out.label, out.explode_step) == ("exploded", 0) and "(no clipping)" in out.reason
+    # A clipped norm above the threshold still explodes, and the reason gives both norms.
+    t.step_grad_norm = np.asarray([1.0, 2e5, 1.0, 1.0])
+    out = classify(t, T)
+    assert out.explode_step == 1 and "as applied (after clipping)" in out.reason
+    assert "raw 2e+06 before clipping" in out.reason
+
+
+def test_a_finite_loss_that_ends_above_its_start_diverged():
+    out = classify(trace([2.3, 2.6, 4.0, 5.0, 5.0], val_acc=[0.1, 0.15, 0.12]), T)
+    assert out.label == "diverged", out.reason
+    assert "(1 + 0.5) x its start scale 2.303" in out.reason
+    # Within the rise: not diverged (here: stalled).
+    assert classify(trace([2.3, 2.5, 3.0, 3.2, 3.2], val_acc=CHANCE), T).label == "stalled"
+
+
+def test_converged_wins_over_a_later_divergence_and_says_so():
+    out = classify(trace([2.3, 1.0, 5.0, 6.0, 6.0], val_acc=[0.1, 0.7, 0.2]), T)
+    assert out.label == "converged"
+    assert "the loss then rose to 6" in out.reason
+
+
+def test_dead_units_win_over_divergence():
+    layers = [[0.7, 1.4]] * 3 + [[0.0, 0.0]] * 4
+    out = classify(trace([2.3, 2.0, 4.0, 5.0, 5.0], layers=layers), T)
+    assert out.label == "dead", out.reason
+
+
+def test_a_threshold_a_record_predates_is_off():
+    old = {k: v for k, v in T.items() if k not in ("explode_init_loss_factor", "diverge_rise")}
+    old.pop("explode_loss_factor")
+    assert classify(trace([1748.0, 1748.0, 1748.0]), old).label != "exploded"
+    assert classify(trace([2.3, 2.6, 4.0, 5.0, 5.0]), old).label != "diverged"
+
+
+@pytest.mark.parametrize(
+    ("loss", "grad"),
+    [
+        ([1748.0, 1748.0, 1748.0, 1748.0], [1.0, 1.0, 1.0, 1.0]),  # init
+        ([2.3, 2.2, 2.4, 400.0], [1.0, 1.0, 1.0, 1.0]),  # growth
+        ([2.3, 2.2, 2.1, 2.0], [1.0, 1.0, 2e5, 1.0]),  # gradient norm
+        ([2.3, 2.2, 2.1, 2.0], [1.0, 1.0, 1.0, 1.0]),  # healthy
+    ],
+)
+def test_instrument_and_rule_agree_on_the_loss_tests(loss, grad):
+    from types import SimpleNamespace as NS
+
+    import torch
+
+    from gradatlas.runners.instrument import GradientInstrument
+
+    inst = object.__new__(GradientInstrument)
+    inst.step_loss = torch.tensor([loss], dtype=torch.float32)
+    inst.step_grad_norm = torch.tensor([grad], dtype=torch.float32)
+    inst.explode_grad_norm, inst.grad_overflow_skipped = T["explode_grad_norm"], False
+    inst.thresholds, inst.chance_loss = T, float(np.log(10))
+    inst._checked_upto, inst.members, inst.alive = 0, 1, [True]
+    stop = None
+    for step in range(0, len(loss), 2):  # an accelerator: a window of two steps per check
+        inst._check_explosion(NS(should_stop=False), NS(freeze=lambda m: None), step + 1)
+        if inst.exploded:
+            stop = step + 1
+            break
+    out = classify(trace(loss, grad=grad), T)
+    first = out.explode_step if out.label == "exploded" else None
+    assert (stop is None) == (first is None)
+    if first is not None:
+        assert first <= stop < first + 2
+
+
+@pytest.mark.parametrize("mode", ["norm", "value"])
+def test_the_applied_norm_is_what_each_members_clipping_leaves(mode):
+    import torch
+
+    from gradatlas.runners.instrument import GradientInstrument
+
+    torch.manual_seed(0)
+    grads = [torch.randn(3, 20, 10) * torch.tensor([1e3, 1.0, 1e-3]).view(3, 1, 1)]
+    inst = object.__new__(GradientInstrument)
+    inst.members, inst.dtype, inst.clip_mode, inst.clip_max = 3, torch.float64, mode, 0.5
+    inst.split = lambda t: list(t.unbind(0))
+    raw = inst._member_norms(grads).norm(dim=1)
+    applied = inst._applied_norm(raw, grads)
+    for k in range(3):
+        g = grads[0][k].clone().requires_grad_(False)
+        p = torch.nn.Parameter(torch.zeros_like(g))
+        p.grad = g
+        if mode == "norm":
+            torch.nn.utils.clip_grad_norm_([p], 0.5)
+        else:
+            torch.nn.utils.clip_grad_value_([p], 0.5)
+        assert float(applied[k]) == pytest.approx(float(p.grad.norm()), rel=1e-5)
+
+
+def test_a_clipped_deep_batchnorm_relu_net_trains_its_budget():
+    """Depth 80, batchnorm, ReLU, He init, SGD: the raw gradient norm is ~3e6 at step 0. Clipped
+    to norm 1 it trains its 200 steps and gets the label its loss earns; unclipped it explodes
+    at step 0 (the update as applied is that large)."""
+    from gradatlas.runners.trial import run_trial, set_threads
+    from gradatlas.suites.expand import expand_suite
+
+    set_threads(1)
+    suite = {
+        "name": "bn-d80",
+        "dataset": {"name": "mnist1d", "seed": 0},
+        "model": {"family": "mlp", "depth": 80, "width": 32, "activation": "relu"}
+        | {"init": "kaiming_normal", "norm": "batchnorm"},
+        "train": {"steps": 200, "batch_size": 128, "optimizer": "sgd", "lr": 0.1},
+        "instrument": {"every": 10},
+        "grid": {"grad_clip": [1.0, None]},
+    }
+    clipped, free = expand_suite(suite, source="test").trials
+    r = run_trial(clipped, accelerator="cpu")
+    assert r.summary["steps_run"] == 200
+    assert r.outcome.label == "stalled", r.outcome.reason  # 2.65 -> 2.57: no progress
+    assert r.summary["max_grad_norm"] > 1e5 >= r.summary["max_grad_norm_applied"]
+    assert len(r.trace["step_loss"]) == 200 and len(r.trace["step_grad_norm_raw"]) == 200
+    assert "grad_norm_applied" in r.curves["train"]
+    out = run_trial(free, accelerator="cpu").outcome
+    assert (out.label, out.explode_step) == ("exploded", 0), out.reason

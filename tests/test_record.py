@@ -59,7 +59,7 @@ def test_to_json_is_strict_and_round_trips() -> None:
     assert list(data) == [
         "schema", "trial_id", "cell_id", "cell", "seed", "suite", "config", "factors", "outcome",
         "summary", "task", "num_classes", "device", "curves", "profiles", "timing", "finished_at",
-        "environment", "batch_members",
+        "environment", "batch_members", "trace",
     ]  # fmt: skip
     assert data["schema"] == R.SCHEMA == 1
     assert data["summary"]["final_val_loss"] is None and data["profiles"]["loss"] is None

@@ -87,7 +87,10 @@ def test_deep_sigmoid_vanishes_and_saturation_is_measured(write):
     [
         "grid: {grad_clip: [1.0, {value: 0.01}]}",
         "grid: {weight_decay: [1.0e-3, {value: 1.0e-2, mode: decoupled}]}",
-        "grid: {optimizer: [momentum, nesterov, rmsprop, adagrad, adam, adamw]}",
+        # RMSprop at the base lr (0.1) spikes the loss ~650x at step 1, which is an explosion
+        # by the outcome rules; here every optimizer only has to run its budget.
+        "grid: {optimizer: [momentum, nesterov, {name: rmsprop, lr: 0.001}, adagrad, adam, "
+        "adamw]}",
         "grid: {schedule: [cosine, {name: step, step_size: 10}, linear_warmup]}",
         "grid: {norm: [batchnorm, layernorm], dropout: [0.2], residual: [true]}",
     ],
