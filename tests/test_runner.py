@@ -89,8 +89,7 @@ def test_deep_sigmoid_vanishes_and_saturation_is_measured(write):
         "grid: {weight_decay: [1.0e-3, {value: 1.0e-2, mode: decoupled}]}",
         # RMSprop at the base lr (0.1) spikes the loss ~650x at step 1, which is an explosion
         # by the outcome rules; here every optimizer only has to run its budget.
-        "grid: {optimizer: [momentum, nesterov, {name: rmsprop, lr: 0.001}, adagrad, adam, "
-        "adamw]}",
+        "grid: {optimizer: [momentum, nesterov, {name: rmsprop, lr: 0.001}, adagrad, adam, adamw]}",
         "grid: {schedule: [cosine, {name: step, step_size: 10}, linear_warmup]}",
         "grid: {norm: [batchnorm, layernorm], dropout: [0.2], residual: [true]}",
     ],
