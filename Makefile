@@ -45,6 +45,7 @@ ui: $(STAMP)  ## the MLflow UI on the local store, at http://127.0.0.1:5000
 claims: $(STAMP)  ## the seed article's claims C1-C12 audited on MNIST-1D (tuning included), with report
 	$(BIN)/gradatlas run claims --workers $(WORKERS)
 	$(BIN)/gradatlas report claims
+	$(BIN)/gradatlas verdicts claims
 
 calibrate: $(STAMP)  ## simulate null audits through the verdict code: FWER [95% CI] and power, old vs new rule (runs/calibration)
 	$(BIN)/gradatlas calibrate

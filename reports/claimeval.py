@@ -146,9 +146,7 @@ def evaluate_claims(
     one's scope. ``kw`` goes to ``claimstats.analyse`` (resamples, permutations)."""
     measured = [measure(exp, claim) for claim in claims]
     datas = [m.data for m in measured]
-    present = [d for d in datas if d is not None]
-    size = cs.family_size(present)
-    analyses = [cs.analyse(d, family_size=size, **kw) if d is not None else None for d in datas]
+    analyses = _analyse(datas, kw)
     decisions = cs.decide([d or _EMPTY for d in datas], analyses)
     results = []
     for m, a, dec in zip(measured, analyses, decisions, strict=True):
@@ -174,10 +172,11 @@ def evaluate_claims(
                 strata=a.strata,
                 holds_in=[m.strata[j] for j in dec.holds_in],
                 reversed_in=[m.strata[j] for j in dec.reversed_in],
+                notes=[*r.notes, _left_out_note(a)] if dec.left_out else r.notes,
                 test=_test_text(a.design, r.kind),
             )
         results.append(r)
-    results = _complete_case(measured, results, size, kw)
+    results = _complete_case(measured, results, kw)
     scope = _scopes(exp, claims)
     return [replace(r, **s) if s else r for r, s in zip(results, scope, strict=True)]
 
@@ -187,18 +186,27 @@ _EMPTY = cs.ClaimData(
 )
 
 
+def _analyse(datas: list[cs.ClaimData | None], kw: dict[str, Any]) -> list[Any]:
+    """``claimstats.analyse`` for each claim with data, at its own family's size."""
+    present = [d for d in datas if d is not None and d.value.size]
+    sizes = {flag: cs.family_size(present, flag) for flag in (False, True)}
+    return [
+        cs.analyse(d, family_size=sizes[d.control], **kw)
+        if d is not None and d.value.size
+        else None
+        for d in datas
+    ]
+
+
 def _complete_case(
-    measured: list[_Measured], results: list[ClaimResult], size: int, kw: dict[str, Any]
+    measured: list[_Measured], results: list[ClaimResult], kw: dict[str, Any]
 ) -> list[ClaimResult]:
     """The family judged again with every ITT-filled claim on its complete cases; a claim whose
     verdict changes gets both (``complete_case``) and a note."""
     if not any(m.complete_case is not None for m in measured):
         return results
     datas = [m.complete_case if m.complete_case is not None else m.data for m in measured]
-    analyses = [
-        cs.analyse(d, family_size=size, **kw) if d is not None and d.value.size else None
-        for d in datas
-    ]
+    analyses = _analyse(datas, kw)
     decisions = cs.decide([d if d is not None else _EMPTY for d in datas], analyses)
     out = []
     for m, r, a, dec in zip(measured, results, analyses, decisions, strict=True):
@@ -239,6 +247,14 @@ def _scopes(exp: Experiment, claims: Sequence[Mapping[str, Any]]) -> list[dict[s
             detail = {"text": f"scope unknown ({exc})"}
         out.append({"scope": str(detail.get("text", "")), "scope_detail": dict(detail)})
     return out
+
+
+def _left_out_note(a: cs.SeedAnalysis) -> str:
+    return (
+        f"left out of the Holm family (Tarone): these data's smallest attainable p-value "
+        f"({a.attainable_p:.2g}) cannot reach the family's threshold, so the claim could not be "
+        "decided either way and its adjusted p is shown as 1"
+    )
 
 
 def _test_text(design: str, kind: str) -> str:

@@ -688,26 +688,36 @@ class Decision:
     holds_in: tuple[int, ...] = ()  # depends: strata where the predicted direction holds
     reversed_in: tuple[int, ...] = ()  # depends: strata where the opposite holds
     underpowered: bool = False  # inconclusive, and the design could not detect a meaningful effect
+    left_out: bool = False  # Tarone: its smallest attainable p cannot reach its level (p_adj 1)
 
 
 def decide(
     claims: Sequence[ClaimData], analyses: Sequence[SeedAnalysis | None], alpha: float = ALPHA
 ) -> list[Decision]:
-    """Verdicts by ``RULE_TEXT['new']`` for one audit (``None``: a claim without data)."""
-    hyps: list[tuple[int, str, float, float]] = []
-    for i, (c, a) in enumerate(zip(claims, analyses, strict=True)):
-        if a is None:
-            continue
-        if c.predict != "equal" and math.isfinite(a.p_two_sided):
-            hyps.append((i, "effect", a.p_two_sided, a.attainable_p))
-        if math.isfinite(a.homogeneity_p):
-            hyps.append((i, "homogeneity", a.homogeneity_p, a.homogeneity_attainable_p))
-    family = tarone([h[3] for h in hyps], alpha)
-    adjusted = holm([h[2] if keep else math.nan for h, keep in zip(hyps, family, strict=True)])
+    """Verdicts by ``RULE_TEXT['new']`` for one audit (``None``: a claim without data).
+
+    Findings and controls are two Holm families, each at ``alpha``: a control (an A/A split of
+    the same cells by seed) has half the seeds per arm, and in the findings' family its smallest
+    attainable p-value (2 / C(12, 6) = 0.002 with 12 seeds) could never reach alpha / m, so it
+    could never fail: a check that cannot fail checks nothing."""
     p_adj: dict[int, float] = {}
     h_adj: dict[int, float] = {}
-    for (i, what, _, _), q in zip(hyps, adjusted, strict=True):
-        (p_adj if what == "effect" else h_adj)[i] = float(q) if math.isfinite(q) else 1.0
+    left_out: set[int] = set()
+    for controls in (False, True):
+        hyps: list[tuple[int, str, float, float]] = []
+        for i, (c, a) in enumerate(zip(claims, analyses, strict=True)):
+            if a is None or c.control != controls:
+                continue
+            if c.predict != "equal" and math.isfinite(a.p_two_sided):
+                hyps.append((i, "effect", a.p_two_sided, a.attainable_p))
+            if math.isfinite(a.homogeneity_p):
+                hyps.append((i, "homogeneity", a.homogeneity_p, a.homogeneity_attainable_p))
+        family = tarone([h[3] for h in hyps], alpha)
+        kept = [h[2] if keep else math.nan for h, keep in zip(hyps, family, strict=True)]
+        for (i, what, _, _), q, keep in zip(hyps, holm(kept), family, strict=True):
+            (p_adj if what == "effect" else h_adj)[i] = float(q) if keep else 1.0
+            if what == "effect" and not keep:
+                left_out.add(i)
     out = []
     for i, (c, a) in enumerate(zip(claims, analyses, strict=True)):
         if a is None:
@@ -732,7 +742,7 @@ def decide(
             if holds and rev:
                 verdict = DEPENDS
         under = verdict == INCONCLUSIVE and not a.mde <= a.meaningful
-        out.append(Decision(verdict, pa, ha, holds, rev, under))
+        out.append(Decision(verdict, pa, ha, holds, rev, under, i in left_out))
     return out
 
 
@@ -753,22 +763,25 @@ def new_rule(
     return [d.verdict for d in decide(claims, analyses)]
 
 
-def family_size(claims: Sequence[ClaimData]) -> int:
-    """Hypotheses in the Holm family (at most: directional claims plus homogeneity tests)."""
-    directional = sum(c.predict != "equal" for c in claims)
-    multi = sum(int(np.unique(c.stratum).size > 1) for c in claims)
+def family_size(claims: Sequence[ClaimData], control: bool = False) -> int:
+    """Hypotheses in a Holm family (findings, or ``control``s), before Tarone's trimming:
+    its directional claims plus its claims with several strata (homogeneity tests)."""
+    group = [c for c in claims if c.control == control]
+    directional = sum(c.predict != "equal" for c in group)
+    multi = sum(int(np.unique(c.stratum).size > 1) for c in group)
     return max(1, directional + multi)
 
 
 def analyse_family(claims: Sequence[ClaimData], **kw: Any) -> list[SeedAnalysis | None]:
     """``analyse`` every claim with data (None for one whose arms are empty)."""
-    m = family_size(claims)
+    present = [c for c in claims if c.value.size]
+    sizes = {flag: family_size(present, flag) for flag in (False, True)}
     out: list[SeedAnalysis | None] = []
     for c in claims:
         if c.value.size == 0 or c.arm.all() or not c.arm.any():
             out.append(None)
         else:
-            out.append(analyse(c, family_size=m, **kw))
+            out.append(analyse(c, family_size=sizes[c.control], **kw))
     return out
 
 
@@ -853,16 +866,23 @@ RULE_TEXT = {
     "Holm family per direction at alpha = 0.05 each",
     "new": "seeds as the unit (per-seed summaries across strata, sign-flip / permutation over "
     "seeds, cluster bootstrap), two-sided p, one Holm family at alpha = 0.05 over every "
-    "directional claim and every homogeneity test, direction decided after rejection; 'depends' "
-    "on a significant arm x stratum interaction with significant effects of both signs",
+    "directional claim and every homogeneity test (Tarone-trimmed; controls in a family of "
+    "their own), direction decided after rejection; 'depends' on a significant arm x stratum "
+    "interaction with significant effects of both signs",
 }
 RULES: dict[str, Any] = {"old": old_rule, "new": new_rule}
 
 VERDICT_RULE_SEED = (
     f"Verdicts, at alpha = {ALPHA}, with the seed as the unit of replication. One Holm family "
-    "holds every hypothesis a verdict reads: the two-sided p-value of each directional claim's "
-    "pooled effect (controls included) and, for every claim with two or more strata whose arms "
-    "share seeds, the p-value of its homogeneity test. A directional claim whose adjusted "
+    "holds every hypothesis the findings' verdicts read: the two-sided p-value of each "
+    "directional claim's pooled effect and, for every claim with two or more strata whose arms "
+    "share seeds, the p-value of its homogeneity test. A hypothesis whose data cannot produce a "
+    "p-value small enough to be rejected (every seed agrees) is left out of the family "
+    "(Tarone 1990, in the step-down form of Hommel & Krummenauer 1998), so it does not raise "
+    "the others' bar; its adjusted p is shown as 1. Controls (A/A splits of the same cells by "
+    "seed) form a Holm family of their own at the same alpha: with half the seeds per arm they "
+    "could never reach the findings' threshold, and a check that cannot fail checks nothing. "
+    "A directional claim whose adjusted "
     "p-value is below alpha is supported when the effect has the predicted sign and refuted "
     "when it has the opposite one (the direction is decided after the two-sided rejection; "
     "Shaffer 1980); otherwise it is inconclusive. A claim whose homogeneity is rejected and "

@@ -132,12 +132,12 @@ def test_the_rule_text_is_the_one_the_code_applies() -> None:
 
 @pytest.mark.parametrize("sd_w", [0.0, 1.0])
 def test_null_worlds_give_few_wrong_verdicts(sd_w: float) -> None:
-    """A small calibration (the full one is ``gradatlas calibrate``): 150 null audits of 8
+    """A small calibration (the full one is ``gradatlas calibrate``): 100 null audits of 8
     continuous claims, 12 seeds x 3 strata, a seed-by-arm effect shared across strata. The new
     rule's familywise error stays near 5%; the old rule's soars when seeds share an effect."""
     rng = np.random.default_rng(3)
     wrong = {"old": 0, "new": 0}
-    audits = 150
+    audits = 100
     for _ in range(audits):
         claims = []
         for _ in range(8):
