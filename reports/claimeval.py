@@ -400,7 +400,8 @@ def _groups(
     chosen = t[in_a | in_b]
     values = trial_values(exp, chosen, metric)
     named = set(labels["a"]) | set(labels["b"])
-    other = [f for f in exp.factors if f not in named]
+    # the factors held equal; one with a single level among these trials names no stratum
+    other = [f for f in exp.factors if f not in named and chosen[exp.fcol(f)].nunique() > 1]
     frame = pd.DataFrame(
         {
             "value": values,

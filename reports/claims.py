@@ -52,7 +52,7 @@ VERDICT_COLORS = {
     cs.NO_DATA: figures.OUTCOME_COLORS["stalled"],
     cs.DEPENDS: figures.OUTCOME_COLORS["vanished"],
 }
-SHORT_TEXT = 30  # characters of a claim's text in the table (the full text is listed below it)
+SHORT_TEXT = 26  # characters of a claim's text in the table (the full text is listed below it)
 SHORT_SOURCE = 16
 PANEL_COLS = 4
 
@@ -102,13 +102,21 @@ def claims_blocks(results: list[ClaimResult]) -> list[Block]:
         blocks.append(
             Para(
                 f"Controls ({ok} of {len(controls)} inconclusive, as they must be): A/A "
-                "comparisons of the same cells, split by seed, put through the same rule and "
-                "the same Holm family. A control that comes out supported or refuted means "
-                "the machinery finds effects where there are none; these rows are checks, not "
-                "findings."
+                "comparisons of the same cells, split by seed, put through the same rule in a "
+                "Holm family of their own (so that a control can fail). A control that comes "
+                "out supported or refuted found an effect where there is none: by chance (each "
+                "family errs at most 5% of the time) or because the rule is miscalibrated, which "
+                "`gradatlas calibrate` measures. These rows are checks, not findings."
             )
         )
-        blocks.append(claims_table(controls, name="claims-controls"))
+        blocks.append(
+            claims_table(
+                controls,
+                name="claims-controls",
+                caption="One row per control, as in the table above; p is Holm-adjusted over "
+                "the controls' own family.",
+            )
+        )
     blocks += [
         Para(f"{r.id}: no data. {_sentence(r.reason)}", note=True)
         for r in results
@@ -182,7 +190,9 @@ def _sentence(text: str) -> str:
     return (text[0].upper() + text[1:] + ("" if text.endswith(".") else ".")) if text else ""
 
 
-def claims_table(results: list[ClaimResult], name: str = "claims") -> Table:
+def claims_table(
+    results: list[ClaimResult], name: str = "claims", caption: str | None = None
+) -> Table:
     rows, attrs = [], []
     for r in results:
         colour = VERDICT_COLORS[r.verdict]
@@ -196,8 +206,7 @@ def claims_table(results: list[ClaimResult], name: str = "claims") -> Table:
                 Cell(effect_text(r)),
                 Cell(p_text(r)),
                 Cell(mde_text(r)),
-                Cell(p_value(r.homogeneity_p_adjusted) if r.has_data else "–"),
-                Cell(n_text(r)),
+                Cell(str(r.n_seeds) if r.has_data else "–"),
             ]
         )
         attrs.append(
@@ -222,25 +231,24 @@ def claims_table(results: list[ClaimResult], name: str = "claims") -> Table:
     return Table(
         [
             Column("id", weight=0.5),
-            Column("claim", weight=2.4),
+            Column("claim", weight=2.0),
             Column("metric", weight=1.4),
             Column("verdict", weight=1.0),
             Column("effect A − B [95%]", "right", 1.6),
             Column("p Holm (raw)", "right", 1.0),
             Column("MDE 80%", "right", 0.8),
-            Column("homog. p", "right", 0.7),
-            Column("n", "right", 1.3),
+            Column("seeds", "right", 0.5),
         ],
         rows,
         name=name,
         row_attrs=attrs,
-        caption="One row per claim: the effect is A minus B (rates: risk difference in "
-        "percentage points; strata weighted equally), with its 95% interval (a bootstrap over "
-        "seeds); p is two-sided over seeds, Holm-adjusted over one family (raw in "
-        "parentheses); equal claims are judged by their interval against the margin. MDE: the "
-        "smallest effect this design detects with 80% power at Holm's strictest level. "
-        "homog. p: Holm-adjusted test that the effect is the same in every stratum. n: seeds, "
-        "trials per group, matched strata.",
+        caption=caption
+        or "One row per claim: the effect is A minus B (rates: risk difference in percentage "
+        "points; strata weighted equally), with its 95% interval (a bootstrap over seeds); p is "
+        "two-sided over seeds, Holm-adjusted over one family (raw in parentheses); equal claims "
+        "are judged by their interval against the margin. MDE: the smallest effect this design "
+        "detects with 80% power at Holm's strictest level. seeds: the unit of replication. "
+        "Homogeneity across strata, trials per group and failed trials: in the details below.",
     )
 
 
@@ -308,14 +316,6 @@ def mde_text(r: ClaimResult) -> str:
     return f"{100 * r.mde:.0f} pp" if r.kind == "rate" else _num(r.mde)
 
 
-def n_text(r: ClaimResult) -> str:
-    if not r.has_data:
-        return "–"
-    strata = plural(r.strata, "stratum", "strata")
-    missing = f", {r.missing} failed" if r.missing else ""
-    return f"{r.n_seeds} seeds, {r.n_a}/{r.n_b} trials{missing}, {strata}"
-
-
 def _margin_text(r: ClaimResult) -> str:
     m = r.margin or 0.0
     return f"{100 * m:g} pp" if r.kind == "rate" else f"{m:g}"
@@ -341,7 +341,6 @@ def _details(r: ClaimResult) -> str:
     if not r.has_data:
         parts.append(f"No data: {r.reason}.")
     else:
-        parts.append(_sentence(f"Test: {r.test}"))
         power = (
             "no effect is detectable at Holm's strictest level with these seeds"
             if not math.isfinite(r.mde)
@@ -349,7 +348,8 @@ def _details(r: ClaimResult) -> str:
         )
         parts.append(
             _sentence(
-                f"Design: {r.design}, {r.n_seeds} seeds; {power}"
+                f"Design: {r.design}, {r.n_seeds} seeds ({r.n_a} trials in A, {r.n_b} in B, "
+                f"{plural(r.strata, 'stratum', 'strata')}); {power}"
                 + (
                     " (underpowered: a meaningful effect could have been missed)"
                     if r.underpowered

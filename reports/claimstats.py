@@ -741,7 +741,8 @@ def decide(
             rev = tuple(j for j in sig if sign * a.stratum_effects[j] < 0)
             if holds and rev:
                 verdict = DEPENDS
-        under = verdict == INCONCLUSIVE and not a.mde <= a.meaningful
+        # a control looks for no effect: "underpowered" would misread it as a finding
+        under = verdict == INCONCLUSIVE and not c.control and not a.mde <= a.meaningful
         out.append(Decision(verdict, pa, ha, holds, rev, under, i in left_out))
     return out
 

@@ -15,6 +15,7 @@ planned trial that is neither finished, failed nor running (killed ones included
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -30,12 +31,16 @@ from gradatlas.record import (
     FAILED_TRIALS,
     KILLED_STATUS,
     KIND,
+    KIND_STUDY,
     KIND_TRIAL,
     PLANNED_TRIALS,
     RUNNING_STATUS,
     RUNNING_TRIALS,
     SEED,
     TRIAL_ID,
+    TUNING_BEST,
+    TUNING_COMPLETE,
+    TUNING_GROUP,
     search_all,
 )
 from gradatlas.reports.document import Cell as C
@@ -206,10 +211,37 @@ def _plan(client: Any, exp: Experiment) -> tuple[dict[str, dict[str, Any]] | Non
     except Exception as exc:  # a suite an older version resolved may not validate today
         log.info("plan of sweep %s not re-expanded: %s", sweep.run_id, exc)
         return None, ""
-    plan = {
-        t.trial_id: {"factors": t.factors, "cell": t.cell, "seed": t.seed} for t in suite.trials
-    }
-    return plan, f"suite.resolved.json of sweep run {sweep.run_id}, re-expanded"
+    trials, how = suite.trials, "re-expanded"
+    if suite.spec.tune is not None:
+        trials, how = _tuned(client, exp, suite)
+    plan = {t.trial_id: {"factors": t.factors, "cell": t.cell, "seed": t.seed} for t in trials}
+    return plan, f"suite.resolved.json of sweep run {sweep.run_id}, {how}"
+
+
+def _tuned(client: Any, exp: Experiment, suite: Any) -> tuple[Any, str]:
+    """A tuned suite's trials as ``gradatlas run`` ran them: each tuned cell at its study's best
+    values (the completed study runs' ``TUNING_BEST`` tags). Re-expanding the suite alone gives
+    the cells at their untuned values, whose trial ids no run has, and called every tuned
+    trial pending. Untuned values where a study has not finished (its cells are pending)."""
+    from gradatlas.runners.tuning import evaluation_trials, tuning_plan
+
+    flt = f"tags.`{KIND}` = '{KIND_STUDY}' and tags.`{TUNING_COMPLETE}` = 'true'"
+    best = {}
+    for run in search_all(client, exp.experiment_id, flt):
+        group, values = run.data.tags.get(TUNING_GROUP), run.data.tags.get(TUNING_BEST)
+        if group and values and group not in best:
+            best[group] = json.loads(values)
+    try:
+        plan = tuning_plan(suite)
+        if not all(g.label in best for g in plan.groups):
+            return (
+                suite.trials,
+                "re-expanded (tuning unfinished: tuned cells at their untuned values)",
+            )
+        return evaluation_trials(suite, plan, best), "re-expanded at the tuned values"
+    except Exception as exc:  # a tune block an older version wrote may not plan today
+        log.info("tuned plan not rebuilt: %s", exc)
+        return suite.trials, "re-expanded"
 
 
 def _planned_tag(client: Any, exp: Experiment, where: Mapping[str, set[str]]) -> int | None:
