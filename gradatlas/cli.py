@@ -347,6 +347,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers", type=_positive_int, default=2, metavar="N", help="processes (default 2)"
     )
     cal.add_argument(
+        "--audit",
+        metavar="SUITE",
+        help="instead of simulating: relabel the arms of this suite's recorded audit at random "
+        "and count false verdicts (writes relabel-<experiment>.json to --out)",
+    )
+    cal.add_argument(
+        "--permutations",
+        type=_positive_int,
+        default=1000,
+        metavar="N",
+        help="relabellings of the recorded audit (--audit; default 1000)",
+    )
+    cal.add_argument("--tracking-uri", metavar="URI", help="the store of --audit")
+    cal.add_argument(
         "--resamples",
         type=_positive_int,
         metavar="N",
@@ -780,24 +794,19 @@ def cmd_repro(args: argparse.Namespace) -> int:
 VERDICTS_ARTIFACT = "verdicts.json"  # on the newest sweep run: the rows `verdicts --json` prints
 
 
-def cmd_verdicts(args: argparse.Namespace) -> int:
+def _claims_experiment(target: str, tracking_uri: str | None) -> tuple[Any, list[Any]]:
+    """The experiment of a suite (or experiment name) and its declared claims; exit 2 when the
+    store, the experiment or its claims are missing."""
     from mlflow.tracking import MlflowClient
 
-    from gradatlas.reports import claimscope
     from gradatlas.reports.build import require_store
+    from gradatlas.reports.claimeval import declared_claims
     from gradatlas.reports.load import experiment_name, load_experiment
     from gradatlas.runners.tracking import resolve_tracking_uri
 
-    try:  # the seed-clustered evaluation; the first version's until it lands
-        from gradatlas.reports import claimeval as evaluation
-    except ImportError:
-        from gradatlas.reports import claims as evaluation
-    declared_claims, evaluate_claims = evaluation.declared_claims, evaluation.evaluate_claims
-    verdict_rows = getattr(evaluation, "verdict_rows", claimscope.verdict_rows)
-
-    uri = resolve_tracking_uri(args.tracking_uri)
+    uri = resolve_tracking_uri(tracking_uri)
     require_store(uri)
-    name = experiment_name(args.target, MlflowClient(tracking_uri=uri))
+    name = experiment_name(target, MlflowClient(tracking_uri=uri))
     exp = load_experiment(name, uri)
     claims = declared_claims(exp)
     if not claims:
@@ -805,6 +814,16 @@ def cmd_verdicts(args: argparse.Namespace) -> int:
             f"experiment {name!r} declares no claims (its newest sweep's suite has no claims: "
             "block), so there is nothing to judge"
         )
+    return exp, claims
+
+
+def cmd_verdicts(args: argparse.Namespace) -> int:
+    from mlflow.tracking import MlflowClient
+
+    from gradatlas.reports.claimeval import evaluate_claims, verdict_rows
+
+    exp, claims = _claims_experiment(args.target, args.tracking_uri)
+    uri = exp.tracking_uri
     rows = verdict_rows(evaluate_claims(exp, claims), exp)
     if args.json:
         for row in rows:
@@ -867,6 +886,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         power = cal.QUICK_POWER_AUDITS if args.quick else cal.POWER_AUDITS
     if power < 0:
         raise UserInputError("--power-audits must be >= 0")
+    if args.audit:
+        return _relabel_audit(args)
     try:
         cal.run(
             audits=audits,
@@ -878,6 +899,40 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         )
     except KeyError as exc:
         raise UserInputError(f"--scenario: {exc.args[0]}") from None
+    return 0
+
+
+def _relabel_audit(args: argparse.Namespace) -> int:
+    """``calibrate --audit SUITE``: the recorded audit with its arms relabelled at random."""
+    from pathlib import Path
+
+    from gradatlas.reports import calibrate as cal
+    from gradatlas.reports.claimeval import claim_data
+
+    exp, claims = _claims_experiment(args.audit, args.tracking_uri)
+    data = claim_data(exp, claims)
+    print(
+        f"The recorded audit of {exp.name!r} ({len(data)} claims with data), its arms relabelled "
+        f"at random {args.permutations:,} times (seeds kept whole): share of relabelled audits "
+        "with at least one false verdict, per Holm family"
+    )
+    result: dict[str, Any] = {"experiment": exp.name}
+    for family, control in (("findings", False), ("controls", True)):
+        members = [d for d in data if d.control == control]
+        if not members:
+            continue
+        result[family] = cal.relabel_audit(members, permutations=args.permutations)
+        for rule, r in result[family]["rules"].items():
+            print(
+                f"  {family:8s} ({len(members):2d} claims), {rule} rule: "
+                f"{r['false_verdict_rate']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}] "
+                f"({r['wrong_verdicts']} of {args.permutations})"
+            )
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"relabel-{exp.name}.json"
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {path}")
     return 0
 
 

@@ -362,9 +362,14 @@ def _accepts(rule: Rule, name: str) -> bool:
     return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
 
 
+CALIBRATION_PERMUTATIONS = 2_000
+
+
 def apply_rule(rule: Rule, claims: list[Any], resamples: int | None) -> list[str]:
     """The rule's verdicts; ``resamples`` goes to a rule that takes it (None: its default)."""
     kw = {"resamples": resamples} if resamples is not None and _accepts(rule, "resamples") else {}
+    if _accepts(rule, "permutations"):  # Monte Carlo tests above 16 seeds: 1/2001 resolution
+        kw["permutations"] = CALIBRATION_PERMUTATIONS
     verdicts = list(rule(claims, **kw))
     if len(verdicts) != len(claims):
         raise ValueError(f"a rule returned {len(verdicts)} verdicts for {len(claims)} claims")
@@ -725,7 +730,6 @@ def calibration_chart(fig: Any, rows: Sequence[dict[str, Any]]) -> None:
         ax.set_xlim(0, min(1.0, max(0.1, top * 1.1)))
         ax.set_xlabel("familywise error: share of null audits with a wrong verdict (95% CI)")
         ax.legend(loc="lower right", frameon=False)
-        fig.tight_layout()
 
 
 # -- the real audit, relabelled -----------------------------------------------------------------

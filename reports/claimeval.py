@@ -57,8 +57,9 @@ class Stratum:
 class ClaimResult:
     """One claim, measured and judged. ``effect`` is A minus B (a risk difference for rates, a
     mean difference for continuous metrics, in log10 for ``log10`` metrics), strata weighted
-    equally, with its 95% interval ``lo``..``hi`` (a bootstrap over seeds); ``p`` the two-sided
-    p-value over seeds, ``p_adjusted`` Holm's (NaN for equal claims and claims without data)."""
+    equally, with its 95% interval ``lo``..``hi`` (the seed-level test inverted); ``p`` the
+    two-sided p-value over seeds (equal claims: TOST's against the margin), ``p_adjusted``
+    Holm's (NaN for claims without data)."""
 
     id: str
     text: str
@@ -159,7 +160,7 @@ def evaluate_claims(
                 effect=a.effect,
                 lo=a.lo,
                 hi=a.hi,
-                p=a.p_two_sided,
+                p=a.p_equivalence if r.predict == "equal" else a.p_two_sided,
                 p_adjusted=dec.p_adjusted,
                 homogeneity_p=a.homogeneity_p,
                 homogeneity_p_adjusted=dec.homogeneity_p_adjusted,
@@ -262,7 +263,7 @@ def _test_text(design: str, kind: str) -> str:
         what = "per-seed A-B difference averaged over strata; two-sided sign-flip test over seeds"
     else:
         what = "per-seed stratum-centred means; two-sided permutation of seeds between the arms"
-    interval = "cluster bootstrap over seeds" + (
+    interval = "interval by inverting that test" + (
         " joined with the MOVER-Wilson interval" if kind == "rate" else ""
     )
     return f"{what}; {interval}; homogeneity: within-seed permutation across strata"

@@ -78,10 +78,10 @@ class Claims:
                     note=True,
                 )
             ]
-        return claims_blocks(evaluate_claims(ctx.exp, claims))
+        return claims_blocks(evaluate_claims(ctx.exp, claims), ctx.exp.name)
 
 
-def claims_blocks(results: list[ClaimResult]) -> list[Block]:
+def claims_blocks(results: list[ClaimResult], experiment: str = "") -> list[Block]:
     findings = [r for r in results if not r.control]
     controls = [r for r in results if r.control]
     counts = {v: sum(r.verdict == v for r in findings) for v in cs.VERDICTS_ALL}
@@ -140,41 +140,81 @@ def claims_blocks(results: list[ClaimResult]) -> list[Block]:
     blocks.append(Heading("How the claims are judged"))
     blocks.append(Para(methods_text()))
     blocks.append(Para(cs.VERDICT_RULE_SEED))
-    blocks += calibration_blocks()
+    blocks += calibration_blocks(experiment)
     return blocks
 
 
-def calibration_blocks() -> list[Block]:
+def calibration_blocks(experiment: str = "") -> list[Block]:
     """The calibration of the rule (``gradatlas calibrate``): its chart and what it measured,
-    or one line saying how to produce it."""
-    try:
-        from gradatlas.reports import calibrate
-    except ImportError:  # pragma: no cover - calibrate is part of the package
-        return []
+    the recorded audit relabelled (``calibrate --audit``) where it was, or one line saying how
+    to produce them."""
+    from gradatlas.reports import calibrate
+
     path = calibration_path()
     rows = calibrate.load_calibration(path) if path is not None else None
+    blocks: list[Block] = []
     if not rows:
-        return [
+        blocks.append(
             Para(
                 "Calibration: not measured on this machine yet. `make calibrate` (or "
                 "`gradatlas calibrate`) simulates null audits shaped like this one and counts "
                 "the wrong verdicts of this rule and of the rule it replaced.",
                 note=True,
             )
-        ]
-    new = [r for r in rows if r.get("rule") == "new" and r.get("familywise_error") is not None]
-    worst = max((float(r.get("ci_high") or 0) for r in new), default=math.nan)
-    return [
-        Figure(
-            name="claims-calibration",
-            draw=partial(calibrate.calibration_chart, rows=rows),
-            size=(figures.WIDTH, 2.6),
-            caption=f"Calibration ({path}): in simulated audits with no effect, the share with "
-            "at least one wrong verdict (familywise error) per scenario, with its 95% interval, "
-            "for the rule these verdicts use (new) and the one it replaced (old); the dashed "
-            f"line is alpha = {cs.ALPHA}. Highest upper bound of the new rule: {worst:.3f}.",
         )
-    ]
+    else:
+        new = [r for r in rows if r.get("rule") == "new" and r.get("familywise_error") is not None]
+        worst = max((float(r.get("ci_high") or 0) for r in new), default=math.nan)
+        blocks.append(
+            Figure(
+                name="claims-calibration",
+                draw=partial(calibrate.calibration_chart, rows=rows),
+                size=(figures.WIDTH, 0.9 + 0.32 * len({r["scenario"] for r in rows})),
+                caption=f"Calibration ({path}): in simulated audits with no effect, the share "
+                "with at least one wrong verdict (familywise error) per scenario, with its 95% "
+                "interval, for the rule these verdicts use (new) and the one it replaced (old); "
+                f"the dashed line is alpha = {cs.ALPHA}. Highest upper bound of the new rule: "
+                f"{worst:.3f}. The scenarios and power are in calibration.md beside it.",
+            )
+        )
+    relabelled = _relabelled(experiment)
+    if relabelled:
+        blocks.append(Para(relabelled))
+    return blocks
+
+
+def _relabelled(experiment: str) -> str:
+    """One sentence on ``relabel-<experiment>.json`` (``calibrate --audit``), if it exists."""
+    import json
+    from pathlib import Path
+
+    path = Path("runs") / "calibration" / f"relabel-{experiment}.json"
+    if not experiment or not path.is_file():
+        return ""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return ""
+    parts = []
+    for family in ("findings", "controls"):
+        rules = (data.get(family) or {}).get("rules") or {}
+        for rule in ("new", "old"):
+            r = rules.get(rule)
+            if r:
+                parts.append(
+                    f"{family}, {rule} rule: {r['false_verdict_rate']:.3f} "
+                    f"[{r['ci_low']:.3f}, {r['ci_high']:.3f}]"
+                )
+    if not parts:
+        return ""
+    n = (data.get("findings") or data.get("controls") or {}).get("permutations", "?")
+    return (
+        f"The recorded audit relabelled ({path}): the arms of every claim redrawn at random "
+        f"{n} times with each seed's trials kept together, so every difference is chance; the "
+        "share of relabelled audits with at least one false verdict, per Holm family: "
+        + "; ".join(parts)
+        + "."
+    )
 
 
 def calibration_path() -> Any:
@@ -244,11 +284,12 @@ def claims_table(
         row_attrs=attrs,
         caption=caption
         or "One row per claim: the effect is A minus B (rates: risk difference in percentage "
-        "points; strata weighted equally), with its 95% interval (a bootstrap over seeds); p is "
-        "two-sided over seeds, Holm-adjusted over one family (raw in parentheses); equal claims "
-        "are judged by their interval against the margin. MDE: the smallest effect this design "
-        "detects with 80% power at Holm's strictest level. seeds: the unit of replication. "
-        "Homogeneity across strata, trials per group and failed trials: in the details below.",
+        "points; strata weighted equally), with its 95% interval (the test inverted); p is "
+        "two-sided over seeds, Holm-adjusted over one family (raw in parentheses); for equal "
+        "claims it is the equivalence test's (TOST) against the margin shown. MDE: the "
+        "smallest effect this design detects with 80% power at Holm's strictest level. seeds: "
+        "the unit of replication. Homogeneity across strata, trials per group and failed "
+        "trials: in the details below.",
     )
 
 
@@ -304,7 +345,7 @@ def p_text(r: ClaimResult) -> str:
     if not r.has_data:
         return "–"
     if r.predict == "equal":
-        return f"interval vs ±{_margin_text(r)}"
+        return f"{p_value(r.p_adjusted)} ({p_value(r.p)}) ±{_margin_text(r)}"
     return f"{p_value(r.p_adjusted)} ({p_value(r.p)})"
 
 
@@ -385,17 +426,18 @@ def methods_text() -> str:
         "seeds, each seed's A - B difference is averaged over its strata (rates: its 0/1 "
         "outcomes), and the p-value is the two-sided sign-flip test over those per-seed "
         f"differences, exact up to {cs.EXACT_PAIRS} seeds, Monte Carlo above (up to "
-        f"{cs.PERMUTATIONS:,} draws, seed {cs.PERMUTATION_SEED}, stopped after "
-        f"{cs.SEQUENTIAL_HITS} hits as Besag & Clifford 1991); when the arms use disjoint "
+        f"{cs.PERMUTATIONS:,} patterns, seed {cs.PERMUTATION_SEED}); when the arms use disjoint "
         "seeds, each seed's stratum-centred mean is one observation and the p-value permutes "
-        "which seeds are A. The 95% interval is an expanded percentile bootstrap over seeds "
-        f"(Hesterberg 2015; {cs.BOOTSTRAP_RESAMPLES:,} resamples, seed {cs.BOOTSTRAP_SEED}); "
-        "for rates it is joined with the Mantel-Haenszel risk difference's MOVER-Wilson "
+        "which seeds are A. The 95% interval inverts the same test (every shift of the mean "
+        "it does not reject at 5%), so it excludes 0 exactly when p < 0.05 and is infinite "
+        "where the seeds are too few for any rejection; for rates it is joined with the "
+        "Mantel-Haenszel risk difference's MOVER-Wilson "
         "interval (Zou, Huang & Zhang 2009), which never collapses to a point when every "
         "trial shares one outcome. Homogeneity: the studentized spread of the per-stratum "
         "effects against its distribution when each seed's differences are shuffled among "
         "the strata (within-seed permutation; Chung & Romano 2013), "
-        f"{cs.HOMOGENEITY_PERMUTATIONS:,} draws at most. Metrics marked log10 compare log10 "
+        f"{cs.HOMOGENEITY_PERMUTATIONS:,} draws at most (stopped after {cs.SEQUENTIAL_HITS} "
+        "hits, Besag & Clifford 1991). Metrics marked log10 compare log10 "
         "values; a margin is in the effect's unit (rates: 0.1 = 10 points). Failed trials "
         "are never dropped silently: rates count every labelled trial; test accuracy enters "
         "a failed trial at chance and losses at the worst value seen (intention to treat), "

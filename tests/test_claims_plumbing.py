@@ -283,6 +283,15 @@ def test_verdicts_command_prints_rows_and_attaches_them(
     table = capsys.readouterr().out
     assert table.splitlines()[0].split()[:3] == ["id", "verdict", "metric"]
     assert "AA" in table and "verdicts.json" in table
+    # The recorded audit, relabelled (calibrate --audit): one file, both rules, per family.
+    out = tmp_path / "cal"
+    argv = ["calibrate", "--audit", str(suite), "--tracking-uri", uri, "--out", str(out)]
+    assert main([*argv, "--permutations", "20"]) == 0
+    relabelled = json.loads((out / "relabel-verdicts-tiny.json").read_text())
+    assert relabelled["findings"]["permutations"] == 20
+    assert set(relabelled["findings"]["rules"]) == {"new", "old"}
+    assert relabelled["controls"]["claims"] == 1
+    capsys.readouterr()
     # Unknown suites and suites without claims exit 2, saying why.
     assert main(["verdicts", "no-such-suite", "--tracking-uri", uri]) == 2
     assert "no MLflow experiment named 'no-such-suite'" in capsys.readouterr().err
