@@ -266,7 +266,7 @@ def _test_text(design: str, kind: str) -> str:
     interval = "interval by inverting that test" + (
         " joined with the MOVER-Wilson interval" if kind == "rate" else ""
     )
-    return f"{what}; {interval}; homogeneity: within-seed permutation across strata"
+    return f"{what}; {interval}; homogeneity: seed rows centred and sign-flipped"
 
 
 # -- one claim ------------------------------------------------------------------------------------
