@@ -160,7 +160,7 @@ def evaluate_claims(
                 effect=a.effect,
                 lo=a.lo,
                 hi=a.hi,
-                p=a.p_equivalence if r.predict == "equal" else a.p_two_sided,
+                p=_raw_p(r.predict, dec.verdict, a),
                 p_adjusted=dec.p_adjusted,
                 homogeneity_p=a.homogeneity_p,
                 homogeneity_p_adjusted=dec.homogeneity_p_adjusted,
@@ -248,6 +248,14 @@ def _scopes(exp: Experiment, claims: Sequence[Mapping[str, Any]]) -> list[dict[s
             detail = {"text": f"scope unknown ({exc})"}
         out.append({"scope": str(detail.get("text", "")), "scope_detail": dict(detail)})
     return out
+
+
+def _raw_p(predict: str, verdict: str, a: cs.SeedAnalysis) -> float:
+    """The raw p of the test that decides: the effect's, or an equal claim's equivalence (TOST)
+    test, or its beyond-the-margin test when that refuted it."""
+    if predict != "equal":
+        return a.p_two_sided
+    return a.p_beyond_margin if verdict == cs.REFUTED else a.p_equivalence
 
 
 def _left_out_note(a: cs.SeedAnalysis) -> str:

@@ -832,8 +832,10 @@ def decide(
         pa = parts.get(main, 1.0 if i in left_out else math.nan)
         ha = parts.get("homogeneity", math.nan)
         if c.predict == "equal":
-            beyond = parts.get("beyond", math.nan) < alpha
-            verdict = SUPPORTED if pa < alpha else REFUTED if beyond else INCONCLUSIVE
+            beyond = parts.get("beyond", math.nan)
+            verdict = SUPPORTED if pa < alpha else REFUTED if beyond < alpha else INCONCLUSIVE
+            if verdict == REFUTED:  # the p shown is the test that decided
+                pa = beyond
         elif pa < alpha:
             agrees = (a.effect > 0) == (c.predict == "greater")
             verdict = SUPPORTED if agrees else REFUTED
