@@ -193,7 +193,14 @@ def test_curves_never_pool_trials_with_different_outcomes() -> None:
 def test_converged_rate_heatmap_is_beside_the_explosion_and_vanishing_ones() -> None:
     names = figure_names(build_document(fake_experiment(FACTORS)))
     heat = [n for n in names if n.startswith("heat-")]
-    assert heat == ["heat-converged", "heat-exploded", "heat-vanished"]
+    # in HEATMAP_OUTCOMES's order, one per outcome label that names a mechanism
+    assert heat == [
+        "heat-converged",
+        "heat-exploded",
+        "heat-vanished",
+        "heat-dead",
+        "heat-diverged",
+    ]
 
 
 def test_named_cells_get_small_multiples_with_one_line_per_seed() -> None:
