@@ -462,6 +462,17 @@ def verdict_rows(results: Sequence[Any], exp: Any) -> list[dict[str, Any]]:
             "homogeneity_p": getattr(r, "homogeneity_p", math.nan),
             "scope": scope.get("text", ""),
             "control": bool(getattr(r, "control", claim.get("control", False))),
+            # beyond the contract's fields: what a reader needs to check a verdict
+            "p": getattr(r, "p", math.nan),
+            "homogeneity_p_adjusted": getattr(r, "homogeneity_p_adjusted", math.nan),
+            "underpowered": bool(getattr(r, "underpowered", False)),
+            "design": str(getattr(r, "design", "")),
+            "strata": getattr(r, "strata", None),
+            "holds_in": list(getattr(r, "holds_in", []) or []),
+            "reversed_in": list(getattr(r, "reversed_in", []) or []),
+            "failed_trials": getattr(r, "missing", 0),
+            "complete_case": getattr(r, "complete_case", None),
+            "reason": str(getattr(r, "reason", "")),
             "scope_detail": {k: v for k, v in scope.items() if k != "text"},
         }
         rows.append(json_ready(row))
