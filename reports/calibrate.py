@@ -729,7 +729,7 @@ def calibration_chart(fig: Any, rows: Sequence[dict[str, Any]]) -> None:
         ax.invert_yaxis()
         ax.set_xlim(0, min(1.0, max(0.1, top * 1.1)))
         ax.set_xlabel("familywise error: share of null audits with a wrong verdict (95% CI)")
-        ax.legend(loc="lower right", frameon=False)
+        ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3, frameon=False)
 
 
 # -- the real audit, relabelled -----------------------------------------------------------------
