@@ -341,7 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--quick", action="store_true", help="200 null audits, 50 per effect size (a look, tests)"
     )
     cal.add_argument(
-        "--out", metavar="DIR", default="runs/calibration", help="default: runs/calibration"
+        "--out", metavar="DIR", help="default: runs/calibration (calibrate.DEFAULT_OUT)"
     )
     cal.add_argument(
         "--workers", type=_positive_int, default=2, metavar="N", help="processes (default 2)"
@@ -892,7 +892,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         cal.run(
             audits=audits,
             power_audits=power,
-            out=args.out,
+            out=args.out or cal.DEFAULT_OUT,
             workers=args.workers,
             resamples=args.resamples or cal.RESAMPLES,
             scenarios=args.scenarios,
@@ -928,7 +928,7 @@ def _relabel_audit(args: argparse.Namespace) -> int:
                 f"{r['false_verdict_rate']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}] "
                 f"({r['wrong_verdicts']} of {args.permutations})"
             )
-    out = Path(args.out)
+    out = Path(args.out or cal.DEFAULT_OUT)
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"relabel-{exp.name}.json"
     path.write_text(json.dumps(result, indent=2) + "\n")

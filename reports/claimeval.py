@@ -188,15 +188,8 @@ _EMPTY = cs.ClaimData(
 
 
 def _analyse(datas: list[cs.ClaimData | None], kw: dict[str, Any]) -> list[Any]:
-    """``claimstats.analyse`` for each claim with data, at its own family's size."""
-    present = [d for d in datas if d is not None and d.value.size]
-    sizes = {flag: cs.family_size(present, flag) for flag in (False, True)}
-    return [
-        cs.analyse(d, family_size=sizes[d.control], **kw)
-        if d is not None and d.value.size
-        else None
-        for d in datas
-    ]
+    """``claimstats.analyse_family`` over claims some of which have no data (None)."""
+    return cs.analyse_family([d if d is not None else _EMPTY for d in datas], **kw)
 
 
 def _complete_case(
@@ -536,14 +529,13 @@ def _claim_data(result: ClaimResult, frame: pd.DataFrame, strata: list[str]) -> 
 
 
 def _itt_value(exp: Experiment, frame: pd.DataFrame, how: str, metric: Metric) -> float:
+    """A failed trial's value: chance accuracy, or the worst loss seen (at least chance's)."""
+    classes = [(exp.records.get(r) or {}).get("num_classes") for r in frame["run_id"].tolist()]
+    known = [int(c) for c in classes if c]
     if how == ITT_CHANCE:
-        classes = [(exp.records.get(r) or {}).get("num_classes") for r in frame["run_id"].tolist()]
-        known = [int(c) for c in classes if c]
         return 1.0 / max(known) if known else 0.0
     finite = frame["value"][np.isfinite(frame["value"].astype(float))]
     worst = float(finite.max()) if len(finite) else math.nan
-    classes = [(exp.records.get(r) or {}).get("num_classes") for r in frame["run_id"].tolist()]
-    known = [int(c) for c in classes if c]
     chance_loss = math.log(max(known)) if known else math.nan
     return float(np.nanmax([worst, chance_loss]))
 

@@ -186,9 +186,10 @@ def calibration_blocks(experiment: str = "") -> list[Block]:
 def _relabelled(experiment: str) -> str:
     """One sentence on ``relabel-<experiment>.json`` (``calibrate --audit``), if it exists."""
     import json
-    from pathlib import Path
 
-    path = Path("runs") / "calibration" / f"relabel-{experiment}.json"
+    from gradatlas.reports.calibrate import DEFAULT_OUT
+
+    path = DEFAULT_OUT / f"relabel-{experiment}.json"
     if not experiment or not path.is_file():
         return ""
     try:
@@ -219,9 +220,10 @@ def _relabelled(experiment: str) -> str:
 
 def calibration_path() -> Any:
     """``runs/calibration/calibration.json`` under the working directory, if it exists."""
-    from pathlib import Path
 
-    path = Path("runs") / "calibration" / "calibration.json"
+    from gradatlas.reports.calibrate import DEFAULT_OUT
+
+    path = DEFAULT_OUT / "calibration.json"
     return path if path.is_file() else None
 
 

@@ -555,12 +555,6 @@ def sign_flip_p(d: np.ndarray, permutations: int = PERMUTATIONS) -> float:
     return SignFlipSet(d, permutations).two_sided()
 
 
-def two_sample_p(y_a: np.ndarray, y_b: np.ndarray, permutations: int = PERMUTATIONS) -> float:
-    """Two-sided permutation p-value of mean(y_a) - mean(y_b), relabelling whole seeds
-    (``TwoSampleSet``)."""
-    return TwoSampleSet(y_a, y_b, permutations).two_sided()
-
-
 def homogeneity_test(d: np.ndarray, permutations: int = PERMUTATIONS) -> float:
     """p-value that the A-B difference is the same in every stratum, from ``d`` (seeds x strata,
     complete rows). Each seed's row is centred on its own mean (c = d - mean over strata), which
@@ -587,22 +581,36 @@ def homogeneity_test(d: np.ndarray, permutations: int = PERMUTATIONS) -> float:
     return sets[0]._p(values >= observed - tol)
 
 
+def _stratum_counts(c: ClaimData) -> tuple[np.ndarray, ...]:
+    """Per stratum, the successes and trials of A and of B (rates), and which strata hold both
+    arms: the 2x2 tables the stratified tests and the MOVER-Wilson interval read."""
+    k = int(c.stratum.max()) + 1
+    xa = np.bincount(c.stratum[c.arm], c.value[c.arm], k).round().astype(int)
+    na = np.bincount(c.stratum[c.arm], minlength=k)
+    xb = np.bincount(c.stratum[~c.arm], c.value[~c.arm], k).round().astype(int)
+    nb = np.bincount(c.stratum[~c.arm], minlength=k)
+    return xa, na, xb, nb, (na > 0) & (nb > 0)
+
+
 def _mover_hull(data: ClaimData, lo: float, hi: float) -> tuple[float, float]:
     """Rates: widen the seed interval to the MOVER-Wilson interval of the stratified risk
     difference, which never collapses to a point when every trial shares one outcome (a seed
     bootstrap of 0% vs 0% has zero width and would 'prove' equality from a handful of seeds)."""
-    k = int(data.stratum.max()) + 1
-    xa = np.bincount(data.stratum[data.arm], data.value[data.arm], k).round().astype(int)
-    na = np.bincount(data.stratum[data.arm], minlength=k)
-    xb = np.bincount(data.stratum[~data.arm], data.value[~data.arm], k).round().astype(int)
-    nb = np.bincount(data.stratum[~data.arm], minlength=k)
-    ok = (na > 0) & (nb > 0)
+    xa, na, xb, nb, ok = _stratum_counts(data)
     if not ok.any():
         return lo, hi
     rd = mh_risk_difference(xa[ok], na[ok], xb[ok], nb[ok])
     if not (math.isfinite(lo) and math.isfinite(hi)):
         return rd.lo, rd.hi
     return min(lo, rd.lo), max(hi, rd.hi)
+
+
+def _binomial_variance(data: ClaimData) -> float:
+    """p(1 - p) at the claim's pooled rate, shrunk off 0 and 1 ((x + 1/2) / (n + 1)): the floor
+    under a rate claim's per-seed variance when every seed agrees (an observed 0 would make
+    any effect look detectable)."""
+    pool = (data.value.sum() + 0.5) / (data.value.size + 1)
+    return float(pool * (1 - pool))
 
 
 def minimum_detectable(se: float, df: int, level: float, power: float = POWER) -> float:
@@ -657,8 +665,7 @@ def analyse(
         s_p = tuple(sign_flip_p(d[np.isfinite(d[:, j]), j], permutations) for j in range(k))
         var = float(np.var(per_seed, ddof=1)) if n > 1 else math.nan
         if data.kind == "rate":  # a floor when every seed agrees: the binomial variance
-            pool = (data.value.sum() + 0.5) / (data.value.size + 1)
-            var = max(var if math.isfinite(var) else 0.0, 2 * pool * (1 - pool) / max(1, k))
+            var = max(var if math.isfinite(var) else 0.0, 2 * _binomial_variance(data) / max(1, k))
         se = math.sqrt(var / n) if n > 1 else math.inf
         min_p = test.smallest_p()
         moving = int(np.sum(np.abs(per_seed) > 1e-12))
@@ -682,8 +689,7 @@ def analyse(
         va = float(np.var(y_a, ddof=1)) if y_a.size > 1 else math.nan
         vb = float(np.var(y_b, ddof=1)) if y_b.size > 1 else math.nan
         if data.kind == "rate":
-            pool = (data.value.sum() + 0.5) / (data.value.size + 1)
-            floor = pool * (1 - pool) / max(1, k)
+            floor = _binomial_variance(data) / max(1, k)
             va, vb = (
                 max(va if math.isfinite(va) else 0, floor),
                 max(vb if math.isfinite(vb) else 0, floor),
@@ -881,16 +887,18 @@ def family_size(claims: Sequence[ClaimData], control: bool = False) -> int:
     return max(1, len(group) + multi)
 
 
+def _judgeable(c: ClaimData) -> bool:
+    """The claim has trials in both arms (else: no data)."""
+    return bool(c.value.size) and bool(c.arm.any()) and not bool(c.arm.all())
+
+
 def analyse_family(claims: Sequence[ClaimData], **kw: Any) -> list[SeedAnalysis | None]:
     """``analyse`` every claim with data (None for one whose arms are empty)."""
     present = [c for c in claims if c.value.size]
     sizes = {flag: family_size(present, flag) for flag in (False, True)}
     out: list[SeedAnalysis | None] = []
     for c in claims:
-        if c.value.size == 0 or c.arm.all() or not c.arm.any():
-            out.append(None)
-        else:
-            out.append(analyse(c, family_size=sizes[c.control], **kw))
+        out.append(analyse(c, family_size=sizes[c.control], **kw) if _judgeable(c) else None)
     return out
 
 
@@ -907,7 +915,7 @@ def old_rule(
     direction its own Holm family at alpha. Kept only for calibration."""
     raw: list[tuple[float, float, float, float] | None] = []
     for c in claims:
-        if c.value.size == 0 or c.arm.all() or not c.arm.any():
+        if not _judgeable(c):
             raw.append(None)
         elif c.kind == "rate":
             raw.append(_old_rates(c))
@@ -940,12 +948,7 @@ def _directed_p(predict: str, greater: float, less: float) -> tuple[float, float
 
 
 def _old_rates(c: ClaimData) -> tuple[float, float, float, float]:
-    k = int(c.stratum.max()) + 1
-    xa = np.bincount(c.stratum[c.arm], c.value[c.arm], k).round().astype(int)
-    na = np.bincount(c.stratum[c.arm], minlength=k)
-    xb = np.bincount(c.stratum[~c.arm], c.value[~c.arm], k).round().astype(int)
-    nb = np.bincount(c.stratum[~c.arm], minlength=k)
-    ok = (na > 0) & (nb > 0)
+    xa, na, xb, nb, ok = _stratum_counts(c)
     exact = stratified_exact_test(xa[ok], na[ok], xb[ok], nb[ok])
     rd = mh_risk_difference(xa[ok], na[ok], xb[ok], nb[ok])
     return (*_directed_p(c.predict, exact.p_greater, exact.p_less), rd.lo, rd.hi)
