@@ -72,7 +72,8 @@ SMOKE  := --set name=atlas-smoke --set dataset.name=mnist1d --set seeds=2 --set 
           --set outcomes.target_accuracy=0.4 --set 'grid.depth=[2, 20]' \
           --set 'grid.activation=[relu, sigmoid]' \
           --set 'grid.init=[kaiming_normal, {name: normal, std: 1.0}]' \
-          --set 'grid.norm=[none, batchnorm]' --set 'grid.weight_decay=[0]' \
+          --set 'grid.norm=[none, batchnorm]' --set 'grid.residual=[false]' \
+          --set 'grid.weight_decay=[0]' \
           --set 'grid.dropout=[0.0]' \
           --set 'grid.optimizer=[{name: sgd, lr: 0.1}, {name: adam, lr: 1.0e-3}]'
 WHERE  = --workers auto $(if $(RAY_ADDRESS),--ray-address $(RAY_ADDRESS))

@@ -442,7 +442,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
         f"x {len(seeds)} seeds {seeds}"
     )
     print(
-        f"dataset {suite.spec.dataset.name}, model {suite.trials[0].spec.model.family}, "
+        f"dataset {', '.join(dict.fromkeys(t.spec.dataset.name for t in suite.trials))}, "
+        f"model {suite.trials[0].spec.model.family}, "
         f"budget {_budget(suite)}"
     )
     if suite.spec.grid:
@@ -503,7 +504,8 @@ def cmd_ls(args: argparse.Namespace) -> int:
                 print(f"  {name:<16} {reg.doc(name)}" + (f"  [{opts}]" if opts else ""))
         elif kind == "factors":
             for name, f in FACTORS.items():
-                print(f"  {name:<16} ({f.section}.{name} -> {f.path}) {f.help}")
+                fixed = "dataset.name" if f.section == "dataset" else f"{f.section}.{name}"
+                print(f"  {name:<16} ({fixed} -> {f.path}) {f.help}")
         else:
             for name, path in builtin_suites().items():
                 _, data = read_yaml(path)
@@ -563,12 +565,14 @@ def _batch_seeds(args: argparse.Namespace) -> int | str | None:
 
 
 def _check_dataset_files(suite: Any) -> None:
-    """Missing dataset files are the suite's problem: said before anything is written."""
+    """Missing dataset files are the suite's problem: said before anything is written (for
+    every dataset the plan trains on: ``grid.dataset`` may vary it)."""
     from gradatlas.datasets import check_files
 
-    ds = suite.trials[0].spec.dataset
+    datasets = {repr(t.spec.dataset.to_config()): t.spec.dataset for t in suite.trials}
     try:
-        check_files(ds.name, ds.options)
+        for ds in datasets.values():
+            check_files(ds.name, ds.options)
     except UserInputError as exc:
         raise exc.located(source=suite.source) from None
 
@@ -673,8 +677,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 def _print_tuning(tuning: Any) -> None:
     """Each study's chosen values and objective, and the max-stable-lr answers."""
     print(f"\nTuning ({'complete' if tuning.complete else 'not complete: rerun to resume'}):")
-    width = max([len(s["group"]) for s in tuning.studies] + [5])
-    for s in tuning.studies:
+    # A horizon check's re-tune at the full budget: the study's own suffix (``<group>@full``).
+    names = [s["study"].split("/", 1)[-1] for s in tuning.studies]
+    width = max([len(n) for n in names] + [5])
+    for name, s in zip(names, tuning.studies, strict=True):
         t, best = s["trials"], s["best"]
         counts = f"{t['complete']} complete, {t['pruned']} pruned" + (
             f", {t['failed']} failed" if t["failed"] else ""
@@ -685,7 +691,7 @@ def _print_tuning(tuning: Any) -> None:
             if best
             else "no completed trial yet"
         )
-        print(f"  {s['group']:<{width}}  {chosen}  ({counts} of {t['target']})")
+        print(f"  {name:<{width}}  {chosen}  ({counts} of {t['target']})")
     for r in tuning.stable:
         value = f"{r['value']:.3g}" if r["value"] is not None else "none"
         print(
@@ -847,23 +853,27 @@ def _print_verdicts(rows: list[dict[str, Any]]) -> None:
     def num(x: Any, fmt: str = ".3g") -> str:
         return "-" if x is None else format(x, fmt)
 
-    header = ["id", "verdict", "metric", "effect [ci]", "p_adj", "n_seeds", "mde", "homog_p",
-              "control"]  # fmt: skip
+    header = ["id", "dataset", "verdict", "metric", "effect [ci]", "p_adj", "n_seeds", "mde",
+              "seeds_80%", "homog_p", "at 2nd-best lr", "control"]  # fmt: skip
     table = [header]
     for row in sorted(rows, key=lambda r: bool(r.get("control"))):
         effect = num(row.get("effect"), "+.3g")
         if row.get("ci_low") is not None and row.get("ci_high") is not None:
             effect += f" [{num(row['ci_low'])}, {num(row['ci_high'])}]"
+        robust = row.get("robustness") or {}
         table.append(
             [
                 str(row.get("id", "")),
+                str(row.get("dataset", "")),
                 str(row.get("verdict", "")),
                 str(row.get("metric", "")),
                 effect,
                 num(row.get("p_adjusted")),
                 num(row.get("n_seeds"), "d") if isinstance(row.get("n_seeds"), int) else "-",
                 num(row.get("mde")),
+                num(row.get("seeds_needed"), ".0f"),
                 num(row.get("homogeneity_p")),
+                str(robust.get("verdict", "")),
                 "yes" if row.get("control") else "",
             ]
         )
@@ -873,7 +883,7 @@ def _print_verdicts(rows: list[dict[str, Any]]) -> None:
     if any(r.get("scope") for r in rows):
         print("\nscope (the trials each verdict holds for):")
         for row in rows:
-            if row.get("scope"):
+            if row.get("scope") and row.get("dataset") == "all":
                 print(f"  {row['id']}: {row['scope']}")
 
 

@@ -4,6 +4,7 @@
 its wall time before a single trial is launched. Per trial:
 
     steps    = train.steps, else epochs x ceil(train examples / batch size)
+               (train examples: the trial's dataset's train split, or its train_subset)
     flops    = 6 x P x batch x steps            (forward + backward, Kaplan et al.'s 6N rule)
              + 2 x P x evaluated examples       (the val split and as many train examples,
                                                  once per epoch or every eval_every steps)
@@ -132,6 +133,7 @@ def trial_cost(spec: Any) -> tuple[int, float, float]:
     ds, model, train = spec.dataset, spec.model, spec.train
     _, shape, outputs = describe(ds.name, ds.options)
     n_train, n_val = split_sizes(ds.name, ds.options)
+    n_train = train.train_subset or n_train  # a training subset (0: the whole split)
     batch = min(train.batch_size, n_train)
     steps_per_epoch = math.ceil(n_train / batch)
     steps = train.steps or (train.epochs or 0) * steps_per_epoch
@@ -161,6 +163,7 @@ def _cost_key(spec: Any) -> tuple[Any, ...]:
         train.epochs,
         train.batch_size,
         train.eval_every,
+        train.train_subset,
     )
 
 

@@ -81,6 +81,31 @@ class DataSplits:
             y_test=self.y_test.to(device),
         )
 
+    def with_train_subset(self, n: int, data_seed: int) -> DataSplits:
+        """A copy that trains on ``n`` examples of the train split (0: all of it).
+
+        The examples are a shuffle fixed by ``data_seed`` alone, so every trial seed of a cell
+        trains on the same ones (seeds vary the init and the batch order only), and the subsets
+        of one data seed are nested (``n=64`` is within ``n=256``). They keep the split's order,
+        so ``n`` = the whole split is the split itself. Validation and test are untouched, and
+        so is the standardization (from the whole train split): a subset changes how much data
+        a net sees, not the scale of its inputs. Errors name ``train.train_subset``.
+        """
+        import torch
+
+        if not n:
+            return self
+        available = len(self.x_train)
+        if n > available:
+            raise UserInputError(
+                f"train_subset {n:,} exceeds the {available:,} training examples of {self.name} "
+                "(0 trains on all of them)",
+                field="train.train_subset",
+            )
+        order = torch.randperm(available, generator=torch.Generator().manual_seed(data_seed))
+        keep = order[:n].sort().values.to(self.x_train.device)
+        return dataclasses.replace(self, x_train=self.x_train[keep], y_train=self.y_train[keep])
+
     def __repr__(self) -> str:
         return (
             f"DataSplits({self.name!r}, {self.task}, train={len(self.x_train)}, "

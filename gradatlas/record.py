@@ -130,6 +130,13 @@ TUNING_BEST = "gradatlas.tuning.best"  # study runs: JSON of the best values fou
 TUNING_COMPLETE = "gradatlas.tuning.complete"  # study runs: "true" once the study is done
 TUNING_STORAGE = "gradatlas.tuning.storage"  # study runs: the Optuna storage (no password)
 PURPOSE_STUDY, PURPOSE_MAX_STABLE_LR = "study", "max_stable_lr"
+# Study and tuning runs of a re-tune at the suite's own budget (``tune.horizon_check``): study
+# ``<suite>/<group>@full``, its study run tagged with this purpose too.
+PURPOSE_HORIZON = "horizon"
+TUNING_SECOND = "gradatlas.tuning.second"  # study runs: JSON of the second-best values, or null
+# Trial runs of a tuned cell: "1" at its study's best values, "2" at the second-best
+# (``tune.second_best``); untuned cells have none. Reports: the ``tune_rank`` column.
+TUNING_RANK = "gradatlas.tuning.rank"
 PRUNED = "pruned"  # tuning runs only: stopped early by the pruner (not a verdict)
 TUNING_ARTIFACT = "tuning.json"  # study runs: the study's summary (docs/record.md)
 FINISHED_TUNING = f"tags.`{KIND}` = '{KIND_TUNING}' and attributes.status = '{FINISHED}'"
@@ -372,11 +379,13 @@ def trial_params(record: TrialRecord) -> dict[str, str]:
 
 # train-curve key in trial.json -> metric key; eval-curve keys are metric keys as they are.
 # (``grad_norm`` is the raw norm, before clipping; ``grad_norm_applied``, only in clipped trials,
-# the norm as applied.)
+# the norm as applied; ``update_norm`` the step the optimizer applied, ||theta_{t+1} - theta_t||,
+# absent from records made before it.)
 TRAIN_CURVE_METRICS = {
     "loss": "train_loss",
     "grad_norm": "grad_norm",
     "grad_norm_applied": "grad_norm_applied",
+    "update_norm": "update_norm",
     "lr": "lr",
 }
 LAYER_CURVE_METRICS = {"grad_norm": "layer_grad_norm", "update_ratio": "update_ratio"}

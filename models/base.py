@@ -11,11 +11,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
 from gradatlas.models.activations import ACTIVATIONS
-from gradatlas.models.inits import INITS
+from gradatlas.models.inits import BIAS_VAR, INITS, bias_options, init_bias
 from gradatlas.models.norms import NORMS, check_norm_family
 
 
@@ -60,9 +59,15 @@ class GradModel(nn.Module):
 
     ``members`` is how many seeds the model computes at once: 1 for a plain model, K for one
     built by ``models.stacked.stack_models`` (inputs and outputs then carry a leading K).
+
+    ``logit_scale`` multiplies the head's output (``ModelSpec.logit_scale``, set by
+    ``build_model``): a softmax temperature of 1/scale, so a study can provoke large logits at a
+    fixed, sane init. At 1 no multiplication runs, so the default model computes what it always
+    did, bit for bit.
     """
 
     members = 1
+    logit_scale = 1.0
 
     def __init__(
         self,
@@ -83,7 +88,8 @@ class GradModel(nn.Module):
         h = self.prepare(x)
         for block in self.blocks:
             h = block(h)
-        return self.head(self.pool(h))
+        out = self.head(self.pool(h))
+        return out if self.logit_scale == 1.0 else out * self.logit_scale
 
     def _index(self, i: int) -> str:
         width = max(2, len(str(len(self.blocks))))
@@ -142,14 +148,15 @@ def build_hidden_blocks(
 
 def initialize(model: GradModel, init: Any) -> None:
     """Apply the configured init (a resolved ``Named``) to every weight layer (head included)
-    and zero the biases.
+    and set the biases: zero, or ~ N(0, sigma_b^2) when the init sets ``bias_var``
+    (``inits.init_bias``; mean-field theory's sigma_b^2 is every layer's, the head's too).
 
-    torch_default keeps PyTorch's biases too: it stands for "what you get out of the box".
-    Norm layers keep their constructor state (weight 1, bias 0).
+    torch_default without ``bias_var`` keeps PyTorch's biases too: it stands for "what you get
+    out of the box". Norm layers keep their constructor state (weight 1, bias 0).
     """
+    biases = bias_options(init.options)
     for _, layer in model.weight_layers():
         INITS.build(init.name, layer.weight, **init.options)
         bias = getattr(layer, "bias", None)
-        if bias is not None and init.name != "torch_default":
-            with torch.no_grad():
-                bias.zero_()
+        if bias is not None and (init.name != "torch_default" or biases[BIAS_VAR] > 0):
+            init_bias(bias, **biases)

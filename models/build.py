@@ -20,4 +20,7 @@ def build_model(spec: Any, input_shape: Sequence[int], num_outputs: int) -> Grad
     (1, 8, 8); ``num_outputs`` the head's size (classes, or targets for regression).
     """
     check_model_input(spec, input_shape)  # cheap; a spec built by hand may not have been crossed
-    return MODELS.build(spec.family, spec, tuple(input_shape), num_outputs, **spec.options)
+    model = MODELS.build(spec.family, spec, tuple(input_shape), num_outputs, **spec.options)
+    # The output's scale is the head's business, not a family's: set once here for every family.
+    model.logit_scale = float(spec.logit_scale)
+    return model

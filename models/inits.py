@@ -11,13 +11,24 @@ PyTorch (``fan_in = in_channels * kernel elements``).
 
 ``expected_std`` states each scheme's std as a formula, so tests compare the tensors against
 the papers rather than against PyTorch's implementation.
+
+Every init also takes ``bias_var`` (sigma_b^2, default 0): the variance of the Gaussian the
+layer's biases are drawn from (``init_bias``). Mean-field theory (Poole et al. 2016; Schoenholz
+et al. 2017) is written for weights ~ N(0, sigma_w^2 / fan_in) *and* biases ~ N(0, sigma_b^2),
+and where its order-to-chaos boundary lies depends on both, so a suite reproducing it must be
+able to set sigma_b^2: ``{name: lecun_normal, gain: 1.5, bias_var: 0.05}``. It is declared once
+(``init_bias``'s signature) and joins every entry's options, so ``gradatlas ls inits``, option
+checking and labels know it. At its default it is left out of the resolved init (the trial
+config), so every trial id recorded before the option existed stays valid, and biases start at
+zero exactly as they always did.
 """
 
 from __future__ import annotations
 
+import inspect
 import math
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from gradatlas.bounds import NonNegative
 from gradatlas.registry import Registry
@@ -25,8 +36,7 @@ from gradatlas.registry import Registry
 if TYPE_CHECKING:
     from torch import Tensor
 
-INITS: Registry = Registry("init", fixed=1)
-
+F = TypeVar("F", bound=Callable[..., Any])
 FanMode = Literal["fan_in", "fan_out"]
 
 
@@ -49,6 +59,60 @@ def _uniform_with_std(weight: Tensor, std: float) -> None:
     """U[-a, a] has std a / sqrt(3)."""
     bound = math.sqrt(3.0) * std
     weight.uniform_(-bound, bound)
+
+
+# -- biases: the option every init shares ---------------------------------------------------
+BIAS_VAR = "bias_var"
+
+
+def init_bias(bias: Tensor, bias_var: NonNegative = 0.0) -> None:
+    """Biases ~ N(0, bias_var); exactly zero at bias_var = 0 (drawing nothing from the RNG, so
+    the weights that follow are the ones a trial without the option got)."""
+    with _no_grad():
+        if bias_var > 0:
+            bias.normal_(0.0, math.sqrt(bias_var))
+        else:
+            bias.zero_()
+
+
+_BIAS_OPTIONS = dict(list(inspect.signature(init_bias).parameters.items())[1:])
+
+
+class InitRegistry(Registry[F]):
+    """The init registry: each entry initializes a weight; ``bias_var`` (``init_bias``'s
+    options) is added to every entry's options, checked like them, dropped from the resolved
+    options while at its default (the trial id of a config without it must not change), and
+    kept away from the weight builder by ``build``."""
+
+    def register(self, name: str | None = None, **meta: Any) -> Callable[[F], F]:
+        add = super().register(name, **meta)
+
+        def add_with_bias(fn: F) -> F:
+            add(fn)
+            self.entry(name or fn.__name__).options.update(_BIAS_OPTIONS)
+            return fn
+
+        return add_with_bias
+
+    def check_options(self, name: str, options: Mapping[str, Any]) -> dict[str, Any]:
+        resolved = super().check_options(name, options)
+        for key, param in _BIAS_OPTIONS.items():
+            if resolved[key] == param.default:
+                del resolved[key]
+        return resolved
+
+    def build(self, name: str, *fixed_args: Any, **options: Any) -> Any:
+        """Initialize the weight (the bias options are ``init_bias``'s, see ``bias_options``)."""
+        weight_options = {k: v for k, v in options.items() if k not in _BIAS_OPTIONS}
+        return super().build(name, *fixed_args, **weight_options)
+
+
+def bias_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``init_bias`` options of a resolved init's options, defaults filled in."""
+    return {k: options.get(k, p.default) for k, p in _BIAS_OPTIONS.items()}
+
+
+INITS: InitRegistry = InitRegistry("init", fixed=1)
 
 
 # -- the schemes ---------------------------------------------------------------------------

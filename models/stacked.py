@@ -15,7 +15,9 @@ member from that member's slice only:
 - BatchNorm keeps per-member batch statistics and running buffers, LayerNorm/GroupNorm
   per-member affine parameters (GroupNorm with K*g groups is exactly g groups per member);
 - dropout draws one mask per element, so each member has its own masks (not the unbatched
-  trial's masks: they come from a different random stream).
+  trial's masks: they come from a different random stream);
+- the logit scale (``GradModel.logit_scale``) multiplies each member's outputs as it does the
+  unbatched model's (one number: the members of a cell share it).
 
 Inputs are (K, B, *example_shape): member k's own minibatch. Outputs are (K, B, outputs).
 The result is a ``GradModel`` (same blocks, ``weight_layers()`` names and forward order), so
@@ -234,6 +236,12 @@ def stack_models(models: Sequence[GradModel]) -> GradModel:
         activation_name=first.activation_name,
     )
     stacked.members = k
+    # One scale multiplies every member's (K, B, outputs) slice: the members' own scales, which
+    # are one number because the members share one architecture (a cell's seeds do).
+    scales = {float(m.logit_scale) for m in models}
+    if len(scales) != 1:
+        raise ValueError(f"stack_models needs one logit_scale for all members, got {scales}")
+    stacked.logit_scale = scales.pop()
     stacked.train(first.training)
     return stacked
 

@@ -39,7 +39,15 @@ from gradatlas.record import OUTCOMES
 from gradatlas.reports import claimstats as cs
 from gradatlas.reports.fmt import join_and, plural
 from gradatlas.reports.load import Experiment
-from gradatlas.suites.claims import LOSS_CURVE, METRICS, SEEDS, Metric, filter_labels, seed_filter
+from gradatlas.suites.claims import (
+    LOSS_CURVE,
+    METRICS,
+    SEEDS,
+    Metric,
+    filter_labels,
+    level_number,
+    seed_filter,
+)
 
 
 @dataclass
@@ -87,6 +95,8 @@ class ClaimResult:
     mde: float = math.nan  # minimum detectable |effect| at 80% power
     meaningful: float = math.nan  # the effect size "underpowered" is judged against
     underpowered: bool = False
+    # seeds for 80% power at the meaningful effect (MDE scales as 1/sqrt(seeds)); NaN: unknown
+    seeds_needed: float = math.nan
     n_a: int = 0  # trials of A in matched strata
     n_b: int = 0
     n_seeds: int = 0
@@ -100,6 +110,11 @@ class ClaimResult:
     scope_detail: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)  # what was dropped, and why
     evidence: list[Stratum] = field(default_factory=list)
+    dataset: str = ""  # the dataset this row is about; "" when the claim ran on one, "all" overall
+    # the claim judged on each dataset alone (filled on the overall row when the claim's trials span
+    # several datasets); the overall verdict is theirs when they agree, 'depends on dataset' if not
+    per_dataset: dict[str, ClaimResult] = field(default_factory=dict)
+    robustness: ClaimResult | None = None  # the claim re-judged at each tuned arm's second-best lr
 
     @property
     def has_data(self) -> bool:
@@ -120,6 +135,7 @@ class _Measured:
     data: cs.ClaimData | None = None
     complete_case: cs.ClaimData | None = None  # only where ITT filled some values
     strata: list[str] = field(default_factory=list)
+    run_ids: set[str] = field(default_factory=set)  # the trials the data was measured on
 
 
 # -- which claims ---------------------------------------------------------------------------------
@@ -140,11 +156,119 @@ def resolved_suite(exp: Experiment) -> dict[str, Any] | None:
 
 
 # -- the audit ------------------------------------------------------------------------------------
+DATASET = "dataset"  # the grid factor a suite replicates its claims over
+TUNE_RANK = "tune_rank"  # trials column: 1 at a study's best value, 2 at its second-best
+
+
 def evaluate_claims(
     exp: Experiment, claims: Sequence[Mapping[str, Any]], **kw: Any
 ) -> list[ClaimResult]:
+    """Every claim measured and judged, one result per claim.
+
+    On one dataset the claims form one family (``judge_family``). A suite that varies
+    ``dataset`` is judged per dataset, each a family of its own, and each claim's result is
+    the overall row (``dataset = "all"``): the pooled effect (dataset as a stratum) with the
+    datasets' common verdict, or ``depends on dataset`` when they differ; ``per_dataset``
+    holds each dataset's own result. Trials run at a study's second-best value (``tune_rank``
+    2) are left out of these and judged as the ``robustness`` family. ``kw`` goes to
+    ``claimstats.analyse`` (resamples, permutations)."""
+    primary, second = _by_rank(exp)
+    results = _judge_replicated(primary, claims, kw)
+    if second is not None:
+        robust = _judge_replicated(second, claims, kw)
+        tuned = _tuned_claims(primary, claims)
+        results = [
+            replace(r, robustness=rb) if t and rb.has_data else r
+            for r, rb, t in zip(results, robust, tuned, strict=True)
+        ]
+    return results
+
+
+def _by_rank(exp: Experiment) -> tuple[Experiment, Experiment | None]:
+    """The experiment without its second-best trials, and the one where they take the place of
+    the best (None when there are none)."""
+    t = exp.trials
+    if TUNE_RANK not in t.columns:
+        return exp, None
+    second = pd.to_numeric(t[TUNE_RANK], errors="coerce").fillna(0) == 2
+    if not second.any():
+        return exp, None
+    # in the robustness set a cell with second-best trials keeps only those (its best-value
+    # trials, tagged or recorded before the tag existed, leave)
+    # (twins share the cell label, not the cell id: their lr differs)
+    replaced = t["cell"].isin(set(t.loc[second, "cell"])) & ~second
+    return replace(exp, trials=t[~second]), replace(exp, trials=t[~replaced])
+
+
+def _tuned_claims(exp: Experiment, claims: Sequence[Mapping[str, Any]]) -> list[bool]:
+    """Whether each claim's trials include tuned ones (``tune_rank`` 1)."""
+    rank = pd.to_numeric(exp.trials[TUNE_RANK], errors="coerce").fillna(0)
+    tuned_runs = set(exp.trials.loc[rank == 1, "run_id"])
+    out = []
+    for claim in claims:
+        m = measure(exp, claim)
+        out.append(m.data is not None and bool(tuned_runs & m.run_ids))
+    return out
+
+
+def _datasets(exp: Experiment) -> list[str]:
+    if DATASET not in exp.factors:
+        return []
+    return [str(d) for d in exp.trials[exp.fcol(DATASET)].dropna().unique()]
+
+
+def _judge_replicated(
+    exp: Experiment, claims: Sequence[Mapping[str, Any]], kw: dict[str, Any]
+) -> list[ClaimResult]:
+    datasets = _datasets(exp)
+    if len(datasets) < 2:
+        return [
+            replace(r, dataset=datasets[0] if datasets else "")
+            for r in judge_family(exp, claims, kw)
+        ]
+    pooled = judge_family(exp, claims, kw)
+    col = exp.fcol(DATASET)
+    per = {
+        d: judge_family(replace(exp, trials=exp.trials[exp.trials[col] == d]), claims, kw)
+        for d in datasets
+    }
+    out = []
+    for i, r in enumerate(pooled):
+        mine = {d: replace(per[d][i], dataset=d) for d in datasets if per[d][i].has_data}
+        out.append(_overall(r, mine))
+    return out
+
+
+def _overall(pooled: ClaimResult, per: dict[str, ClaimResult]) -> ClaimResult:
+    """The overall row: the pooled numbers; the datasets' common verdict (intersection-union:
+    its adjusted p is the largest of theirs), or ``depends on dataset``."""
+    if not per:
+        return replace(pooled, dataset="all")
+    verdicts = {r.verdict for r in per.values()}
+    verdict = verdicts.pop() if len(verdicts) == 1 else cs.DEPENDS_ON_DATASET
+    p_adjusted = max(r.p_adjusted for r in per.values())
+    return replace(
+        pooled,
+        dataset="all",
+        verdict=verdict if pooled.has_data else pooled.verdict,
+        p_adjusted=p_adjusted,
+        per_dataset=per,
+        underpowered=any(r.underpowered for r in per.values()) and verdict == cs.INCONCLUSIVE,
+        notes=[
+            *pooled.notes,
+            "effect and interval pooled over "
+            + join_and(list(per))
+            + " (dataset as a stratum); verdict: "
+            + "; ".join(f"{d} {r.verdict}" for d, r in per.items()),
+        ],
+    )
+
+
+def judge_family(
+    exp: Experiment, claims: Sequence[Mapping[str, Any]], kw: dict[str, Any]
+) -> list[ClaimResult]:
     """Measure every claim, judge them as one family (``claimstats.decide``) and attach each
-    one's scope. ``kw`` goes to ``claimstats.analyse`` (resamples, permutations)."""
+    one's scope."""
     measured = [measure(exp, claim) for claim in claims]
     datas = [m.data for m in measured]
     analyses = _analyse(datas, kw)
@@ -166,6 +290,7 @@ def evaluate_claims(
                 homogeneity_p_adjusted=dec.homogeneity_p_adjusted,
                 mde=a.mde,
                 meaningful=a.meaningful,
+                seeds_needed=_seeds_needed(a.n_seeds, a.mde, a.meaningful),
                 underpowered=dec.underpowered,
                 n_a=a.n_a,
                 n_b=a.n_b,
@@ -243,6 +368,14 @@ def _scopes(exp: Experiment, claims: Sequence[Mapping[str, Any]]) -> list[dict[s
     return out
 
 
+def _seeds_needed(n_seeds: int, mde: float, meaningful: float) -> float:
+    """Seeds per arm for 80% power at the meaningful effect, from the MDE at ``n_seeds`` (which
+    shrinks as 1/sqrt(seeds)); NaN where the MDE is infinite or unknown."""
+    if not (n_seeds and math.isfinite(mde) and math.isfinite(meaningful) and meaningful > 0):
+        return math.nan
+    return float(math.ceil(n_seeds * (mde / meaningful) ** 2))
+
+
 def _raw_p(predict: str, verdict: str, a: cs.SeedAnalysis) -> float:
     """The raw p of the test that decides: the effect's, or an equal claim's equivalence (TOST)
     test, or its beyond-the-margin test when that refuted it."""
@@ -274,6 +407,7 @@ def _test_text(design: str, kind: str) -> str:
 def measure(exp: Experiment, claim: Mapping[str, Any]) -> _Measured:
     """One claim's data (``claimstats.ClaimData``), or verdict ``no data`` with the reason."""
     a, b, where = (dict(claim.get(k) or {}) for k in ("a", "b", "where"))
+    by, over, within = dict(claim.get("by") or {}), claim.get("over"), claim.get("within")
     margin = claim.get("margin")
     seeds = {"a": a.pop(SEEDS, None), "b": b.pop(SEEDS, None)}
     written = {k: _as_written(v) for k, v in (("a", a), ("b", b), ("where", where))}
@@ -292,16 +426,23 @@ def measure(exp: Experiment, claim: Mapping[str, Any]) -> _Measured:
         if metric is None:
             raise NoData(f"unknown metric {result.metric!r} (metrics: {', '.join(METRICS)})")
         labels = {k: _labels(exp, k, v) for k, v in (("a", a), ("b", b), ("where", where))}
+        shape = _Shape(
+            by=_labels(exp, "by", by) if by else {},
+            over=str(over) if over is not None else None,
+            within=float(within) if within is not None else math.nan,
+        )
+        if shape.over is not None and shape.over not in exp.factors:
+            raise NoData(f"over names {shape.over}, which these trials do not vary")
         result = replace(
             result,
-            kind=metric.kind,
-            unit=metric.unit,
+            kind=metric.kind if shape.plain else "continuous",
+            unit=shape.unit(metric),
             a_text=_filter_text(labels["a"], seeds["a"]),
             b_text=_filter_text(labels["b"], seeds["b"]),
-            groups=_groups_text(labels, seeds),
+            groups=_groups_text(labels, seeds) + shape.text(metric),
         )
-        frame, notes = _groups(exp, metric, labels, seeds)
-        return _as_data(exp, result, metric, frame, notes)
+        frame, notes = _groups(exp, metric, labels, seeds, shape)
+        return _as_data(exp, result, metric, frame, notes, shape)
     except NoData as exc:
         return _Measured(replace(result, verdict=cs.NO_DATA, reason=str(exc)))
 
@@ -346,10 +487,19 @@ def _seeds_text(selector: Any) -> str:
 
 
 def verdict_rows(results: Sequence[ClaimResult], exp: Experiment) -> list[dict[str, Any]]:
-    """The machine-readable verdicts (``gradatlas verdicts --json``, ``verdicts.json``)."""
+    """The machine-readable verdicts (``gradatlas verdicts --json``, ``verdicts.json``): per
+    claim, one row per dataset (``dataset``: its name) and then the overall row (``dataset``:
+    ``"all"``, the one to quote); on one dataset the two agree."""
     from gradatlas.reports.claimscope import verdict_rows as rows
 
-    return rows(results, exp)
+    flat: list[ClaimResult] = []
+    for r in results:
+        if r.per_dataset:
+            flat += list(r.per_dataset.values())
+        elif r.dataset not in ("", "all"):
+            flat.append(r)
+        flat.append(replace(r, dataset="all"))
+    return rows(flat, exp)
 
 
 def _filter_text(filters: dict[str, list[str]], seeds: Any = None) -> str:
@@ -371,16 +521,63 @@ def _mask(t: pd.DataFrame, exp: Experiment, filters: dict[str, list[str]]) -> pd
     return mask
 
 
+@dataclass(frozen=True)
+class _Shape:
+    """What a claim compares beyond a plain A-B difference of the metric: an interaction
+    (``by``: the A-B effect at the first level minus at the second) or a curve (``over``: per
+    arm and seed, the width in decades of the range of that factor whose metric lies within
+    ``within`` of the curve's best)."""
+
+    by: dict[str, list[str]]
+    over: str | None
+    within: float
+
+    @property
+    def plain(self) -> bool:
+        return not self.by and self.over is None
+
+    @property
+    def by_factor(self) -> str | None:
+        return next(iter(self.by), None)
+
+    def unit(self, metric: Metric) -> str:
+        if self.over is not None:
+            return f"decades of {self.over}"
+        if self.by:
+            return f"{metric.unit}, difference of differences"
+        return metric.unit
+
+    def empty_reason(self) -> str:
+        if self.over is not None:
+            return f"no arm and seed has a curve over two or more levels of {self.over}"
+        return f"no seed and stratum has A and B at both levels of {self.by_factor}"
+
+    def text(self, metric: Metric) -> str:
+        if self.over is not None:
+            return (
+                f"; compared: the width (decades) of the {self.over} range whose {metric.name} "
+                f"lies within {self.within:g} of each curve's best"
+            )
+        if self.by:
+            f = self.by_factor
+            first, second = self.by[f]  # type: ignore[index]
+            return f"; compared: the A-B effect at {f} = {first} minus at {f} = {second}"
+        return ""
+
+
 def _groups(
     exp: Experiment,
     metric: Metric,
     labels: dict[str, dict[str, list[str]]],
     seeds: dict[str, Any],
+    shape: _Shape | None = None,
 ) -> tuple[pd.DataFrame, list[str]]:
     """The trials of A and B with the metric's value (NaN: none) and their stratum, matched
-    strata only. NoData says which filter matched nothing, or that nothing matched."""
+    strata only (plus ``by``'s level and ``over``'s number when the claim has them). NoData
+    says which filter matched nothing, or that nothing matched."""
+    shape = shape or _Shape({}, None, math.nan)
     t = exp.trials
-    inside = _mask(t, exp, labels["where"])
+    inside = _mask(t, exp, labels["where"]) & _mask(t, exp, shape.by)
     if metric.kind == "rate":  # a trial without a verdict (a probe) is no yes/no
         inside &= t["outcome"].isin(OUTCOMES)
     if labels["where"] and not inside.any():
@@ -401,7 +598,7 @@ def _groups(
         raise NoData("a and b select the same trials (they must differ in some factor or seeds)")
     chosen = t[in_a | in_b]
     values = trial_values(exp, chosen, metric)
-    named = set(labels["a"]) | set(labels["b"])
+    named = set(labels["a"]) | set(labels["b"]) | set(shape.by) | {shape.over}
     # the factors held equal; one with a single level among these trials names no stratum
     other = [f for f in exp.factors if f not in named and chosen[exp.fcol(f)].nunique() > 1]
     frame = pd.DataFrame(
@@ -414,6 +611,10 @@ def _groups(
         },
         index=chosen.index,
     )
+    if shape.by:
+        frame["by"] = chosen[exp.fcol(shape.by_factor)]  # type: ignore[arg-type]
+    if shape.over is not None:
+        frame["over"] = chosen[exp.fcol(shape.over)].map(level_number).astype(float)
     notes: list[str] = []
     frame = frame.dropna(subset=["seed"])
     in_both = set(frame.loc[frame["group"] == "a", "stratum"]) & set(
@@ -458,22 +659,31 @@ ITT: dict[str, str] = {
 
 
 def _as_data(
-    exp: Experiment, result: ClaimResult, metric: Metric, frame: pd.DataFrame, notes: list[str]
+    exp: Experiment,
+    result: ClaimResult,
+    metric: Metric,
+    frame: pd.DataFrame,
+    notes: list[str],
+    shape: _Shape | None = None,
 ) -> _Measured:
     """The matched frame as ``ClaimData``: failed trials filled by ``ITT`` (with the complete
     cases kept for the second analysis) or, for a metric without a natural failure value, left
-    out and counted."""
-    strata = list(dict.fromkeys(frame["stratum"]))
+    out and counted; an interaction or curve claim's trials then reshaped to one value per arm,
+    seed and stratum (``_reshape``)."""
+    shape = shape or _Shape({}, None, math.nan)
+    run_ids = set(frame["run_id"])
     missing = frame["value"].isna()
     n_missing = int(missing.sum())
     itt = ""
     complete = None
+    how = None
+    complete_frame = frame
     if n_missing:
         counts = frame[missing].groupby("group").size()
         parts = [f"{int(counts.get(g, 0))} of {g.upper()}" for g in ("a", "b") if counts.get(g)]
         how = ITT.get(metric.name) if metric.kind == "continuous" else None
         if how is not None:
-            complete = _claim_data(result, frame[~missing], strata)
+            complete_frame = _reshape(frame[~missing], shape)
             fill = _itt_value(exp, frame, how, metric)
             frame = frame.assign(value=frame["value"].fillna(fill))
             itt = (
@@ -491,7 +701,13 @@ def _as_data(
     for g in ("a", "b"):
         if not (frame["group"] == g).any():
             raise NoData(f"no trial of group {g.upper()} has a value of {metric.name}")
+    frame = _reshape(frame, shape)
+    if frame.empty:
+        raise NoData(shape.empty_reason() if not shape.plain else "no matched values")
+    strata = list(dict.fromkeys(frame["stratum"]))
     data = _claim_data(result, frame, strata)
+    if n_missing and how is not None:
+        complete = _claim_data(result, complete_frame, strata) if len(complete_frame) else None
     evidence = []
     for j, s in enumerate(strata):
         sel = data.stratum == j
@@ -510,7 +726,42 @@ def _as_data(
     )
     if complete is not None and (not complete.arm.any() or complete.arm.all()):
         complete = None
-    return _Measured(result, data, complete, strata)
+    return _Measured(result, data, complete, strata, run_ids)
+
+
+def _reshape(frame: pd.DataFrame, shape: _Shape) -> pd.DataFrame:
+    """A plain claim's trials as they are; an interaction's as one row per seed, stratum and
+    arm, where arm A holds the A-B difference of means at ``by``'s first level and arm B the
+    one at its second (so the paired analysis of A-B is the difference of differences); a
+    curve's as one row per arm, seed and stratum holding the curve's width in decades."""
+    if shape.by:
+        first, second = shape.by[shape.by_factor]  # type: ignore[index]
+        means = frame.groupby(["seed", "stratum", "by", "group"])["value"].mean().unstack("group")
+        if not {"a", "b"} <= set(means.columns):
+            return frame.iloc[0:0]
+        diff = (means["a"] - means["b"]).unstack("by")
+        if first not in diff or second not in diff:
+            return frame.iloc[0:0]
+        diff = diff[[first, second]].dropna().reset_index()
+        arms = [
+            diff.assign(value=diff[level], group=g) for level, g in ((first, "a"), (second, "b"))
+        ]
+        out = pd.concat(arms, ignore_index=True)[["value", "group", "seed", "stratum"]]
+        return out.assign(run_id="")
+    if shape.over is not None:
+        # each level stands for the mean spacing of the grid's levels in decades (half a decade
+        # for 1e-5, 3e-5, 1e-4, ...: log10(3) and log10(10/3) alternate)
+        grid = np.unique(np.log10(frame["over"][frame["over"] > 0]))
+        step = float((grid[-1] - grid[0]) / (grid.size - 1)) if grid.size > 1 else math.nan
+        rows = []
+        for (group, seed, stratum), g in frame.groupby(["group", "seed", "stratum"]):
+            curve = g.groupby("over")["value"].mean()
+            if len(curve) < 2 or not np.isfinite(curve).any():
+                continue
+            near = curve >= curve.max() - shape.within
+            rows.append((float(near.sum()) * step, group, seed, stratum))
+        return pd.DataFrame(rows, columns=["value", "group", "seed", "stratum"]).assign(run_id="")
+    return frame
 
 
 def _claim_data(result: ClaimResult, frame: pd.DataFrame, strata: list[str]) -> cs.ClaimData:

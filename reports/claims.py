@@ -52,7 +52,6 @@ VERDICT_COLORS = {
     cs.NO_DATA: figures.OUTCOME_COLORS["stalled"],
     cs.DEPENDS: figures.OUTCOME_COLORS["vanished"],
 }
-SHORT_TEXT = 26  # characters of a claim's text in the table (the full text is listed below it)
 SHORT_SOURCE = 16
 PANEL_COLS = 4
 
@@ -78,7 +77,7 @@ class Claims:
                     note=True,
                 )
             ]
-        return claims_blocks(evaluate_claims(ctx.exp, claims), ctx.exp.name)
+        return claims_blocks(evaluate_claims(ctx.claims_exp, claims), ctx.exp.name)
 
 
 def claims_blocks(results: list[ClaimResult], experiment: str = "") -> list[Block]:
@@ -235,22 +234,27 @@ def _sentence(text: str) -> str:
 def claims_table(
     results: list[ClaimResult], name: str = "claims", caption: str | None = None
 ) -> Table:
+    """One row per claim, its text in full (the PDF wraps a cell, never cuts it); with a
+    column of each dataset's own verdict beside the overall one when any claim has them."""
+    by_dataset = any(r.per_dataset for r in results)
     rows, attrs = [], []
     for r in results:
-        colour = VERDICT_COLORS[r.verdict]
+        colour = VERDICT_COLORS.get(r.verdict, VERDICT_COLORS[cs.DEPENDS])
         word = r.verdict + (" (underpowered)" if r.underpowered else "")
-        rows.append(
-            [
-                Cell(r.id),
-                Cell(_short(r.text)),
-                Cell(f"{r.metric} {_predict_symbol(r.predict)}"),
-                Cell(word, {"verdict": r.verdict}, (*to_rgb(colour), 0.35)),
-                Cell(effect_text(r)),
-                Cell(p_text(r)),
-                Cell(mde_text(r)),
-                Cell(str(r.n_seeds) if r.has_data else "–"),
-            ]
-        )
+        row = [
+            Cell(r.id),
+            Cell(" ".join(r.text.split())),
+            Cell(f"{r.metric} {_predict_symbol(r.predict)}"),
+            Cell(word, {"verdict": r.verdict}, (*to_rgb(colour), 0.35)),
+            Cell(_unbroken(effect_text(r))),
+            Cell(_unbroken(p_text(r))),
+            Cell(_unbroken(mde_text(r))),
+            Cell(str(r.n_seeds) if r.has_data else "–"),
+        ]
+        if by_dataset:
+            verdicts = {d: one.verdict for d, one in r.per_dataset.items()}
+            row.insert(4, Cell(_per_dataset_text(verdicts), {"verdicts": _attr_pairs(verdicts)}))
+        rows.append(row)
         attrs.append(
             {
                 "claim": r.id,
@@ -270,38 +274,51 @@ def claims_table(
                 "missing": r.missing,
             }
         )
-    return Table(
-        [
-            Column("id", weight=0.5),
-            Column("claim", weight=2.0),
-            Column("metric", weight=1.4),
-            Column("verdict", weight=1.0),
-            Column("effect A − B [95%]", "right", 1.6),
-            Column("p Holm (raw)", "right", 1.0),
-            Column("MDE 80%", "right", 0.8),
-            Column("seeds", "right", 0.5),
-        ],
-        rows,
-        name=name,
-        row_attrs=attrs,
-        caption=caption
+    columns = [
+        Column("id", weight=0.5),
+        Column("claim", weight=2.0),
+        Column("metric", weight=1.4),
+        Column("verdict", weight=1.0),
+        Column("effect A − B [95%]", "right", 1.6),
+        Column("p Holm (raw)", "right", 1.0),
+        Column("MDE 80%", "right", 0.8),
+        Column("seeds", "right", 0.5),
+    ]
+    caption = (
+        caption
         or "One row per claim: the effect is A minus B (rates: risk difference in percentage "
         "points; strata weighted equally), with its 95% interval (the test inverted); p is "
         "two-sided over seeds, Holm-adjusted over one family (raw in parentheses); for equal "
         "claims it is the equivalence test's (TOST) against the margin shown. MDE: the "
         "smallest effect this design detects with 80% power at Holm's strictest level. seeds: "
         "the unit of replication. Homogeneity across strata, trials per group and failed "
-        "trials: in the details below.",
+        "trials: in the details below."
     )
+    if by_dataset:
+        columns.insert(4, Column("per dataset", weight=1.4))
+        caption += (
+            " Per dataset: the claim judged on each dataset's trials alone (– where it ran on "
+            "one); the overall verdict is theirs where they agree."
+        )
+    return Table(columns, rows, name=name, row_attrs=attrs, caption=caption)
 
 
 def _g(x: float) -> str:
     return "" if x is None or not math.isfinite(x) else f"{x:.6g}"
 
 
-def _short(text: str, limit: int = SHORT_TEXT) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+def _unbroken(text: str) -> str:
+    """A number and its unit kept on one line where a table cell wraps ("+12.5 pp")."""
+    return text.replace(" pp", "\u00a0pp")
+
+
+def _per_dataset_text(verdicts: dict[str, str]) -> str:
+    """ "mnist1d: supported · digits: inconclusive" (each pair kept on one line), or "–"."""
+    return " · ".join(f"{d}:\u00a0{v}" for d, v in verdicts.items()) or "–"
+
+
+def _attr_pairs(verdicts: dict[str, str]) -> str:
+    return ";".join(f"{d}={v}" for d, v in verdicts.items())
 
 
 def _predict_symbol(predict: str) -> str:
@@ -411,8 +428,17 @@ def _details(r: ClaimResult) -> str:
             )
         if r.itt:
             parts.append(_sentence(r.itt))
+    if r.robustness is not None:
+        parts.append(f"At 2nd-best lr: {_robust_text(r.robustness)}.")
     parts += [_sentence(n) for n in r.notes]
     return " ".join(parts)
+
+
+def _robust_text(r: ClaimResult) -> str:
+    """The claim re-judged at the tuned arms' second-best lr: its verdict (effect, p Holm)."""
+    if not r.has_data:
+        return r.verdict
+    return f"{r.verdict} (effect {effect_text(r)}, p {p_value(r.p_adjusted)})"
 
 
 def methods_text() -> str:
@@ -520,8 +546,8 @@ def _is_log(r: ClaimResult) -> bool:
 
 
 def _wrap(text: str, width: int = 30) -> str:
-    lines = textwrap.wrap(text, width) or [""]
-    return "\n".join(lines[:2]) + ("…" if len(lines) > 2 else "")
+    """An axis label on as many lines as it takes: wrapped at spaces, never cut."""
+    return "\n".join(textwrap.wrap(text, width, break_long_words=False) or [""])
 
 
 __all__ = [

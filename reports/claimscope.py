@@ -204,18 +204,28 @@ def _unique(configs: pd.DataFrame | None, column: str) -> list[Any]:
 
 
 def _dataset(resolved: Mapping[str, Any], configs: pd.DataFrame | None) -> dict[str, Any]:
+    """The matched trials' dataset with its data seed, read from each trial's own config (a
+    grid may vary the dataset). Trials on several datasets give ``name`` as a list, ``seed``
+    None, ``datasets`` one entry each, and a ``title`` that names each with its seed."""
     ds = resolved.get("dataset") or {}
-    name = (_unique(configs, "dataset") or [ds.get("name", "?")])[0]
-    seeds = _unique(configs, "data_seed")
-    seed = seeds[0] if len(seeds) == 1 else (seeds or ds.get("seed"))
-    if seed == "default":
-        try:
-            from gradatlas.datasets import default_seed
+    names = _unique(configs, "dataset") or [ds.get("name", "?")]
+    per = []
+    for name in names:
+        mine = configs if len(names) == 1 else configs[configs["dataset"] == name]  # type: ignore[index]
+        seeds = _unique(mine, "data_seed")
+        seed = seeds[0] if len(seeds) == 1 else (seeds or ds.get("seed"))
+        if seed == "default":
+            try:
+                from gradatlas.datasets import default_seed
 
-            seed = default_seed(str(name))
-        except (KeyError, UserInputError, ValueError):
-            pass
-    return {"name": name, "title": DATASET_NAMES.get(str(name), str(name)), "seed": seed}
+                seed = default_seed(str(name))
+            except (KeyError, UserInputError, ValueError):
+                pass
+        per.append({"name": name, "title": DATASET_NAMES.get(str(name), str(name)), "seed": seed})
+    if len(per) == 1:
+        return per[0]
+    title = " + ".join(f"{d['title']} (seed {d['seed']})" for d in per)
+    return {"name": names, "title": title, "seed": None, "datasets": per}
 
 
 def _model(
@@ -384,7 +394,11 @@ def lr_text(lr: Mapping[str, Any]) -> str:
         for name, r in params.items()
         if isinstance(r, Mapping) and "low" in r and "high" in r
     ]
-    steps = f" x {t['steps_per_trial']} steps" if t.get("steps_per_trial") else ""
+    steps = (
+        f" x {t['steps_per_trial']} steps"
+        if t.get("steps_per_trial")
+        else " at the claims' own budget"
+    )
     per = f", per {', '.join(t['per'])}" if t.get("per") else ""
     budget = f"{t.get('trials_per_study')} trials{steps} per study on {t.get('objective')}{per}"
     text = f"{label} {lr['setting']} ({'; '.join([*ranges, budget])})"
@@ -449,8 +463,10 @@ def verdict_rows(results: Sequence[Any], exp: Any) -> list[dict[str, Any]]:
         n_seeds = getattr(r, "n_seeds", None)
         if n_seeds is None:
             n_seeds = getattr(r, "pairs", None)
+        robust = getattr(r, "robustness", None)
         row = {
             "id": cid,
+            "dataset": str(getattr(r, "dataset", "") or "all"),
             "verdict": str(getattr(r, "verdict", "no data")),
             "metric": str(getattr(r, "metric", claim.get("metric", ""))),
             "effect": getattr(r, "effect", math.nan),
@@ -473,6 +489,18 @@ def verdict_rows(results: Sequence[Any], exp: Any) -> list[dict[str, Any]]:
             "failed_trials": getattr(r, "missing", 0),
             "complete_case": getattr(r, "complete_case", None),
             "reason": str(getattr(r, "reason", "")),
+            "seeds_needed": getattr(r, "seeds_needed", math.nan),
+            # the claim re-judged at each tuned arm's second-best value (None: not tuned)
+            "robustness": None
+            if robust is None
+            else {
+                "verdict": robust.verdict,
+                "effect": robust.effect,
+                "ci_low": robust.lo,
+                "ci_high": robust.hi,
+                "p_adjusted": robust.p_adjusted,
+                "n_seeds": robust.n_seeds,
+            },
             "scope_detail": {k: v for k, v in scope.items() if k != "text"},
         }
         rows.append(json_ready(row))

@@ -334,10 +334,12 @@ def verdict(
 # The seed-clustered rule (issue 17): what the verdicts use now.
 # ================================================================================================
 DEPENDS = "depends"
-VERDICTS_ALL = (SUPPORTED, REFUTED, DEPENDS, INCONCLUSIVE, NO_DATA)
+# the overall verdict of a claim replicated on several datasets whose verdicts differ
+DEPENDS_ON_DATASET = "depends on dataset"
+VERDICTS_ALL = (SUPPORTED, REFUTED, DEPENDS, DEPENDS_ON_DATASET, INCONCLUSIVE, NO_DATA)
 POWER = 0.8  # the power at which the minimum detectable effect is stated
 TWO_SAMPLE_EXACT = 20_000  # enumerate every split of the seeds up to this many, else Monte Carlo
-MEANINGFUL_RATE = 0.2  # rates: a difference of 20 points is meaningful (underpowered below)
+MEANINGFUL_RATE = 0.15  # rates: a difference of 15 points is meaningful (underpowered below)
 MEANINGFUL_SD = 0.5  # continuous: half the between-trial SD (Cohen's medium effect)
 
 
@@ -1014,5 +1016,11 @@ VERDICT_RULE_SEED = (
     f"({100 * MEANINGFUL_RATE:g} points), {MEANINGFUL_SD:g} x the between-trial SD of the "
     "metric for continuous claims; where the sign-flip test over n seeds cannot go below "
     "alpha/m (2/2^n > alpha/m), nothing can be detected and the MDE is infinite. A claim whose "
-    "groups have no matched data gets 'no data', with what is missing."
+    "groups have no matched data gets 'no data', with what is missing. A suite that replicates "
+    "its claims on several datasets judges each dataset as a family of its own (the rule "
+    "above); a claim's overall verdict is the datasets' common verdict when they agree (an "
+    "intersection-union test: its p is the largest of theirs) and 'depends on dataset' when "
+    "they do not; its effect and interval are pooled over datasets (dataset as a stratum). A "
+    "claim whose arms were tuned is judged again on the trials run at each study's "
+    "second-best value (a robustness family of its own), shown beside its verdict."
 )

@@ -71,6 +71,15 @@ class ReportContext:
     steering_text: str = ""  # what the report says it was steered by ("" when it was not)
     named_cells: list[str] = field(default_factory=list)  # cell ids named with --cell
     plan: PlanStatus | None = None  # the plan's finished/pending/failed/RUNNING counts
+    # ``exp`` with the trials run at a tuning study's second-best value (``tune_rank`` 2): the
+    # claims' robustness family reads them; every other section shows ``exp``, without them,
+    # so a cell's rates are those at its tuned value. None: same as ``exp``.
+    with_second_best: Experiment | None = None
+
+    @property
+    def claims_exp(self) -> Experiment:
+        """The experiment the claims audit reads (second-best trials included)."""
+        return self.with_second_best if self.with_second_best is not None else self.exp
 
     @property
     def levels(self) -> dict[str, list[str]]:
@@ -103,6 +112,8 @@ def make_context(
         text = steering_text(steering, full, exp)
     by = steering.by if steering else None
     facet = steering.facet if steering else None
+    with_second = exp
+    exp = without_second_best(exp)
     var = varying_factors(exp)
     wanted = tuple(heatmap_factors)
     if by:  # --by on the columns; the rows: the first default axis left, else the largest
@@ -124,7 +135,21 @@ def make_context(
         steering_text=text,
         named_cells=named,
         plan=plan,
+        with_second_best=with_second if with_second is not exp else None,
     )
+
+
+TUNE_RANK = "tune_rank"  # trials column: 1 at a study's best value, 2 at its second-best
+
+
+def without_second_best(exp: Experiment) -> Experiment:
+    """``exp`` without the trials run at a study's second-best value (itself when none)."""
+    if TUNE_RANK not in exp.trials.columns:
+        return exp
+    second = pd.to_numeric(exp.trials[TUNE_RANK], errors="coerce").fillna(0) == 2
+    if not second.any():
+        return exp
+    return replace(exp, trials=exp.trials[~second])
 
 
 def varying_factors(exp: Experiment) -> list[str]:

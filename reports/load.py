@@ -48,6 +48,7 @@ from gradatlas.record import (
     SWEEPS,
     TRIAL_ARTIFACT,
     TRIAL_ID,
+    TUNING_RANK,
     TrialRecord,
     quiet_mlflow,
     record_from_run_data,
@@ -75,8 +76,10 @@ class Experiment:
     """Everything a report shows, already deduplicated to one run per trial id.
 
     ``trials`` has one row per kept trial run: ``run_id``, ``trial_id``, ``cell_id``, ``cell``,
-    ``seed``, ``outcome``, ``reason``, ``start_time``, one ``factor.<name>`` column per grid factor
-    (level labels, as in the ``factor.*`` params) and one column per summary metric.
+    ``seed``, ``outcome``, ``reason``, ``start_time``, ``tune_rank`` (a tuned cell's trial: 1 at
+    its study's best values, 2 at the second-best, ``tune.second_best``; NA otherwise, and in
+    runs recorded before the rank was), one ``factor.<name>`` column per grid factor (level
+    labels, as in the ``factor.*`` params) and one column per summary metric.
     ``records`` maps run id -> its trial record as plain data (``TrialRecord.to_dict()``: every
     key present, whatever version wrote it; curves and profiles live there).
     """
@@ -406,6 +409,7 @@ def _run_meta(run: Any) -> dict[str, Any]:
         "start_time": run.info.start_time,
         "end_time": run.info.end_time,
         "tag_outcome": run.data.tags.get(OUTCOME),
+        "tag_tune_rank": run.data.tags.get(TUNING_RANK),
     }
 
 
@@ -457,6 +461,7 @@ def experiment_from_records(
             "reason": record.outcome.reason,
             "start_time": meta.get("start_time"),
             "end_time": meta.get("end_time"),
+            "tune_rank": meta.get("tag_tune_rank"),
         }
         for key, level in record.factors.items():
             if key not in factors:
@@ -479,6 +484,7 @@ def experiment_from_records(
     for col in summary_cols:
         trials[col] = pd.to_numeric(trials[col], errors="coerce")
     trials["seed"] = pd.to_numeric(trials["seed"], errors="coerce").astype("Int64")
+    trials["tune_rank"] = pd.to_numeric(trials["tune_rank"], errors="coerce").astype("Int64")
     trials = trials.sort_values("start_time", kind="stable").reset_index(drop=True)
     levels = {}
     for f in factors:

@@ -149,6 +149,13 @@ def _factors_text(exp: Experiment) -> str:
 
 def _dataset_text(exp: Experiment) -> str:
     ds = common(exp, "dataset")
+    if ds is MISSING:  # a grid varies it: each trial's own, once each
+        seen: dict[str, Any] = {}
+        for record in exp.records.values():
+            own = (record.get("config") or {}).get("dataset")
+            if isinstance(own, dict):
+                seen.setdefault(canonical_json(own), own)
+        return "varies: " + "; ".join(describe(d) for d in seen.values()) if seen else "varies"
     text = describe(ds)
     first = next(iter(exp.records.values()))
     task, classes = first.get("task"), first.get("num_classes")

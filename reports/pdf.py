@@ -94,14 +94,6 @@ def _fit(text: str, width: float, size: float, family: str, bold: bool) -> int:
     return len(text)
 
 
-def ellipsize(text: str, width: float, size: float, bold: bool = False) -> str:
-    """``text`` cut to ``width`` inches with an ellipsis (table cells keep one line)."""
-    if text_width(text, size, SANS, bold) <= width:
-        return text
-    cut = _fit(text, width - text_width("…", size, SANS, bold), size, SANS, bold)
-    return text[:cut] + "…"
-
-
 # -- text on pages -------------------------------------------------------------------------------
 ASCENT = 0.80  # baseline below a line's top, in ems (DejaVu: caps and ascenders ~0.73-0.76)
 
@@ -389,85 +381,213 @@ def _pre(p: Pager, block: Pre) -> None:
 
 
 _CI = re.compile(r"^(.*?)\s*(\[[^\]]*\])$")
+TABLE_SIZES = (TABLE, 6.8, 6.2)  # points: the largest at which the table fits is used
+CELL_PAD = 0.05  # inches of space left and right of a cell's text
+CI_SCALE = 0.92  # an interval after a right-aligned value is set this much smaller
+CELL_LEAD = 1.2  # line spacing inside a wrapped cell, in ems
+
+
+@dataclass(frozen=True)
+class Segment:
+    """Text set in one piece on a line of a cell: ``ci`` is an interval's smaller grey."""
+
+    text: str
+    ci: bool = False
+
+
+def _natural(t: Table) -> list[float]:
+    """Per column, its widest text on one line, at 1 pt (widths grow linearly with the size)."""
+    return [
+        max([text_width(col.title, 1, bold=True), *(text_width(row[j].text, 1) for row in t.rows)])
+        for j, col in enumerate(t.columns)
+    ]
+
+
+def _widest_words(t: Table) -> list[float]:
+    """Per column, its widest word at 1 pt: the narrowest it can be without breaking one."""
+    out = []
+    for j, col in enumerate(t.columns):
+        words = {w for row in t.rows for w in _words(row[j].text)}
+        widths = [text_width(w, 1) for w in words]
+        out.append(max(widths + [text_width(w, 1, bold=True) for w in _words(col.title)]))
+    return out
+
+
+def _words(text: str) -> list[str]:
+    """What ``wrap`` keeps together: split at spaces and newlines only (a no-break space
+    joins)."""
+    return text.replace("\n", " ").split(" ")
+
+
+def table_layout(t: Table) -> tuple[float, list[float]]:
+    """The font size and the column widths (inches) of ``t`` on the page.
+
+    Every cell on one line at the largest size (down to 6.2 pt) at which that fits. A table
+    wider than the page even then is set at 6.2 pt and wraps, each column at least as wide as
+    its widest word, the width beyond that shared out in whichever of three ways makes the
+    table shortest (fewest lines over its rows): in proportion to what each column lacks of
+    its one-line width times its ``weight``, as a browser lays out an automatic table; or
+    after giving first the numbers' columns (right-aligned), or any columns, their one-line
+    width while the page leaves room (those that lack least per unit of weight first). Text is
+    never cut: only in a table too wide for its words even at 6.2 pt is a word broken across
+    lines."""
+    natural = _natural(t)
+
+    def at(widths: list[float], size: float) -> list[float]:
+        return [w * size + 2 * CELL_PAD for w in widths]
+
+    for size in TABLE_SIZES:
+        one_line = at(natural, size)
+        total = sum(one_line)
+        if total <= WIDTH:
+            return size, [w * WIDTH / total for w in one_line] if total > 0.6 * WIDTH else one_line
+    size = TABLE_SIZES[-1]
+    lo, hi = at(_widest_words(t), size), at(natural, size)  # (only a table that wraps)
+    if sum(lo) > WIDTH:
+        return size, [w * WIDTH / sum(lo) for w in lo]
+    weights = [max(col.weight, 1e-6) for col in t.columns]
+    numbers = [j for j, col in enumerate(t.columns) if col.align == "right"]
+    candidates = [
+        _share(lo, hi, weights),
+        _share(_first(lo, hi, weights, numbers), hi, weights),
+        _share(_first(lo, hi, weights, range(len(lo))), hi, weights),
+    ]
+
+    def lines(widths: list[float]) -> int:
+        return sum(
+            max(
+                len(cell_lines(c.text, w, size, col.align))
+                for c, w, col in zip(row, widths, t.columns, strict=True)
+            )
+            for row in t.rows
+        )
+
+    return size, min(candidates, key=lines)
+
+
+def _first(lo: list[float], hi: list[float], weights: list[float], columns: Any) -> list[float]:
+    """``lo`` with ``columns`` at their ``hi`` while the page leaves room, those that lack
+    least per unit of weight first."""
+    widths, spare = list(lo), WIDTH - sum(lo)
+    for j in sorted(columns, key=lambda j: (hi[j] - lo[j]) / weights[j]):
+        if hi[j] - lo[j] <= spare:
+            widths[j], spare = hi[j], spare - (hi[j] - lo[j])
+    return widths
+
+
+def _share(lo: list[float], hi: list[float], weights: list[float]) -> list[float]:
+    """Widths from ``lo`` up to at most ``hi`` that add up to ``WIDTH`` (``sum(lo) <= WIDTH <
+    sum(hi)``): the spare width goes in proportion to (hi - lo) x weight, a column that reaches
+    its ``hi`` passing the rest of its share to the others."""
+    widths = list(lo)
+    open_ = {j for j in range(len(lo)) if hi[j] > lo[j]}
+    while open_:
+        spare = WIDTH - sum(widths)
+        claim = {j: (hi[j] - widths[j]) * weights[j] for j in open_}
+        total = sum(claim.values())
+        full = {j for j in open_ if widths[j] + spare * claim[j] / total >= hi[j]}
+        if not full:
+            for j in open_:
+                widths[j] += spare * claim[j] / total
+            break
+        for j in full:
+            widths[j] = hi[j]
+        open_ -= full
+    return widths
+
+
+def cell_lines(text: str, width: float, size: float, align: str = "left") -> list[list[Segment]]:
+    """A cell's text as set in a column ``width`` inches wide: one line when it fits, else
+    wrapped at spaces, never cut. A right-aligned "value [lo, hi]" sets its interval smaller
+    and grey: beside the value when both fit, else on a line of its own."""
+    room = width - 2 * CELL_PAD
+    m = _CI.match(text) if align == "right" else None
+    if m and m.group(1):
+        value, ci = m.group(1), m.group(2)
+        if text_width(f"{value} ", size) + text_width(ci, size * CI_SCALE) <= room:
+            return [[Segment(value), Segment(ci, ci=True)]]
+        return [[Segment(s)] for s in wrap(value, room, size)] + [
+            [Segment(s, ci=True)] for s in wrap(ci, room, size * CI_SCALE)
+        ]
+    if text_width(text, size) <= room:
+        return [[Segment(text)]]
+    return [[Segment(s)] for s in wrap(text, room, size)]
 
 
 def _table(p: Pager, t: Table) -> None:
-    pad = 0.05
-
-    def natural(size: float) -> list[float]:
-        widths = []
-        for j, col in enumerate(t.columns):
-            w = text_width(col.title, size, bold=True)
-            for row in t.rows:
-                w = max(w, text_width(row[j].text, size))
-            widths.append(w + 2 * pad)
-        return widths
-
-    # The largest size (down to 6.2 pt) at which every column fits whole; else shrink to fit.
-    for size in (TABLE, 6.8, 6.2):
-        widths = natural(size)
-        if sum(widths) <= WIDTH:
-            break
-    total = sum(widths)
-    if total > WIDTH or total > 0.6 * WIDTH:
-        widths = [w * WIDTH / total for w in widths]
+    size, widths = table_layout(t)
     xs = [LEFT]
     for w in widths[:-1]:
         xs.append(xs[-1] + w)
-    row_h = size * 1.75 * PT
     table_w = sum(widths)
+    step = size * CELL_LEAD * PT
+
+    def height(lines: int) -> float:
+        return size * 1.75 * PT + (lines - 1) * step
+
+    titles = [
+        wrap(col.title, w - 2 * CELL_PAD, size, bold=True)
+        for col, w in zip(t.columns, widths, strict=True)
+    ]
+    head_h = height(max(len(lines) for lines in titles))
 
     def header() -> None:
-        p.rect(LEFT, p.y, table_w, row_h, "#e8ebf0")
-        for x, w, col in zip(xs, widths, t.columns, strict=True):
-            s = ellipsize(col.title, w - 2 * pad, size, bold=True)
-            tx = x + w - pad if col.align == "right" else x + pad
-            p.text(tx, p.y + 0.035, s, size, bold=True, ha=col.align)
-        p.y += row_h
+        p.rect(LEFT, p.y, table_w, head_h, "#e8ebf0")
+        for x, w, col, lines in zip(xs, widths, t.columns, titles, strict=True):
+            tx = x + w - CELL_PAD if col.align == "right" else x + CELL_PAD
+            for k, line in enumerate(lines):
+                p.text(tx, p.y + 0.035 + k * step, line, size, bold=True, ha=col.align)
+        p.y += head_h
 
     if t.caption:
         cap = wrap(t.caption.replace("`", ""), WIDTH, SMALL)
-        p.ensure(len(cap) * SMALL * 1.4 * PT + 3 * row_h)
+        p.ensure(len(cap) * SMALL * 1.4 * PT + head_h + 2 * height(1))
         _lines(p, cap, SMALL, 1.4, color=MUTED)
         p.y += 0.04
-    p.ensure(3 * row_h)
+    p.ensure(head_h + 2 * height(1))
     header()
     for i, row in enumerate(t.rows):
+        cells = [
+            cell_lines(cell.text, w, size, col.align)
+            for cell, w, col in zip(row, widths, t.columns, strict=True)
+        ]
+        row_h = height(max(len(lines) for lines in cells))
         if p.room < row_h:
             p.new_page()
             header()
         if i % 2:
             p.rect(LEFT, p.y, table_w, row_h, "#f7f8fa")
-        for x, w, col, cell in zip(xs, widths, t.columns, row, strict=True):
+        for x, w, col, cell, lines in zip(xs, widths, t.columns, row, cells, strict=True):
             if cell.tint:
                 p.rect(x, p.y, w, row_h, cell.tint)
-            _cell(p, x, w, pad, size, col.align, cell.text, cell.muted)
+            for k, line in enumerate(lines):
+                _cell_line(p, x, w, p.y + 0.035 + k * step, size, col.align, line, cell.muted)
         p.y += row_h
     p.hline(p.y, RULE)
     p.y += 0.16
 
 
-def _cell(
+def _cell_line(
     p: Pager,
     x: float,
     w: float,
-    pad: float,
+    y: float,
     size: float,
     align: str,
-    text: str,
+    line: list[Segment],
     muted: bool = False,
 ) -> None:
-    m = _CI.match(text)
-    y = p.y + 0.035
+    """One line of a cell; right-aligned segments are set from the right edge leftwards."""
     ink = "#9aa0ab" if muted else INK
-    if align == "right" and m and m.group(1):
-        ci = m.group(2)
-        p.text(x + w - pad, y, ci, size * 0.92, color="#b4b9c2" if muted else MUTED, ha="right")
-        main_right = x + w - pad - text_width(ci + " ", size * 0.92)
-        p.text(main_right, y, m.group(1), size, ha="right", color=ink)
+    grey = "#b4b9c2" if muted else MUTED
+    if align != "right":
+        p.text(x + CELL_PAD, y, " ".join(s.text for s in line), size, color=ink)
         return
-    s = ellipsize(text, w - 2 * pad, size)
-    p.text(x + w - pad if align == "right" else x + pad, y, s, size, ha=align, color=ink)
+    right = x + w - CELL_PAD
+    for seg in reversed(line):
+        seg_size = size * CI_SCALE if seg.ci else size
+        p.text(right, y, seg.text, seg_size, color=grey if seg.ci else ink, ha="right")
+        right -= text_width(f"{seg.text} ", seg_size)
 
 
 def _figure(p: Pager, block: Figure, number: int) -> None:

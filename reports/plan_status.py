@@ -34,6 +34,7 @@ from gradatlas.record import (
     KIND_STUDY,
     KIND_TRIAL,
     PLANNED_TRIALS,
+    PURPOSE_STUDY,
     RUNNING_STATUS,
     RUNNING_TRIALS,
     SEED,
@@ -41,6 +42,8 @@ from gradatlas.record import (
     TUNING_BEST,
     TUNING_COMPLETE,
     TUNING_GROUP,
+    TUNING_PURPOSE,
+    TUNING_SECOND,
     search_all,
 )
 from gradatlas.reports.document import Cell as C
@@ -220,17 +223,23 @@ def _plan(client: Any, exp: Experiment) -> tuple[dict[str, dict[str, Any]] | Non
 
 def _tuned(client: Any, exp: Experiment, suite: Any) -> tuple[Any, str]:
     """A tuned suite's trials as ``gradatlas run`` ran them: each tuned cell at its study's best
-    values (the completed study runs' ``TUNING_BEST`` tags). Re-expanding the suite alone gives
-    the cells at their untuned values, whose trial ids no run has, and called every tuned
-    trial pending. Untuned values where a study has not finished (its cells are pending)."""
+    values (the completed study runs' ``TUNING_BEST`` tags) and, with ``tune.second_best``, at
+    its second-best (``TUNING_SECOND``; none where a study had no distinct one). Re-expanding
+    the suite alone gives the cells at their untuned values, whose trial ids no run has, and
+    called every tuned trial pending. Untuned values where a study has not finished (its cells
+    are pending). A horizon check's re-tune (purpose ``horizon``) chooses nothing."""
     from gradatlas.runners.tuning import evaluation_trials, tuning_plan
 
     flt = f"tags.`{KIND}` = '{KIND_STUDY}' and tags.`{TUNING_COMPLETE}` = 'true'"
-    best = {}
+    best, second = {}, {}
     for run in search_all(client, exp.experiment_id, flt):
-        group, values = run.data.tags.get(TUNING_GROUP), run.data.tags.get(TUNING_BEST)
+        tags = run.data.tags
+        if tags.get(TUNING_PURPOSE, PURPOSE_STUDY) != PURPOSE_STUDY:
+            continue
+        group, values = tags.get(TUNING_GROUP), tags.get(TUNING_BEST)
         if group and values and group not in best:
             best[group] = json.loads(values)
+            second[group] = json.loads(tags.get(TUNING_SECOND) or "null")
     try:
         plan = tuning_plan(suite)
         if not all(g.label in best for g in plan.groups):
@@ -238,7 +247,11 @@ def _tuned(client: Any, exp: Experiment, suite: Any) -> tuple[Any, str]:
                 suite.trials,
                 "re-expanded (tuning unfinished: tuned cells at their untuned values)",
             )
-        return evaluation_trials(suite, plan, best), "re-expanded at the tuned values"
+        ranked = second if suite.spec.tune.second_best else None
+        how = "re-expanded at the tuned values" + (
+            " (best and second-best)" if ranked is not None else ""
+        )
+        return evaluation_trials(suite, plan, best, ranked), how
     except Exception as exc:  # a tune block an older version wrote may not plan today
         log.info("tuned plan not rebuilt: %s", exc)
         return suite.trials, "re-expanded"

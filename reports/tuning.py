@@ -10,6 +10,13 @@ The sensitivity curve answers "does this optimizer need its learning rate tuned?
 "Adam adapts its learning rate by itself"): the final validation metric of every tuning run
 against the value it trained at, one colour per optimizer; a flat curve over a wide range is an
 optimizer that forgives a badly chosen rate.
+
+Tuning that does not pick the winner by accident says its budget and shows what the choice
+rests on: per study the best value, its neighbours (the nearest values tried below and above,
+with their objectives) and the second-best (the best trial at a distinct value, where the
+suite's seeds also ran with ``tune.second_best``): ``tuning_neighbourhood`` returns the same as
+data. A study tuned below the suite's budget is named so, and with ``tune.horizon_check`` the
+groups tuned again at the full budget compare the two choices (``horizon_frame``).
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ from gradatlas.record import (
     FINISHED_TUNING,
     OUTCOME,
     PRUNED,
+    PURPOSE_HORIZON,
     PURPOSE_STUDY,
     STUDIES,
     STUDY,
@@ -47,19 +55,23 @@ from gradatlas.reports import figures
 from gradatlas.reports.context import ReportContext
 from gradatlas.reports.document import Block, Cell, Column, Figure, Para, Table
 from gradatlas.reports.fmt import join_and, num, plural
+from gradatlas.suites.tune import distinct
 
 MAX_PANELS = 6  # sensitivity panels shown; more groups are listed in the table only
+HORIZON_AGREE = 2.0  # a horizon check agrees when the two bests lie within this factor
 BINS = 8  # the sensitivity line: the median of the complete runs in this many log-spaced bins
 
 
 @dataclass
 class TuningData:
     """Everything the section shows: one dict per study (its ``tuning.json``) and one row per
-    tuning run (newest per trial id)."""
+    tuning run (newest per trial id). ``horizons``: the studies of a horizon check (a group
+    tuned again at the full budget), apart from the studies whose values were used."""
 
     studies: list[dict[str, Any]]
     runs: pd.DataFrame
     stable: pd.DataFrame = field(default_factory=pd.DataFrame)  # one row per max-stable-lr cell
+    horizons: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def objective(self) -> str:
@@ -92,11 +104,18 @@ def load_tuning(tracking_uri: str, experiment_id: str) -> TuningData | None:
 def tuning_data(studies: list[dict[str, Any]], runs: pd.DataFrame) -> TuningData:
     """The section's data from study summaries and the tuning-run frame (kept apart from the
     MLflow read so it can be built in memory)."""
+    horizons = [s for s in studies if s.get("purpose") == PURPOSE_HORIZON]
+    studies = [s for s in studies if s.get("purpose") != PURPOSE_HORIZON]
     rows = []
     for s in studies:
         for r in s.get("max_stable_lr") or []:
             rows.append({"study": s.get("study"), "group": s.get("group"), **_stable_row(r)})
-    return TuningData(sorted(studies, key=lambda s: str(s.get("study"))), runs, pd.DataFrame(rows))
+    return TuningData(
+        sorted(studies, key=lambda s: str(s.get("study"))),
+        runs,
+        pd.DataFrame(rows),
+        sorted(horizons, key=lambda s: str(s.get("study"))),
+    )
 
 
 def _stable_row(r: dict[str, Any]) -> dict[str, Any]:
@@ -207,6 +226,8 @@ def tuning_blocks(data: TuningData | None, tune: dict[str, Any] | None) -> list[
             Para("Not tuned: every trial ran at the hyper-parameters its suite wrote.", note=True)
         ]
     blocks: list[Block] = [Para(_method_text(data, tune)), chosen_table(data)]
+    blocks += neighbourhood_blocks(neighbourhood_frame(data))
+    blocks += horizon_blocks(data, tune)
     studies = data.runs[data.runs["purpose"] == PURPOSE_STUDY] if len(data.runs) else data.runs
     x = _x_param(data)
     if len(studies) and x is not None and f"param.{x}" in studies:
@@ -246,6 +267,7 @@ def _method_text(data: TuningData, tune: dict[str, Any] | None) -> str:
             + f", sampler {sampler.get('name')} (seed {sampler.get('seed')}), pruner "
             f"{pruner.get('name')}"
         )
+    text += f". {budget_text(data)}"
     direction = "highest" if objective == "val_acc" else "lowest"
     text += (
         f". A trial's objective is the mean over its runs of the final {objective} on the "
@@ -290,6 +312,33 @@ def chosen_table(data: TuningData) -> Table:
         name="tuning-chosen",
         row_attrs=attrs,
     )
+
+
+def budget_text(data: TuningData) -> str:
+    """The tuning budget against the suite's: "Tuned at 300 of 1,200 steps ..." (a short
+    budget favours values that learn fast early: short-horizon bias), or "at the suite's own
+    budget"."""
+    pairs = {(s.get("steps"), s.get("budget_steps")) for s in data.studies}
+    if not pairs or any(b is None for _, b in pairs) or any(t is None for t, _ in pairs):
+        return (
+            "How the tuning budget compares with the suite's own is not known (a study "
+            "summarised before budgets were recorded, or epochs on a dataset of unknown size)"
+        )
+    short = sorted({(t, b) for t, b in pairs if t < b})
+    if not short:
+        budget = max(b for _, b in pairs)
+        return f"Tuned at the suite's own budget ({budget:,} steps): no short-horizon bias"
+    text = "Tuned at " + join_and([f"{t:,} of {b:,} steps" for t, b in short])
+    text += (
+        " (the suite's own budget): a short tuning budget favours values that learn fast early, "
+        "which may not be the best at the full length (short-horizon bias); "
+    )
+    if data.horizons:
+        return text + (
+            f"{plural(len(data.horizons), 'group was', 'groups were')} tuned again at the full "
+            "budget to measure it (below)"
+        )
+    return text + "not measured here (`tune.horizon_check: N` re-tunes N groups at full length)"
 
 
 def _x_param(data: TuningData) -> str | None:
@@ -552,3 +601,267 @@ def draw_stable(fig: Any, lines: list[dict[str, Any]], x: str, order: list[str])
         ax.set_ylabel("max stable lr (log)")
         if len(lines) > 1:
             ax.legend(frameon=False)
+
+
+# -- the neighbourhood of the choice, and the horizon check --------------------------------------
+NEIGHBOURHOOD_COLUMNS = [
+    "study",
+    "group",
+    "param",
+    "log",
+    "objective",
+    "direction",
+    "best",
+    "best_objective",
+    "below",
+    "below_objective",
+    "above",
+    "above_objective",
+    "second",
+    "second_objective",
+    "second_status",
+    "second_ratio",
+    "complete",
+    "pruned",
+    "steps",
+    "budget_steps",
+    "tried",
+]
+# second_status: "evaluated" (the suite's seeds ran there, ``tune.second_best``), "not evaluated"
+# (reported only), "none distinct" (every completed trial is close to the best), "not recorded"
+# (a study summarised before second-bests were).
+
+
+def tuning_neighbourhood(exp: Any) -> pd.DataFrame:
+    """``neighbourhood_frame`` of an experiment (a ``reports.load.Experiment``), read from
+    MLflow; empty (with its columns) for one that was not tuned."""
+    data = (
+        load_tuning(exp.tracking_uri, exp.experiment_id)
+        if exp.tracking_uri and exp.experiment_id
+        else None
+    )
+    return neighbourhood_frame(data)
+
+
+def neighbourhood_frame(data: TuningData | None) -> pd.DataFrame:
+    """One row per study and tuned param: the best value and its objective, the nearest
+    values tried below and above it (their trials' objectives; NaN where none was tried), the
+    second-best (``second_status`` says whether the suite's seeds ran there), the trial counts
+    and budgets, and ``tried``: every completed trial's (value, objective), sorted by value
+    (the strip the choice was made from). A study with several params: each param's
+    neighbours along its own axis (their trials differ in the other params too)."""
+    rows = []
+    for s in data.studies if data is not None else []:
+        best = s.get("best") or {}
+        second = s.get("second")
+        values = best.get("values") or {}
+        tried = [t for t in s.get("tried") or [] if t.get("objective") is not None]
+        for name, p in (s.get("params") or {}).items():
+            if name not in values:
+                continue
+            x = float(values[name])
+            strip = _strip(tried, name)
+            below = [(v, o) for v, o in strip if v < x and not math.isclose(v, x)]
+            above = [(v, o) for v, o in strip if v > x and not math.isclose(v, x)]
+            rows.append(
+                {
+                    "study": s.get("study", ""),
+                    "group": s.get("group", ""),
+                    "param": name,
+                    "log": bool(p.get("log")),
+                    "objective": s.get("objective", ""),
+                    "direction": s.get("direction", ""),
+                    "best": x,
+                    "best_objective": _float(best.get("objective")),
+                    "below": below[-1][0] if below else math.nan,
+                    "below_objective": below[-1][1] if below else math.nan,
+                    "above": above[0][0] if above else math.nan,
+                    "above_objective": above[0][1] if above else math.nan,
+                    "second": _float((second or {}).get("values", {}).get(name)),
+                    "second_objective": _float((second or {}).get("objective")),
+                    "second_status": _second_status(s),
+                    "second_ratio": _float(s.get("second_best_ratio")),
+                    "complete": len(tried),
+                    "pruned": sum(t.get("state") == "pruned" for t in s.get("tried") or []),
+                    "steps": s.get("steps"),
+                    "budget_steps": s.get("budget_steps"),
+                    "tried": strip,
+                }
+            )
+    return pd.DataFrame(rows, columns=NEIGHBOURHOOD_COLUMNS)
+
+
+def _strip(tried: list[dict[str, Any]], name: str) -> list[tuple[float, float]]:
+    """(value, objective) of the completed trials along ``name``, sorted; a value tried more
+    than once (a requeued trial) counts once, at its mean objective."""
+    by_value: dict[float, list[float]] = {}
+    for t in tried:
+        v = (t.get("values") or {}).get(name)
+        if v is not None:
+            by_value.setdefault(float(v), []).append(float(t["objective"]))
+    return [(v, float(np.mean(o))) for v, o in sorted(by_value.items())]
+
+
+def _second_status(study: dict[str, Any]) -> str:
+    if "second" not in study:
+        return "not recorded"
+    if study.get("second") is None:
+        return "none distinct"
+    return "evaluated" if study.get("second_best_runs") else "not evaluated"
+
+
+def _float(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def neighbourhood_blocks(frame: pd.DataFrame) -> list[Block]:
+    """The neighbourhood table, and a note naming the studies without a distinct
+    second-best."""
+    if not len(frame):
+        return []
+    multi = frame["study"].nunique() < len(frame)
+
+    def at(value: float, objective: float) -> Cell:
+        if not math.isfinite(value):
+            return Cell("–", {"value": "", "objective": ""})
+        text = f"{num(value, 3)} ({num(objective, 4)})"
+        return Cell(
+            text, {"value": value, "objective": objective if math.isfinite(objective) else ""}
+        )
+
+    rows, attrs = [], []
+    for r in frame.to_dict("records"):
+        second = at(r["second"], r["second_objective"])
+        if not math.isfinite(r["second"]):
+            second.text = r["second_status"]
+        elif r["second_status"] != "evaluated":
+            second.text += f", {r['second_status']}"
+        row = [Cell(r["group"] or r["study"])] + ([Cell(r["param"])] if multi else [])
+        row += [
+            at(r["below"], r["below_objective"]),
+            at(r["best"], r["best_objective"]),
+            at(r["above"], r["above_objective"]),
+            second,
+            Cell(f"{r['complete']} + {r['pruned']} pruned"),
+        ]
+        rows.append(row)
+        attrs.append({"study": r["study"], "param": r["param"], "status": r["second_status"]})
+    first = frame.iloc[0]
+    param = "" if multi else f" {first['param']}"
+    columns = [Column("study")] + ([Column("param")] if multi else [])
+    columns += [
+        Column(f"below{param}", "right"),
+        Column(f"best{param}", "right"),
+        Column(f"above{param}", "right"),
+        Column("second best", "right"),
+        Column("tried", "right"),
+    ]
+    ratios = frame["second_ratio"].dropna().unique().tolist()
+    ratio = num(ratios[0]) if len(ratios) == 1 else "2"
+    blocks: list[Block] = [
+        Table(
+            columns,
+            rows,
+            caption="The neighbourhood of each choice, as tried values with their trial's "
+            f"{first['objective']} in brackets: the best, the nearest completed trials below "
+            "and above it, and the second-best (the best trial at a distinct value: at least a "
+            f"factor {ratio} away on a log scale, 10% of the range on a linear one); "
+            "'evaluated': the suite's seeds also ran there (tune_rank 2), so a claim can be "
+            "judged again at it. A best with no tried value on one side lies at the edge of "
+            "what was searched.",
+            name="tuning-neighbourhood",
+            row_attrs=attrs,
+        )
+    ]
+    lonely = frame[frame["second_status"] == "none distinct"]["study"].unique().tolist()
+    if lonely:
+        blocks.append(
+            Para(
+                f"No distinct second-best in {join_and(lonely)}: every completed trial lies "
+                "close to the best, so nothing ran at a second value for its cells.",
+                note=True,
+            )
+        )
+    return blocks
+
+
+def horizon_frame(data: TuningData | None) -> pd.DataFrame:
+    """One row per horizon check: the group, the short-budget study's best values and
+    objective, the full-budget re-tune's, their steps, and whether the two bests agree (no
+    param ``distinct`` by more than a factor ``HORIZON_AGREE``; None while either is
+    missing)."""
+    columns = [
+        "group", "study", "short_steps", "full_steps", "short_best", "short_objective",
+        "full_best", "full_objective", "agree", "complete",
+    ]  # fmt: skip
+    if data is None:
+        return pd.DataFrame(columns=columns)
+    short = {s.get("group"): s for s in data.studies}
+    rows = []
+    for h in data.horizons:
+        s = short.get(h.get("group")) or {}
+        a = (s.get("best") or {}).get("values")
+        b = (h.get("best") or {}).get("values")
+        params = h.get("params") or {}
+        rows.append(
+            {
+                "group": h.get("group", ""),
+                "study": h.get("study", ""),
+                "short_steps": s.get("steps"),
+                "full_steps": h.get("steps"),
+                "short_best": a,
+                "short_objective": _float((s.get("best") or {}).get("objective")),
+                "full_best": b,
+                "full_objective": _float((h.get("best") or {}).get("objective")),
+                "agree": None if not a or not b else not distinct(a, b, params, HORIZON_AGREE),
+                "complete": bool(h.get("complete")),
+            }
+        )
+    return pd.DataFrame(rows, columns=columns)
+
+
+def horizon_blocks(data: TuningData, tune: dict[str, Any] | None) -> list[Block]:
+    frame = horizon_frame(data)
+    if not len(frame):
+        return []
+
+    def values(v: Any) -> str:
+        return ", ".join(f"{k}={num(x, 3)}" for k, x in v.items()) if v else "–"
+
+    rows = []
+    for r in frame.to_dict("records"):
+        agree = {True: "yes", False: "no", None: "–"}[r["agree"]]
+        rows.append(
+            [
+                Cell(r["group"]),
+                Cell(f"{values(r['short_best'])} ({num(r['short_objective'], 4)})"),
+                Cell(f"{values(r['full_best'])} ({num(r['full_objective'], 4)})"),
+                Cell(agree + ("" if r["complete"] else " (incomplete)"), {"agree": agree}),
+            ]
+        )
+    steps = frame["short_steps"].dropna().unique().tolist()
+    full = frame["full_steps"].dropna().unique().tolist()
+    short_title = f"best at {num(steps[0])} steps" if len(steps) == 1 else "best, short budget"
+    full_title = f"best at {num(full[0])} steps" if len(full) == 1 else "best, full budget"
+    n = int(frame["agree"].eq(True).sum())
+    return [
+        Table(
+            [
+                Column("study"),
+                Column(short_title, "right"),
+                Column(full_title, "right"),
+                Column(f"within {HORIZON_AGREE:g}x", "right"),
+            ],
+            rows,
+            caption=f"Short-horizon bias: {plural(len(frame), 'group')} (a seeded choice) "
+            "tuned again at the suite's own budget, in a second study with the same sampler "
+            f"seed; {n} of {len(frame)} chose the same values within a factor "
+            f"{HORIZON_AGREE:g} (objective in brackets). Where they differ, the short budget "
+            "picked another value than the full length would have.",
+            name="tuning-horizon",
+            row_attrs=[{"group": g} for g in frame["group"]],
+        )
+    ]

@@ -1,4 +1,7 @@
-"""Minibatches drawn by index from tensors already on the training device.
+"""A trial's data, and minibatches drawn by index from tensors already on the training device.
+
+``trial_data`` is the one place a trial's data is prepared: its own dataset (``spec.dataset``,
+which a grid may vary) with its training subset taken (``train.train_subset``).
 
 For the small datasets gradatlas studies, per-sample Python collation (``DataLoader`` with a
 ``Dataset``) costs more than the forward pass. Holding the split as two tensors and slicing a
@@ -9,8 +12,24 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import torch
+
+from gradatlas.datasets import load_dataset
+
+if TYPE_CHECKING:
+    from gradatlas.datasets import DataSplits
+    from gradatlas.suites.spec import TrialSpec
+
+
+def trial_data(spec: TrialSpec) -> DataSplits:
+    """The data one trial trains and is judged on: its dataset (built once per process and
+    cached), training on ``spec.train.train_subset`` examples of it (0: all), chosen by the
+    data seed, so every seed of a cell, alone or stacked, trains on the same examples."""
+    ds = spec.dataset
+    data = load_dataset(ds.name, ds.seed, ds.options)
+    return data.with_train_subset(spec.train.train_subset, ds.seed)
 
 
 class TensorBatches:

@@ -18,9 +18,21 @@ from gradatlas.optim import SCHEDULES, build_optimizer, natively_decoupled
 from gradatlas.suites.spec import OptimSpec, TrainSpec
 
 
-def loss_for(task: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """Cross-entropy on logits for classification, mean squared error for regression."""
-    return F.cross_entropy if task == "classification" else F.mse_loss
+def loss_for(task: str, loss: str = "cross_entropy") -> Callable[..., torch.Tensor]:
+    """The trial's loss on (outputs, targets), reduced like torch's losses (``reduction``):
+    regression trains on mean squared error; classification on softmax + cross-entropy on the
+    logits (``loss: cross_entropy``) or on ``one_hot_mse`` (``loss: mse``)."""
+    if task != "classification":
+        return F.mse_loss
+    return one_hot_mse if loss == "mse" else F.cross_entropy
+
+
+def one_hot_mse(out: torch.Tensor, y: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """Mean squared error between the raw logits (no softmax) and the one-hot target of the
+    class labels ``y``, averaged over every element (examples x classes) as ``F.mse_loss`` is.
+    Accuracy stays the logits' argmax."""
+    target = F.one_hot(y, out.shape[-1]).to(out.dtype)
+    return F.mse_loss(out, target, reduction=reduction)
 
 
 class TrialModule(pl.LightningModule):
@@ -44,7 +56,14 @@ class TrialModule(pl.LightningModule):
         self.schedule = train.schedule
         self.total_steps = total_steps
         self.task = task
-        self.loss_fn = loss_for(task)
+        self.loss_fn = loss_for(task, train.loss)
+        # Elementwise losses (MSE: regression, or classification against one-hot targets) are
+        # means over outputs too; cross-entropy is one number per example.
+        self.per_output = self.loss_fn is not F.cross_entropy
+        if train.loss != "cross_entropy" and (task != "classification" or train.label_smoothing):
+            raise ValueError(  # validation says so first (suites.levels.check_loss)
+                f"loss {train.loss} needs a classification task without label smoothing"
+            )
         # Decoupled (AdamW-style) decay for optimizers that only know the coupled kind.
         wd = optim.weight_decay
         self.decoupled_wd = (
@@ -125,7 +144,7 @@ class TrialModule(pl.LightningModule):
         """(summed loss, correct count) of one chunk, per member."""
         out = self.model(x).to(dtype)
         loss = self.loss_fn(out, target, reduction="sum") / (
-            1 if out.dim() == 1 or target.dim() == 1 else out.shape[-1]
+            out.shape[-1] if self.per_output and out.dim() > 1 else 1
         )
         right = (
             (out.argmax(-1) == target).sum()
@@ -156,9 +175,10 @@ class StackedTrialModule(TrialModule):
     def member_loss(
         self, out: torch.Tensor, y: torch.Tensor, smoothing: float = 0.0
     ) -> torch.Tensor:
-        """(K,) mean loss of each member over its own batch: out (K, B, C), y (K, B[, T])."""
+        """(K,) mean loss of each member over its own batch: out (K, B, C), y (K, B[, T]).
+        MSE (regression, or ``loss: mse`` against one-hot targets) is a mean over outputs too."""
         k, b = out.shape[:2]
-        if self.task == "classification":
+        if self.task == "classification" and not self.per_output:
             per = F.cross_entropy(
                 out.reshape(k * b, -1),
                 y.reshape(k * b),
@@ -166,6 +186,8 @@ class StackedTrialModule(TrialModule):
                 label_smoothing=smoothing,
             )
             return per.view(k, b).mean(dim=1)
+        if self.task == "classification":
+            y = F.one_hot(y, out.shape[-1]).to(out.dtype)
         return F.mse_loss(out, y, reduction="none").reshape(k, -1).mean(dim=1)
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int):

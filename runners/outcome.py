@@ -2,8 +2,10 @@
 
 Each label names a mechanism. Rules, applied in this order; the first that holds is the outcome
 (thresholds come from the suite's ``outcomes`` block and are printed in every report). "Chance"
-is the loss of a constant prediction: ln(classes) for classification (the uniform prediction),
-the targets' variance for regression (their mean). The "reference" loss is the smaller of the
+is the loss of a constant prediction, in the trial's own loss (``chance_level``): for
+classification the uniform prediction's, ln(classes) under cross-entropy and (C - 1) / C^2 per
+output under ``mse`` (raw logits against one-hot targets); the targets' variance for regression
+(their mean). The "reference" loss is the smaller of the
 step-0 loss and chance (fitting the output layer's bias alone brings an over-confident initial
 loss down to chance); the "start scale" the larger of the two (so a lucky start below chance does
 not make an ordinary rise to chance a divergence). The "final" loss is the mean training loss over
@@ -114,21 +116,44 @@ class Trace:
     layer_lr: np.ndarray | None = None
     # the raw (pre-clip) global gradient norm per step; None: no clipping (the same as applied)
     step_grad_norm_raw: np.ndarray | None = None
-    # the loss of a constant prediction; None: ln(num_classes) for classification, else unknown
+    # the loss of a constant prediction; None: ``chance_level`` of the task and loss where known
     chance_loss: float | None = None
+    # the classification loss trained on (``TrainSpec.loss``): what chance means for it
+    loss: str = "cross_entropy"
 
     @property
     def chance(self) -> float | None:
         """Chance level (see the module docstring), or None where it is not known."""
         if self.chance_loss is not None and math.isfinite(self.chance_loss):
             return float(self.chance_loss)
-        if self.task == "classification" and self.num_classes and self.num_classes > 1:
-            return float(np.log(self.num_classes))
+        if self.task == "classification":
+            return chance_level(self.num_classes, self.loss)
         return None
 
     @property
     def clipped(self) -> bool:
         return self.step_grad_norm_raw is not None
+
+
+def chance_level(num_classes: int | None, loss: str = "cross_entropy") -> float | None:
+    """Chance for a classification loss: the loss of the uniform prediction, every class 1/C
+    (None for fewer than two classes).
+
+    - ``cross_entropy``: -ln(1/C) = ln C.
+    - ``mse`` (raw outputs against one-hot targets, averaged over the C outputs as the loss
+      is): the output 1/C misses the true class by 1 - 1/C and each of the C - 1 others by
+      1/C, so ((C - 1)^2 / C^2 + (C - 1) / C^2) / C = (C - 1) / C^2 per element. With balanced
+      classes this is also the best constant prediction's loss, the one-hot targets' variance
+      p (1 - p) at p = 1/C: the same meaning chance has for regression (the targets' variance).
+      A net whose outputs are all near zero (small logits at init) scores 1/C, which is
+      C / (C - 1) x chance: near chance, never far above it, so ``explode_init_loss_factor`` x
+      chance keeps its meaning.
+    """
+    if not num_classes or num_classes < 2:
+        return None
+    if loss == "mse":
+        return (num_classes - 1) / num_classes**2
+    return math.log(num_classes)
 
 
 @dataclass
@@ -477,6 +502,7 @@ def trace_to_json(trace: Trace, **extra: Any) -> dict[str, Any]:
         "task": trace.task,
         "num_classes": trace.num_classes,
         "chance_loss": trace.chance_loss,
+        "loss": trace.loss,
         "grad_overflow_skipped": trace.grad_overflow_skipped,
         "step_loss": _list(trace.step_loss),
         "step_grad_norm": _list(trace.step_grad_norm),
@@ -534,4 +560,5 @@ def trace_from_json(data: Any) -> Trace | None:
         layer_lr=series("layer_lr"),
         step_grad_norm_raw=series("step_grad_norm_raw"),
         chance_loss=data.get("chance_loss"),
+        loss=str(data.get("loss") or "cross_entropy"),  # older traces: cross-entropy
     )

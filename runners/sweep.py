@@ -25,7 +25,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
@@ -304,6 +304,7 @@ def run_suite(
                     summary,
                     stream,
                     batch,
+                    tags=tuner.evaluation_tags() if tuner is not None else None,
                 )
             if signals.event.is_set():
                 summary.interrupted = True
@@ -405,9 +406,12 @@ def _evaluate(
     summary: SweepSummary,
     stream: TextIO,
     batch_seeds: int | str,
+    tags: Mapping[str, dict[str, str]] | None = None,
 ) -> None:
-    """The trials, unit by unit as the executor returns them, each recorded at once."""
+    """The trials, unit by unit as the executor returns them, each recorded at once.
+    ``tags``: trial id -> tags its run gets besides a trial's own (a tuned trial's rank)."""
     from gradatlas.runners.executor import make_units
+    from gradatlas.runners.tracking import TrialWrite
 
     progress = Progress(len(todo), executor.workers, stream)
     # From here until it closes, only the recorder process writes the store.
@@ -416,8 +420,12 @@ def _evaluate(
         every = suite.spec.execution.live_every_s
         units = [dataclasses.replace(u, live_every_s=every) for u in make_units(todo, batch_seeds)]
         for unit in executor.run(units, signals.event, live=recorder.live if every else None):
+            writes = None
+            if tags:
+                writes = [TrialWrite.of(r) for r in unit.results]
+                writes = [dataclasses.replace(w, tags=tags.get(w.trial_id, {})) for w in writes]
             with signals.writing():  # a second signal never cuts a unit in half
-                recorder.put(unit)  # written while the next unit trains
+                recorder.put(unit, writes=writes)  # written while the next unit trains
             _account(unit, summary, progress, stream, stopping=signals.event.is_set())
             _reconcile(recorder.reports(), summary)
             if summary.interrupted:

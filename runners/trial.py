@@ -28,14 +28,13 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 
-from gradatlas.datasets import load_dataset
 from gradatlas.models import build_model
 from gradatlas.models.stacked import stack_models
 from gradatlas.record import PROBE
 from gradatlas.runners.instrument import GradientInstrument
-from gradatlas.runners.loader import StackedBatches, TensorBatches
+from gradatlas.runners.loader import StackedBatches, TensorBatches, trial_data
 from gradatlas.runners.module import StackedTrialModule, TrialModule, loss_for
-from gradatlas.runners.outcome import Outcome, Trace, classify, trace_to_json
+from gradatlas.runners.outcome import Outcome, Trace, chance_level, classify, trace_to_json
 from gradatlas.runners.probe import probe_init
 from gradatlas.suites import Trial
 
@@ -153,9 +152,9 @@ def run_trials(
     quiet_lightning()
     device = pick_device(accelerator)
 
-    # Data: built once per process (cached), held on the training device.
-    ds = spec.dataset
-    data = load_dataset(ds.name, ds.seed, ds.options).to(device)
+    # Data: the trial's own dataset, built once per process (cached), with its training subset
+    # taken (the same for every seed), held on the training device.
+    data = trial_data(spec).to(device)
     train = spec.train
     if stacked:
         loader = StackedBatches(
@@ -169,7 +168,7 @@ def run_trials(
 
     # Models: each seeded and built as its own trial (so member k's init is trial k's, bit for
     # bit), probed at init on its own, then stacked.
-    loss_fn = loss_for(data.task)
+    loss_fn = loss_for(data.task, train.loss)
     probe_n = spec.instrument.probe_batch
     models, profiles = [], []
     for s in specs:
@@ -194,7 +193,7 @@ def run_trials(
         return {f"val_{k}": v for k, v in val.items()} | {f"train_{k}": v for k, v in train.items()}
 
     clip = train.grad_clip
-    chance = chance_loss(data)
+    chance = chance_loss(data, train.loss)
     instrument = GradientInstrument(
         model,
         max_steps=max_steps,
@@ -276,6 +275,7 @@ def run_trials(
             layer_update_ratio=rec["update_ratio"],
             layer_lr=np.asarray([v for _, v in rec["lr"]], dtype=np.float64),
             grad_overflow_skipped=instrument.grad_overflow_skipped,
+            loss=train.loss,
         )
         outcome = classify(trace, dataclasses.asdict(specs[k].outcomes))
         summary = _summary(rec, outcome, profiles[k], instrument.steps_run[k], clipped)
@@ -325,12 +325,13 @@ def run_trials(
     return results
 
 
-def chance_loss(data: Any) -> float | None:
-    """The loss of a constant prediction (the outcome rules' chance level): ln(classes) for
-    classification, the training targets' variance (the mean squared error of predicting their
-    mean, averaged over outputs as the loss is) for regression."""
+def chance_loss(data: Any, loss: str = "cross_entropy") -> float | None:
+    """The loss of a constant prediction (the outcome rules' chance level): for classification
+    the uniform prediction's in the trial's loss (``outcome.chance_level``: ln(classes) under
+    cross-entropy, (C - 1) / C^2 under mse), the training targets' variance (the mean squared
+    error of predicting their mean, averaged over outputs as the loss is) for regression."""
     if data.task == "classification":
-        return math.log(data.num_classes) if data.num_classes and data.num_classes > 1 else None
+        return chance_level(data.num_classes, loss)
     y = data.y_train.double()
     return float(((y - y.mean(dim=0)) ** 2).mean())
 
@@ -431,7 +432,8 @@ def thin(n: int, max_points: int) -> np.ndarray:
 
 def _curves(rec: dict[str, Any], max_points: int, clipped: bool = False) -> dict[str, Any]:
     """The thinned curves the record shows (``grad_norm``: raw, before clipping; with clipping,
-    also ``grad_norm_applied``). The outcome rules read the full-resolution ``trace``."""
+    also ``grad_norm_applied``; ``update_norm``: the step the optimizer applied,
+    ``||theta_{t+1} - theta_t||``). The outcome rules read the full-resolution ``trace``."""
     steps = np.arange(len(rec["step_loss"]))
     keep = thin(len(steps), max_points)
     lr_steps = np.asarray([s for s, _ in rec["lr"]], dtype=np.int64)
@@ -447,6 +449,7 @@ def _curves(rec: dict[str, Any], max_points: int, clipped: bool = False) -> dict
             "step": steps[keep].tolist(),
             "loss": _finite_or_none(rec["step_loss"][keep]),
             "grad_norm": _finite_or_none(rec["step_grad_norm_raw"][keep]),
+            "update_norm": _finite_or_none(rec["step_update_norm"][keep]),
             "lr": _finite_or_none(lr_at),
         }
         | ({"grad_norm_applied": _finite_or_none(rec["step_grad_norm"][keep])} if clipped else {}),
@@ -463,6 +466,17 @@ def _curves(rec: dict[str, Any], max_points: int, clipped: bool = False) -> dict
 def _finite_max(values: np.ndarray) -> float:
     finite = values[np.isfinite(values)]
     return float(finite.max()) if finite.size else float("nan")
+
+
+def update_cv(update_norm: np.ndarray) -> float:
+    """Coefficient of variation (population std / mean) of the per-step update norm
+    ``||theta_{t+1} - theta_t||`` over the whole run: how much the step the optimizer applied
+    varies, 0 for a constant step size. Non-finite steps are left out; NaN with fewer than 3
+    finite steps, or when no step moved the parameters (mean 0)."""
+    finite = update_norm[np.isfinite(update_norm)]
+    if finite.size < 3 or not finite.mean() > 0:
+        return float("nan")
+    return float(finite.std() / finite.mean())
 
 
 def _last_finite(values: np.ndarray) -> float:
@@ -492,6 +506,7 @@ def _summary(
     out["nonfinite_grad_norm_steps"] = float(np.sum(~np.isfinite(raw)))
     out["nonfinite_val_loss_evals"] = float(np.sum(~np.isfinite(ev["val_loss"])))
     out["max_grad_norm"] = _finite_max(raw)  # raw, before clipping
+    out["update_cv"] = update_cv(rec["step_update_norm"])
     if clipped:
         out["max_grad_norm_applied"] = _finite_max(applied)
     if "val_acc" in ev:

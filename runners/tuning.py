@@ -24,6 +24,15 @@ run) and how (sampler, pruner, tuning ``seeds``). The life of a tuned sweep:
    values, so their trial ids are hashes of what actually trained.
 5. With ``tune.max_stable_lr``: per cell, the largest learning rate that does not explode
    (``StableLr``), on the first tuning seed with the tuning budget, at the cell's own settings.
+6. With ``tune.second_best``: each tuned cell also runs the suite's seeds at its study's
+   second-best values (``second_best``: the best completed trial ``suites.tune.distinct`` from
+   the best), tagged ``gradatlas.tuning.rank`` 2 (the best's trials: 1). They are ordinary
+   trials with their own ids, so resume and plan status treat them as any other.
+7. With ``tune.horizon_check: N`` and ``tune.steps`` below the suite's budget: N groups (a
+   seeded choice, ``TuningPlan.horizon_groups``) are tuned again at the suite's own budget in
+   a second study, ``<suite>/<group>@full`` (same sampler seed, purpose ``horizon``), so the
+   report can say whether the short budget picked the same values. Nothing is evaluated at
+   them.
 
 Only the driver writes the Optuna storage and (outside the recorder's life) the study runs; a
 SQLite file has one writer. Resume after a kill: finished study trials stay; trials a dead
@@ -39,6 +48,7 @@ import contextlib
 import dataclasses
 import json
 import math
+import random
 import sys
 import threading
 import time
@@ -64,6 +74,7 @@ from gradatlas.record import (
     OUTCOME_REASON,
     PARENT_RUN,
     PRUNED,
+    PURPOSE_HORIZON,
     PURPOSE_MAX_STABLE_LR,
     PURPOSE_STUDY,
     RUNNING_STUDIES,
@@ -80,6 +91,8 @@ from gradatlas.record import (
     TUNING_NUMBER,
     TUNING_PARAMS,
     TUNING_PURPOSE,
+    TUNING_RANK,
+    TUNING_SECOND,
     TUNING_STOPPED,
     TUNING_STORAGE,
     RecordedOutcome,
@@ -88,11 +101,20 @@ from gradatlas.record import (
 from gradatlas.runners.executor import EarlyStop, UnitResult, WorkUnit, make_units
 from gradatlas.suites import Suite, Trial
 from gradatlas.suites.schema import TunePruner, TuneSection
-from gradatlas.suites.tune import applies, check_tune, selected, tuned_spec, tuned_where
+from gradatlas.suites.tune import (
+    applies,
+    budget_steps,
+    check_tune,
+    distinct,
+    selected,
+    tuned_spec,
+    tuned_where,
+)
 
 WORST_LOSS = 1e6  # an exploded run's loss in a study's mean: finite, and worse than any real one
 EXPANSION = 10.0  # max-stable-lr: the bracket grows by decades until a stable and an exploded lr
 ALL = "all"  # the group label of ``per: []``
+FULL = "@full"  # the study name's suffix of a horizon check's re-tune at the suite's budget
 EXPLODED = "exploded"
 COMPLETE, PRUNED_STATE = "complete", "pruned"
 
@@ -115,8 +137,27 @@ class TuningPlan:
     groups: tuple[Group, ...]
     where: dict[str, list[str]] | None = None  # tune.where as labels; None: every cell
 
-    def study_name(self, group: Group) -> str:
-        return f"{self.suite}/{group.label}"
+    def study_name(self, group: Group, horizon: bool = False) -> str:
+        return f"{self.suite}/{group.label}{FULL if horizon else ''}"
+
+    def budget(self, group: Group) -> int | None:
+        """The longest own budget (steps) of ``group``'s cells (None: not known)."""
+        steps = [budget_steps(c.spec) for c in group.cells]
+        return None if not steps or None in steps else max(s for s in steps if s is not None)
+
+    def short(self, group: Group) -> bool:
+        """Whether ``group`` is tuned at fewer steps than its cells train for."""
+        budget = self.budget(group)
+        return self.tune.steps is not None and budget is not None and self.tune.steps < budget
+
+    @property
+    def horizon_groups(self) -> tuple[Group, ...]:
+        """The groups ``tune.horizon_check`` tunes again at the full budget: a choice seeded by
+        the sampler's seed among the groups tuned short, so every machine picks the same."""
+        short = [g for g in self.groups if self.short(g)]
+        k = min(self.tune.horizon_check, len(short))
+        picked = set(random.Random(self.tune.sampler.seed).sample(range(len(short)), k))
+        return tuple(g for i, g in enumerate(short) if i in picked)
 
     @property
     def cells(self) -> int:
@@ -150,6 +191,21 @@ class TuningPlan:
             f"sampler {t.sampler.name} (seed {t.sampler.seed}), pruner {t.pruner.name}, "
             f"tuning seeds {t.seeds}",
         ]
+        if t.second_best:
+            lines.append(
+                "  second best: each tuned cell's seeds also run at its study's second-best "
+                f"values (at least {t.second_best_ratio:g}x from the best on a log param, 10% "
+                "of the range on a linear one), up to twice the tuned trials below"
+            )
+        if t.horizon_check:
+            groups = self.horizon_groups
+            runs = t.trials * sum(len(g.cells) for g in groups) * len(t.seeds)
+            lines.append(
+                f"  horizon check: {', '.join(g.label for g in groups)} tuned again at the "
+                f"suite's own budget ({self.budget(groups[0])} steps), {runs} more tuning runs"
+                if groups
+                else "  horizon check: none (no group is tuned below the suite's budget)"
+            )
         lines += [
             f"  study {self.study_name(g)}: {len(g.cells)} cells, tunes {', '.join(g.params)}"
             for g in self.groups[:20]
@@ -206,43 +262,87 @@ def slot(cell: Trial, seed: int) -> str:
 
 
 def tuning_runs(
-    plan: TuningPlan, group: Group, values: Mapping[str, float]
+    plan: TuningPlan, group: Group, values: Mapping[str, float], full: bool = False
 ) -> list[tuple[str, Trial]]:
-    """(slot, trial) for every cell of ``group`` on every tuning seed, at ``values``."""
+    """(slot, trial) for every cell of ``group`` on every tuning seed, at ``values``, for the
+    tuning budget (``full``: the cells' own budget, a horizon check)."""
+    steps = None if full else plan.tune.steps
     out = []
     for cell in group.cells:
         for seed in plan.tune.seeds:
-            spec = dataclasses.replace(tuned_spec(cell.spec, values, plan.tune.steps), seed=seed)
+            spec = dataclasses.replace(tuned_spec(cell.spec, values, steps), seed=seed)
             out.append((slot(cell, seed), Trial(spec, cell.factors, cell.cell, cell.suite)))
     return out
 
 
 def evaluation_trials(
-    suite: Suite, plan: TuningPlan, best: Mapping[str, Mapping[str, float]]
+    suite: Suite,
+    plan: TuningPlan,
+    best: Mapping[str, Mapping[str, float]],
+    second: Mapping[str, Mapping[str, float] | None] | None = None,
 ) -> tuple[Trial, ...]:
     """The suite's own trials (its seeds and budget), each at its group's best values; a cell
-    ``tune.where`` leaves out runs as written."""
+    ``tune.where`` leaves out runs as written. With ``second`` (group label -> second-best
+    values, None where a study has none), the tuned trials again at those, after the rest."""
+    return tuple(t for t, _ in ranked_trials(suite, plan, best, second))
+
+
+def ranked_trials(
+    suite: Suite,
+    plan: TuningPlan,
+    best: Mapping[str, Mapping[str, float]],
+    second: Mapping[str, Mapping[str, float] | None] | None = None,
+) -> list[tuple[Trial, int | None]]:
+    """``evaluation_trials`` with each trial's tune rank: 1 at its study's best values, 2 at
+    the second-best, None for a cell that is not tuned. One entry per trial id."""
     per = plan.tune.per
     label = {tuple(g.levels[f] for f in per): g.label for g in plan.groups}
-    out = []
+    out: dict[str, tuple[Trial, int | None]] = {}
+    seconds = []
     for t in suite.trials:
         if not selected(t, plan.where):
-            out.append(t)
+            out.setdefault(t.trial_id, (t, None))
             continue
-        values = best[label[tuple(t.factors[f] for f in per)]]
-        out.append(Trial(tuned_spec(t.spec, values), t.factors, t.cell, t.suite))
-    return tuple(out)
+        group = label[tuple(t.factors[f] for f in per)]
+        tuned = Trial(tuned_spec(t.spec, best[group]), t.factors, t.cell, t.suite)
+        out.setdefault(tuned.trial_id, (tuned, 1))
+        values = (second or {}).get(group)
+        if values is not None:
+            seconds.append(Trial(tuned_spec(t.spec, values), t.factors, t.cell, t.suite))
+    for t in seconds:
+        out.setdefault(t.trial_id, (t, 2))
+    return list(out.values())
 
 
-def fingerprint(plan: TuningPlan, group: Group) -> str:
+def second_best(
+    trials: Sequence[tuple[Mapping[str, float], float, int]],
+    best: Mapping[str, float],
+    params: Mapping[str, Mapping[str, Any]],
+    maximize: bool,
+    ratio: float,
+) -> tuple[dict[str, float], float, int] | None:
+    """(values, objective, number) of the best of ``trials`` (completed: values, objective,
+    number) that is ``distinct`` from ``best``; None when every one is close to it. Ties go to
+    the earlier trial, so the choice is the same on every read of the study."""
+    order = sorted(trials, key=lambda t: ((-t[1] if maximize else t[1]), t[2]))
+    for values, objective, number in order:
+        if distinct(values, best, params, ratio):
+            return dict(values), float(objective), int(number)
+    return None
+
+
+# What a study's trials do not depend on: changing these keeps its studies valid.
+NOT_FINGERPRINTED = {"trials", "max_stable_lr", "second_best", "second_best_ratio", "horizon_check"}
+
+
+def fingerprint(plan: TuningPlan, group: Group, full: bool = False) -> str:
     """What a study was made for: the tune block (but ``trials``, which may grow, and the
-    max-stable-lr settings) and its cells at the tuning budget. A stored study with another
-    fingerprint is refused: its trials would not be comparable."""
+    settings of what follows the study) and its cells at the tuning budget (``full``: their
+    own). A stored study with another fingerprint is refused: its trials would not compare."""
     # Only what the suite sets: a field added to the schema later leaves old studies valid.
-    tune = plan.tune.model_dump(
-        mode="json", exclude={"trials", "max_stable_lr"}, exclude_defaults=True
-    )
-    cells = sorted(tuned_spec(c.spec, {}, plan.tune.steps).cell_id for c in group.cells)
+    tune = plan.tune.model_dump(mode="json", exclude=NOT_FINGERPRINTED, exclude_defaults=True)
+    steps = None if full else plan.tune.steps
+    cells = sorted(tuned_spec(c.spec, {}, steps).cell_id for c in group.cells)
     return config_hash({"tune": tune, "cells": cells})
 
 
@@ -402,14 +502,23 @@ class Job:
 
 
 class StudySearch:
-    """One group's study: asks trials of the sampler, tells it what they scored."""
+    """One group's study: asks trials of the sampler, tells it what they scored. A
+    ``horizon`` study re-tunes the group at its cells' own budget (``tune.horizon_check``)."""
 
-    def __init__(self, tuner: Tuner, group: Group, study: Any, run_id: str | None = None):
+    def __init__(
+        self,
+        tuner: Tuner,
+        group: Group,
+        study: Any,
+        run_id: str | None = None,
+        horizon: bool = False,
+    ):
         from optuna.trial import TrialState
 
-        self.tuner, self.group, self.study = tuner, group, study
+        self.tuner, self.group, self.study, self.horizon = tuner, group, study, horizon
         self.plan = tuner.plan
-        self.name = self.plan.study_name(group)
+        self.name = self.plan.study_name(group, horizon)
+        self.purpose = PURPOSE_HORIZON if horizon else PURPOSE_STUDY
         self.run_id = run_id  # the study's MLflow run
         self.in_flight: dict[int, Job] = {}
         self.failures = 0  # in this invocation; past max(3, trials) the study stops asking
@@ -452,7 +561,7 @@ class StudySearch:
             n: trial.suggest_float(n, params[n].low, params[n].high, log=params[n].log)
             for n in self.group.params
         }
-        runs = tuning_runs(self.plan, self.group, values)
+        runs = tuning_runs(self.plan, self.group, values, full=self.horizon)
         metric = self.plan.tune.objective
         pruner = self.plan.tune.pruner
         rules = {}
@@ -464,7 +573,7 @@ class StudySearch:
             self,
             runs,
             values,
-            self.tuner.tags(self.group, PURPOSE_STUDY, values, number=trial.number),
+            self.tuner.tags(self.group, self.purpose, values, number=trial.number, study=self.name),
             rules,
             optuna_trial=trial,
         )
@@ -521,6 +630,44 @@ class StudySearch:
             return None
         best = self.study.best_trial
         return dict(best.params), float(best.value), int(best.number)
+
+    def completed(self) -> list[tuple[dict[str, float], float, int]]:
+        """(values, objective, number) of every completed trial, in trial order."""
+        from optuna.trial import TrialState
+
+        return [
+            (dict(t.params), float(t.value), int(t.number))
+            for t in self.study.get_trials(deepcopy=False)
+            if t.state == TrialState.COMPLETE and t.value is not None
+        ]
+
+    def second(self) -> tuple[dict[str, float], float, int] | None:
+        """(values, objective, number) of the second-best trial (``second_best``), or None."""
+        best = self.best()
+        if best is None:
+            return None
+        tune = self.plan.tune
+        params = {n: tune.params[n].model_dump() for n in self.group.params}
+        return second_best(self.completed(), best[0], params, self.maximize, tune.second_best_ratio)
+
+    def tried(self) -> list[dict[str, Any]]:
+        """Every finished trial's values, objective (None: pruned) and state, by trial
+        number: the neighbourhood of the best, as the report shows it."""
+        from optuna.trial import TrialState
+
+        states = {TrialState.COMPLETE: COMPLETE, TrialState.PRUNED: PRUNED_STATE}
+        return [
+            {
+                "number": int(t.number),
+                "values": dict(t.params),
+                "objective": float(t.value)
+                if t.state == TrialState.COMPLETE and t.value is not None
+                else None,
+                "state": states[t.state],
+            }
+            for t in self.study.get_trials(deepcopy=False)
+            if t.state in states
+        ]
 
 
 class StableLr:
@@ -699,35 +846,44 @@ class Tuner:
         return tuner
 
     def _open_studies(self) -> None:
-        optuna = _quiet_optuna()
         storage = open_storage(self.storage_url)
-        tune = self.plan.tune
         for group in self.plan.groups:
-            name = self.plan.study_name(group)
-            study = optuna.create_study(
-                study_name=name,
-                storage=storage,
-                pruner=optuna.pruners.NopPruner(),  # the driver prunes (``thresholds``)
-                direction="maximize" if tune.objective == "val_acc" else "minimize",
-                load_if_exists=True,
-            )
-            study.sampler = make_sampler(tune, sampler_seed(self.plan, group), len(study.trials))
-            mine = fingerprint(self.plan, group)
-            stored = study.user_attrs.get("gradatlas.fingerprint")
-            if stored is None:
-                study.set_user_attr("gradatlas.fingerprint", mine)
-                study.set_user_attr("gradatlas.group", group.levels)
-            elif stored != mine:
-                raise UserInputError(
-                    f"the study {name!r} in {redact(self.storage_url)} was made for another "
-                    "tune block or other cells (its trials would not compare with this suite's); "
-                    "delete it (optuna delete-study --study-name "
-                    f"'{name}' --storage URL) or give another --optuna-storage",
-                    source=self.suite.source,
-                )
-            self.summary.recovered += recover(study)
+            study = self._open_study(storage, group)
             self.searches.append(StudySearch(self, group, study))
             self._open_stable(group, study)
+        for group in self.plan.horizon_groups:  # the same sampler seed: comparable first asks
+            study = self._open_study(storage, group, horizon=True)
+            self.searches.append(StudySearch(self, group, study, horizon=True))
+
+    def _open_study(self, storage: Any, group: Group, horizon: bool = False) -> Any:
+        """``group``'s study (``horizon``: its re-tune at the full budget), loaded or created,
+        checked against its fingerprint, with what a dead driver left recovered."""
+        optuna = _quiet_optuna()
+        tune = self.plan.tune
+        name = self.plan.study_name(group, horizon)
+        study = optuna.create_study(
+            study_name=name,
+            storage=storage,
+            pruner=optuna.pruners.NopPruner(),  # the driver prunes (``thresholds``)
+            direction="maximize" if tune.objective == "val_acc" else "minimize",
+            load_if_exists=True,
+        )
+        study.sampler = make_sampler(tune, sampler_seed(self.plan, group), len(study.trials))
+        mine = fingerprint(self.plan, group, full=horizon)
+        stored = study.user_attrs.get("gradatlas.fingerprint")
+        if stored is None:
+            study.set_user_attr("gradatlas.fingerprint", mine)
+            study.set_user_attr("gradatlas.group", group.levels)
+        elif stored != mine:
+            raise UserInputError(
+                f"the study {name!r} in {redact(self.storage_url)} was made for another "
+                "tune block or other cells (its trials would not compare with this suite's); "
+                "delete it (optuna delete-study --study-name "
+                f"'{name}' --storage URL) or give another --optuna-storage",
+                source=self.suite.source,
+            )
+        self.summary.recovered += recover(study)
+        return study
 
     def _open_stable(self, group: Group, study: Any) -> None:
         settings = self.plan.tune.max_stable_lr
@@ -757,7 +913,13 @@ class Tuner:
         )
 
     def _search(self, group: Group) -> StudySearch:
-        return next(s for s in self.searches if s.group.label == group.label)
+        """``group``'s own study (not its horizon re-tune)."""
+        return next(s for s in self.searches if s.group.label == group.label and not s.horizon)
+
+    @property
+    def studies(self) -> list[StudySearch]:
+        """The studies whose best values the suite is evaluated at (no horizon re-tune)."""
+        return [s for s in self.searches if not s.horizon]
 
     def _read_records(self) -> None:
         """Every FINISHED tuning run of the experiment: what need not be trained again."""
@@ -800,12 +962,16 @@ class Tuner:
             and run.info.status == "FINISHED"
             and run.data.tags.get(TUNING_COMPLETE) == "true"
             and run.data.tags.get(TUNING_BEST) == json.dumps((s.best() or ({},))[0], sort_keys=True)
+            and (
+                not self.plan.tune.second_best
+                or run.data.tags.get(TUNING_SECOND) == _second_tag(s.second())
+            )
             for s in self.searches
         )
 
     def best_values(self) -> dict[str, dict[str, float]]:
         out = {}
-        for s in self.searches:
+        for s in self.studies:
             best = s.best()
             if best is None:
                 raise UserInputError(
@@ -816,16 +982,37 @@ class Tuner:
             out[s.group.label] = best[0]
         return out
 
+    def second_values(self) -> dict[str, dict[str, float] | None] | None:
+        """Group label -> its study's second-best values (None: no distinct one), or None
+        when the suite does not ask for them (``tune.second_best``)."""
+        if not self.plan.tune.second_best:
+            return None
+        return {s.group.label: (s.second() or (None,))[0] for s in self.studies}
+
+    def ranked_trials(self) -> list[tuple[Trial, int | None]]:
+        return ranked_trials(self.suite, self.plan, self.best_values(), self.second_values())
+
     def evaluation_trials(self) -> tuple[Trial, ...]:
-        return evaluation_trials(self.suite, self.plan, self.best_values())
+        return tuple(t for t, _ in self.ranked_trials())
+
+    def evaluation_tags(self) -> dict[str, dict[str, str]]:
+        """Trial id -> the tags its trial run gets besides a trial's own: the tune rank of each
+        tuned trial (``gradatlas.tuning.rank``, the reports' ``tune_rank``)."""
+        return {t.trial_id: {TUNING_RANK: str(r)} for t, r in self.ranked_trials() if r}
 
     def tags(
-        self, group: Group, purpose: str, values: Mapping[str, float], number: int | None = None
+        self,
+        group: Group,
+        purpose: str,
+        values: Mapping[str, float],
+        number: int | None = None,
+        study: str | None = None,
     ) -> dict[str, str]:
-        """The tags that make a run a tuning run of ``group``'s study."""
+        """The tags that make a run a tuning run of ``group``'s study (``study``: its name,
+        when not the group's own study)."""
         tags = {
             KIND: KIND_TUNING,
-            STUDY: self.plan.study_name(group),
+            STUDY: study or self.plan.study_name(group),
             TUNING_GROUP: group.label,
             TUNING_GROUP_LEVELS: json.dumps(group.levels, sort_keys=True),
             TUNING_PARAMS: json.dumps(dict(values), sort_keys=True),
@@ -853,20 +1040,23 @@ class Tuner:
                 TUNING_GROUP: s.group.label,
                 TUNING_GROUP_LEVELS: json.dumps(s.group.levels, sort_keys=True),
                 TUNING_STORAGE: redact(self.storage_url),
+                TUNING_PURPOSE: s.purpose,
                 PARENT_RUN: sweep_id,
             }
-            run = self.client.create_run(
-                self.experiment_id, run_name=f"study-{s.group.label}", tags=tags
-            )
+            name = f"study-{s.group.label}{FULL if s.horizon else ''}"
+            run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
             s.run_id = run.info.run_id
 
     def study_info(self, s: StudySearch) -> dict[str, Any]:
         """A study's summary: ``tuning.json`` on its run, and the command's closing table."""
         tune = self.plan.tune
-        best = s.best()
+        best, second = s.best(), s.second()
+        budget = self.plan.budget(s.group)
+        stable = [] if s.horizon else self.stable.get(s.group.label, [])
         return {
             "study": s.name,
             "group": s.group.label,
+            "purpose": s.purpose,
             "levels": s.group.levels,
             "storage": redact(self.storage_url),
             "objective": tune.objective,
@@ -878,11 +1068,23 @@ class Tuner:
                 "pruned": s.counts["pruned"],
                 "failed": s.counts["fail"],
             },
+            "steps": budget if s.horizon else (tune.steps or budget),  # per tuning run
+            "budget_steps": budget,  # the cells' own (None: not known)
             "best": None
             if best is None
             else {"values": best[0], "objective": best[1], "number": best[2]},
-            "max_stable_lr": list(self.stable_done.get(s.group.label, {}).values()),
-            "complete": s.complete and all(c.complete for c in self.stable.get(s.group.label, [])),
+            # The best trial distinct from the best (``second_best``); its trials ran only
+            # with ``second_best_runs``.
+            "second": None
+            if second is None
+            else {"values": second[0], "objective": second[1], "number": second[2]},
+            "second_best_ratio": tune.second_best_ratio,
+            "second_best_runs": tune.second_best and not s.horizon,
+            "tried": s.tried(),
+            "max_stable_lr": []
+            if s.horizon
+            else list(self.stable_done.get(s.group.label, {}).values()),
+            "complete": s.complete and all(c.complete for c in stable),
         }
 
     def summarize(self) -> TuningSummary:
@@ -910,6 +1112,9 @@ class Tuner:
                 metrics.append(Metric("best_objective", best["objective"], now, 0))
                 metrics += [Metric(f"best.{k}", v, now, 0) for k, v in best["values"].items()]
                 tags.append(RunTag(TUNING_BEST, json.dumps(best["values"], sort_keys=True)))
+                tags.append(RunTag(TUNING_SECOND, _second_tag(s.second())))
+            if info["second"] is not None:
+                metrics.append(Metric("second_objective", info["second"]["objective"], now, 0))
             self.client.log_batch(rid, metrics=metrics, tags=tags)
             self.client.log_dict(rid, info, TUNING_ARTIFACT)
             self.client.set_terminated(rid, status="FINISHED" if info["complete"] else "KILLED")
@@ -1108,11 +1313,15 @@ class Tuner:
             tags[OUTCOME], tags[OUTCOME_REASON] = PRUNED, reason
         number = tags.get(TUNING_NUMBER)
         prefix = f"tune{number}" if number is not None else f"maxlr{job.values['lr']:.3g}"
+        search = job.search
+        if isinstance(search, StudySearch) and search.horizon:
+            prefix = f"full{number}"
+        study = search if isinstance(search, StudySearch) else self._search(search.group)
         return dataclasses.replace(
             write,
             record=record,
             run_name=f"{prefix}-{write.run_name}",
-            parent=self._search(job.search.group).run_id,
+            parent=study.run_id,
             tags=tags,
         )
 
@@ -1132,6 +1341,11 @@ class Tuner:
         )
         self.stream.write(f"{head} {values}{' ' if values else ''}{what}{reused}\n")
         self.stream.flush()
+
+
+def _second_tag(second: tuple[dict[str, float], float, int] | None) -> str:
+    """A study run's ``TUNING_SECOND`` tag: the second-best values as JSON, or ``null``."""
+    return json.dumps(second[0] if second else None, sort_keys=True)
 
 
 def _check_reports(reports: list[dict[str, Any]], summary: TuningSummary) -> None:

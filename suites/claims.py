@@ -20,6 +20,7 @@ a metric that is not a summary column, its computation in ``reports/claims.py``.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -120,6 +121,23 @@ METRICS: dict[str, Metric] = {
             "max_stable_lr",
             "largest learning rate that did not explode (bracketed per cell), compared as log10",
             "log10 lr",
+            log10=True,
+        ),
+        Metric(
+            "update_cv",
+            "continuous",
+            "update_cv",
+            "coefficient of variation (std / mean) of the per-step update norm "
+            "||theta_{t+1} - theta_t|| over the run: how much the step the optimizer applied "
+            "varies (0: a constant step size)",
+            "CV",
+        ),
+        Metric(
+            "max_grad_norm",
+            "continuous",
+            "max_grad_norm",
+            "largest raw (pre-clip) global gradient norm seen in training, compared as log10",
+            "log10 norm",
             log10=True,
         ),
     ]
@@ -378,6 +396,7 @@ def check_claims(
         errors += _check_groups(
             at, _get(claim, "a") or {}, _get(claim, "b") or {}, groups, selectors
         )
+        errors += _check_shape(at, claim, levels, groups)
         for factor in groups["where"]:
             if factor in groups["a"] or factor in groups["b"]:
                 errors.append(
@@ -388,6 +407,66 @@ def check_claims(
                     )
                 )
     return errors
+
+
+def _check_shape(
+    at: str, claim: Any, levels: Mapping[str, list[str]], groups: dict[str, dict[str, list[str]]]
+) -> list[UserInputError]:
+    """An interaction's ``by`` (one varied factor, two levels of the plan's) and a curve's
+    ``over`` (a varied factor with numeric levels, three or more): neither may be a factor the
+    claim already names in ``a``, ``b`` or ``where``."""
+    errors: list[UserInputError] = []
+    named = set(groups["a"]) | set(groups["b"]) | set(groups["where"])
+    by = _get(claim, "by") or {}
+    if by:
+        labels, problems = filter_labels(dict(by), levels)
+        errors += [e.located(prefix=f"{at}.by") for e in problems]
+        for factor, values in labels.items():
+            if factor in named:
+                errors.append(
+                    UserInputError(
+                        f"{factor} is already named in a, b or where; by needs another factor",
+                        field=f"{at}.by.{field_key(factor)}",
+                    )
+                )
+            elif len(values) != 2:
+                errors.append(
+                    UserInputError(
+                        "by needs two different levels (the effect at the first minus the "
+                        f"effect at the second), got {', '.join(values)}",
+                        field=f"{at}.by.{field_key(factor)}",
+                    )
+                )
+    over = _get(claim, "over")
+    if over is not None:
+        if over not in levels:
+            errors.append(UserInputError(_unknown_factor(over, levels), field=f"{at}.over"))
+        elif over in named or over in by:
+            errors.append(
+                UserInputError(
+                    f"{over} is already named in a, b, where or by; over needs another factor",
+                    field=f"{at}.over",
+                )
+            )
+        elif len([x for x in map(level_number, levels[over]) if x is not None and x > 0]) < 3:
+            errors.append(
+                UserInputError(
+                    f"over needs a factor with three or more positive numeric levels (a curve "
+                    f"over a log scale); {over} has {', '.join(levels[over])}",
+                    field=f"{at}.over",
+                )
+            )
+    return errors
+
+
+_NUMBER_AT_END = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:e[-+]?\d+)?$")
+
+
+def level_number(label: str) -> float | None:
+    """The number a numeric level's label ends in (``lr0.001`` -> 0.001, ``d20`` -> 20); None
+    for a label that names no number (``relu``, ``adam(lr=...)``)."""
+    found = _NUMBER_AT_END.search(str(label))
+    return float(found.group(0)) if found else None
 
 
 def _seeds_in_plan(

@@ -22,12 +22,15 @@ from pydantic import ValidationError
 
 from gradatlas.errors import SuiteErrors, UserInputError, field_key, short_repr
 from gradatlas.record import factor_levels
+from gradatlas.suites.levels import check_loss
 from gradatlas.suites.schema import Budget, SuiteSpec, loc_to_path
 from gradatlas.suites.spec import (
     FACTORS,
+    DatasetDefaults,
     DatasetSpec,
     InstrumentSpec,
     ModelSpec,
+    Named,
     OutcomeThresholds,
     TrialSpec,
     resolve_trial,
@@ -192,6 +195,7 @@ class _Expander:
 
     def __init__(self, spec: SuiteSpec, errors: list[UserInputError], partial: bool = False):
         self.spec, self.errors, self.partial = spec, errors, partial
+        self._described: dict[Any, tuple[tuple[int, ...], int, int | None]] = {}
 
     def error(self, message: str, field: str | None) -> None:
         self.errors.append(UserInputError(message, field=field))
@@ -206,7 +210,7 @@ class _Expander:
         self._check_lr_sources(fixed)
         if self.partial:
             return []
-        dataset, shape = self._dataset()
+        dataset = self._dataset(fixed)
         if self.errors:
             return []
         if not self._plan_fits([levels, *sub_levels]):
@@ -239,7 +243,7 @@ class _Expander:
                 outcomes=outcomes,
                 seed=seeds[0],
             )
-            if not self._check_cell(base, shape, origin):
+            if not self._check_cell(base, origin):
                 continue
             where = ", ".join(origin.values()) or "the suite"
             if base.cell_id in first_origin:
@@ -464,36 +468,66 @@ class _Expander:
         return cell
 
     # -- one cell against its dataset and the limits -----------------------------------------
-    def _dataset(self) -> tuple[DatasetSpec, tuple[int, ...]]:
-        from gradatlas.datasets import DATASETS, default_seed, describe
+    def _dataset(self, fixed: dict[str, Any]) -> DatasetDefaults:
+        """The suite's ``dataset`` section, checked: what every level of the ``dataset`` factor
+        is completed from (the data seed; the options, for the section's own dataset), and the
+        factor's fixed value (the section's dataset) where the plan does not vary it."""
+        from gradatlas.datasets import DATASETS
 
         ds = self.spec.dataset
+        fixed["dataset"] = Named(ds.name, {})
         try:
             options = DATASETS.check_options(ds.name, ds.options)
         except UserInputError as exc:
             prefix = "dataset.name" if ds.name not in DATASETS else "dataset.options"
             self.errors.append(exc.located(prefix=prefix))
-            return DatasetSpec(ds.name, 0, {}), ()
-        _, shape, outputs = describe(ds.name, options)
-        self.num_outputs = outputs
-        # ``default``: the dataset's own default seed, resolved here so the trial config (the
-        # identity) holds the number that was used.
-        seed = default_seed(ds.name) if ds.seed == "default" else ds.seed
-        return DatasetSpec(ds.name, seed, options), shape
+            return DatasetDefaults(ds.name, 0, {})
+        # ``default`` stays a word here: each level resolves it to its own dataset's default
+        # seed, so the trial config (the identity) holds the number that was used.
+        return DatasetDefaults(ds.name, ds.seed, options)
 
-    def _check_cell(self, trial: TrialSpec, shape: tuple[int, ...], origin: dict[str, str]) -> bool:
-        """Model x dataset, norm x family, and the size limits, located at the level that caused
-        the problem (or the fixed setting when no grid level did)."""
+    def _describe(self, ds: DatasetSpec) -> tuple[tuple[int, ...], int, int | None]:
+        """(input shape, outputs, training examples or None when unknown) of one cell's
+        dataset, from its registration alone; the plan's few datasets are described once."""
+        from gradatlas.cost import split_sizes
+        from gradatlas.datasets import describe
+
+        key = (ds.name, tuple(sorted((k, repr(v)) for k, v in ds.options.items())))
+        if key not in self._described:
+            _, shape, outputs = describe(ds.name, ds.options)
+            try:
+                n_train: int | None = split_sizes(ds.name, ds.options)[0]
+            except ValueError:
+                n_train = None
+            self._described[key] = (shape, outputs, n_train)
+        return self._described[key]
+
+    def _check_cell(self, trial: TrialSpec, origin: dict[str, str]) -> bool:
+        """Model x dataset, norm x family, the training subset against the training split, and
+        the size limits, each against the cell's own dataset and located at the level that
+        caused the problem (or the fixed setting when no grid level did)."""
         from gradatlas.models import check_model_input, estimate_parameters
         from gradatlas.models.norms import check_norm_family
 
         model, limits = trial.model, self.spec.limits
         where = {f: origin.get(f, f"model.{f}") for f in ("depth", "width", "norm", "family")}
+        shape, outputs, n_train = self._describe(trial.dataset)
         problems: list[UserInputError] = []
+        problems += check_loss(trial, origin)  # loss x dataset task, x label smoothing
         try:
             check_model_input(model, shape)
         except UserInputError as exc:
-            problems.append(UserInputError(exc.message, field="model.family"))
+            blame = origin.get("dataset", "model.family")
+            problems.append(UserInputError(exc.message, field=blame))
+        subset = trial.train.train_subset
+        if n_train is not None and subset > n_train:
+            problems.append(
+                UserInputError(
+                    f"train_subset {subset:,} exceeds the {n_train:,} training examples of "
+                    f"{trial.dataset.name} (0 trains on all of them)",
+                    field=origin.get("train_subset", "train.train_subset"),
+                )
+            )
         try:
             check_norm_family(model.norm.name, 0 if model.family == "mlp" else 1)
         except UserInputError as exc:
@@ -507,7 +541,7 @@ class _Expander:
                 )
             )
         elif not problems:
-            params = estimate_parameters(model, shape, self.num_outputs)
+            params = estimate_parameters(model, shape, outputs)
             if params > limits.max_parameters:
                 blame = (
                     where["width"] if "width" in origin or "depth" not in origin else where["depth"]

@@ -290,3 +290,112 @@ def label_grad_clip(resolved: Clip) -> str:
     if resolved.mode == "none":
         return "noclip"
     return f"clip{'' if resolved.mode == 'norm' else 'val'}{fmt(resolved.max)}"
+
+
+# -- the output and its loss ---------------------------------------------------------------------
+# Classification losses by name -> short label. ``cross_entropy``: softmax + cross-entropy on the
+# logits (the behaviour before the factor existed); ``mse``: mean squared error between the raw
+# logits and the one-hot target, no softmax anywhere. Regression always trains on MSE.
+LOSSES = {"cross_entropy": "ce", "mse": "mse"}
+
+
+def loss(level: Any) -> str:
+    """A classification loss by name (``LOSSES``), with a suggestion for a near miss."""
+    if isinstance(level, str) and level.strip() in LOSSES:
+        return level.strip()
+    import difflib
+
+    near = difflib.get_close_matches(str(level), list(LOSSES), n=1)
+    hint = f"; did you mean {near[0]!r}?" if near else ""
+    raise UserInputError(f"unknown loss {short_repr(level)} (losses: {', '.join(LOSSES)}){hint}")
+
+
+def label_loss(resolved: str) -> str:
+    return LOSSES[resolved]
+
+
+def logit_scale(level: Any) -> float:
+    """A positive finite multiplier of the network's output (a softmax temperature 1/scale)."""
+    value = number(level, "a positive logit scale")
+    if value <= 0:
+        raise UserInputError(f"logit scale must be > 0, got {short_repr(level)}")
+    return value
+
+
+def check_loss(trial: Any, origin: Mapping[str, str]) -> list[UserInputError]:
+    """A resolved trial's loss against its dataset and its label smoothing, located at the grid
+    level that set it (``origin``), else the fixed ``train.loss``: a classification loss other
+    than cross-entropy needs a classification dataset (regression always trains on MSE), and
+    label smoothing smooths cross-entropy's target, so it has no meaning under ``mse``."""
+    from gradatlas.datasets import describe
+
+    train = trial.train
+    if train.loss == "cross_entropy":
+        return []
+    where = origin.get("loss", "train.loss")
+    task = describe(trial.dataset.name, trial.dataset.options)[0]
+    if task != "classification":
+        return [
+            UserInputError(
+                f"loss {train.loss} is a classification loss; {trial.dataset.name} is a {task} "
+                "dataset, which always trains on mean squared error (drop train.loss)",
+                field=where,
+            )
+        ]
+    if train.label_smoothing:
+        return [
+            UserInputError(
+                f"label smoothing {fmt(train.label_smoothing)} smooths the cross-entropy target "
+                f"and has no meaning with loss {train.loss}: set label_smoothing 0 for it",
+                field=origin.get("label_smoothing", where),
+            )
+        ]
+    return []
+
+
+# -- data ----------------------------------------------------------------------------------------
+def dataset(level: Any) -> Named:
+    """``digits`` or ``{name: digits, options: {val_fraction: 0.1}}`` -> ``Named`` holding the
+    options the level itself writes (checked, not filled in). The rest comes from the suite's
+    ``dataset`` section when the trial is resolved (``spec.DatasetDefaults``): its seed for
+    every level, its options for its own dataset only, then the dataset's defaults; so a level
+    is labelled by what it says, and the section's own dataset keeps the config it always had."""
+    from gradatlas.datasets import DATASETS
+
+    if isinstance(level, Mapping):
+        unknown = sorted(map(str, set(level) - {"name", "options"}))
+        if unknown:
+            seed = "; the data seed is the suite's dataset.seed" if unknown[0] == "seed" else ""
+            raise UserInputError(
+                f"unknown key {short_repr(unknown[0])} (a dataset level takes: name, options"
+                f"{seed})",
+                field=unknown[0],
+            )
+        if "name" not in level:
+            raise UserInputError(
+                f"a dataset given as a mapping needs a 'name' (known: {', '.join(DATASETS)})"
+            )
+        name, given = level["name"], level.get("options") or {}
+        try:
+            DATASETS.check_name(name)
+        except UserInputError as exc:
+            raise exc.located(prefix="name") from None
+        if not isinstance(given, Mapping):
+            raise UserInputError(
+                f"expected a mapping of options, got {short_repr(given)}", field="options"
+            )
+        try:
+            checked = DATASETS.check_options(name, given)
+        except UserInputError as exc:
+            raise exc.located(prefix="options") from None
+        return Named(name, {k: checked[k] for k in given})
+    DATASETS.check_name(level)
+    return Named(level, {})
+
+
+def label_dataset(resolved: Named) -> str:
+    """``mnist1d``; a level that writes options: ``mnist1d(num_samples=1000)``."""
+    if not resolved.options:
+        return resolved.name
+    options = ",".join(f"{k}={fmt(v)}" for k, v in sorted(resolved.options.items()))
+    return f"{resolved.name}({options})"

@@ -2,9 +2,10 @@
 
 Each override sets one path of the suite's data before validation, so an override is checked
 exactly like the file (a wrong path or value gets the same ``file: field.path`` error and exit
-2). Values are YAML (``[3,5]``, ``{name: adam, lr: 1e-3}``, ``null``). Setting ``train.steps``
-drops the file's ``train.epochs`` and vice versa: the budget is one choice, and the command line
-is the later word. The overrides are archived with the sweep that ran them.
+2). Values are YAML (``[3,5]``, ``{name: adam, lr: 1e-3}``, ``null``). ``[*]`` sets a field in
+every element of a list (``grids[*].dataset=[cifar10]``: every design on CIFAR-10). Setting
+``train.steps`` drops the file's ``train.epochs`` and vice versa: the budget is one choice, and
+the command line is the later word. The overrides are archived with the sweep that ran them.
 """
 
 from __future__ import annotations
@@ -67,6 +68,16 @@ def _apply_one(data: dict[str, Any], item: str) -> None:
     if not sep or not path.strip():
         raise UserInputError("expected PATH=VALUE, e.g. train.epochs=2")
     path = path.strip()
+    if "[*]" in path:  # every element of a list: grids[*].dataset=[cifar10]
+        head, _, tail = path.partition("[*]")
+        node: Any = data
+        for key in parse_path(head):
+            node = node.get(key) if isinstance(node, dict) else None
+        if not isinstance(node, list) or not node:
+            raise UserInputError(f"{path}: {head} is not a non-empty list, so [*] selects nothing")
+        for i in range(len(node)):
+            _apply_one(data, f"{head}[{i}]{tail}={raw}")
+        return
     keys = parse_path(path)
     value = _parse_value(raw)
     node: Any = data

@@ -40,6 +40,35 @@ class DatasetSpec:
         return {"name": self.name, "seed": self.seed, "options": dict(self.options)}
 
 
+@dataclass(frozen=True)
+class DatasetDefaults:
+    """The suite's ``dataset`` section, as every level of the ``dataset`` factor sees it.
+
+    ``seed`` (a number, or ``default``: each dataset's own) is every level's data seed, so the
+    datasets of one suite are drawn alike; ``options`` are written for the section's own
+    dataset (``name``), so they reach a level of that name only (under the level's own). A
+    suite that does not vary the dataset resolves the section exactly as it always did, so its
+    configs and trial ids are unchanged.
+    """
+
+    name: str
+    seed: int | str
+    options: Mapping[str, Any]
+    # level -> its DatasetSpec: a plan has a few datasets and many cells
+    _resolved: dict[Any, DatasetSpec] = field(default_factory=dict, compare=False, repr=False)
+
+    def resolve(self, level: Named) -> DatasetSpec:
+        from gradatlas.datasets import DATASETS, default_seed
+
+        key = (level.name, repr(sorted(level.options.items())))
+        if key not in self._resolved:
+            own = self.options if level.name == self.name else {}
+            options = DATASETS.check_options(level.name, {**own, **level.options})
+            seed = default_seed(level.name) if self.seed == "default" else int(self.seed)
+            self._resolved[key] = DatasetSpec(level.name, seed, options)
+        return self._resolved[key]
+
+
 def late(default: Any) -> Any:
     """A field added after schema 1: it carries the behaviour from before it existed as its
     default, and is written to the config only when it differs, so every trial id recorded
@@ -91,6 +120,9 @@ class ModelSpec:
     dropout: float
     residual: bool
     bias: bool = late(True)
+    # The network's output is multiplied by this (a softmax temperature 1/scale): large logits
+    # without touching the init (``GradModel.forward``).
+    logit_scale: float = late(1.0)
     options: Mapping[str, Any] = field(default_factory=dict)
 
     def to_config(self) -> dict[str, Any]:
@@ -137,6 +169,12 @@ class TrainSpec:
     schedule: Named
     grad_clip: Clip
     label_smoothing: float = late(0.0)
+    # Classification loss (``levels.LOSSES``): softmax + cross-entropy, or MSE on the raw logits
+    # against the one-hot target; regression trains on MSE whatever this says.
+    loss: str = late("cross_entropy")
+    # Training examples the trial trains on (0: all): a subset fixed by the data seed
+    # (``runners.loader.trial_data``), the same for every trial seed.
+    train_subset: int = late(0)
 
     def to_config(self) -> dict[str, Any]:
         return section_config(self)
@@ -238,11 +276,15 @@ class Factor:
     ``default`` is the level used when the suite sets neither (None for ``lr``: the optimizer's
     own ``default_lr``). ``title`` is the report's axis label. ``examples`` are two levels
     that must give different trials (a test checks every factor with them).
+
+    ``dataset`` is the one factor whose path is a whole section of the trial: its fixed value
+    is the suite's ``dataset`` section, and a level is completed from that section
+    (``DatasetDefaults``) when the trial is resolved.
     """
 
     name: str
     path: str
-    section: str  # where the suite sets it as a fixed value: "model" or "train"
+    section: str  # where the suite sets it as a fixed value: "model", "train" or "dataset"
     default: Any
     resolve: Callable[[Any], Any]
     label: Callable[[Any], str]
@@ -254,13 +296,16 @@ class Factor:
 def _factor(name: str, path: str, default: Any, resolve: Callable[[Any], Any],
             label: Callable[[Any], str], help: str, title: str,
             examples: tuple[Any, Any]) -> Factor:  # fmt: skip
-    section = "model" if path.startswith("model.") else "train"
+    section = {"model": "model", "dataset": "dataset"}.get(path.partition(".")[0], "train")
     return Factor(name, path, section, default, resolve, label, help, title, examples)
 
 
 FACTORS: dict[str, Factor] = {
     f.name: f
     for f in [
+        _factor("dataset", "dataset", "mnist1d", lv.dataset, lv.label_dataset,
+                "a registered dataset, or {name, options}; the data seed is dataset.seed",
+                "Dataset", ("mnist1d", "digits")),
         _factor("depth", "model.depth", 4, lv.positive_int, lambda v: f"d{v}",
                 "hidden layers", "Depth", (3, 5)),
         _factor("width", "model.width", 64, lv.positive_int, lambda v: f"w{v}",
@@ -280,6 +325,10 @@ FACTORS: dict[str, Factor] = {
         _factor("bias", "model.bias", True, lv.boolean, lambda v: "bias" if v else "nobias",
                 "learned biases in the hidden layers (false: weights only)", "Hidden biases",
                 (True, False)),
+        _factor("logit_scale", "model.logit_scale", 1.0, lv.logit_scale,
+                lambda v: f"logit{lv.fmt(v)}",
+                "multiplies the network's output (softmax temperature 1/scale); init untouched",
+                "Logit scale", (1.0, 10.0)),
         _factor("optimizer", "optim.optimizer", "sgd", lv.optimizer, lv.label_optimizer,
                 "a name, or a mapping with lr and hyper-parameters", "Optimizer",
                 ("momentum", "nesterov")),
@@ -293,10 +342,17 @@ FACTORS: dict[str, Factor] = {
                 (None, 1.0)),
         _factor("batch_size", "train.batch_size", 128, lv.positive_int, lambda v: f"bs{v}",
                 "minibatch size", "Batch size", (64, 128)),
+        _factor("train_subset", "train.train_subset", 0, lv.non_negative_int,
+                lambda v: f"n{v}" if v else "nall",
+                "training examples trained on (0: all), fixed by the data seed",
+                "Training examples", (0, 64)),
         _factor("label_smoothing", "train.label_smoothing", 0.0,
                 lv.in_unit_interval("label smoothing"), lambda v: f"ls{lv.fmt(v)}",
                 "label smoothing of the training loss (classification)", "Label smoothing",
                 (0.0, 0.1)),
+        _factor("loss", "train.loss", "cross_entropy", lv.loss, lv.label_loss,
+                "classification loss: cross_entropy (softmax) or mse (raw logits vs one-hot)",
+                "Loss", ("cross_entropy", "mse")),
         _factor("schedule", "train.schedule", "constant", lv.schedule, lv.label_schedule,
                 "learning-rate schedule", "LR schedule", ("constant", "cosine")),
     ]
@@ -309,21 +365,23 @@ def resolve_trial(
     family: str,
     family_options: Mapping[str, Any],
     budget: Mapping[str, Any],
-    dataset: DatasetSpec,
+    dataset: DatasetDefaults,
     instrument: InstrumentSpec,
     outcomes: OutcomeThresholds,
     seed: int,
 ) -> TrialSpec:
     """Land every factor's resolved value (``settings``: factor name -> value, all factors) at
     its path and apply the learning-rate precedence: the optimizer level's own lr, then the lr
-    factor / ``train.lr``, then the optimizer's ``default_lr``. Nothing here knows a factor by
-    name except that precedence, so a new factor needs no line here."""
+    factor / ``train.lr``, then the optimizer's ``default_lr``; the dataset level is completed
+    from the suite's section (``dataset``). Nothing here knows a factor by name except those
+    two, so a new factor needs no line here."""
     from gradatlas.optim import default_lr
 
     fields: dict[str, dict[str, Any]] = {"model": {}, "optim": {}, "train": {}}
     for name, factor in FACTORS.items():
         section, _, key = factor.path.partition(".")
-        fields[section][key] = settings[name]
+        if key:  # "dataset" sets a whole section, below
+            fields[section][key] = settings[name]
     optimizer: Named = fields["optim"]["optimizer"]
     own_lr = optimizer.options.get("lr")
     lr = own_lr if own_lr is not None else fields["optim"]["lr"]
@@ -332,7 +390,7 @@ def resolve_trial(
     )
     fields["optim"]["lr"] = float(lr if lr is not None else default_lr(optimizer.name))
     return TrialSpec(
-        dataset=dataset,
+        dataset=dataset.resolve(settings["dataset"]),
         model=ModelSpec(family=family, options=dict(family_options), **fields["model"]),
         optim=OptimSpec(**fields["optim"]),
         train=TrainSpec(**budget, **fields["train"]),
@@ -350,6 +408,8 @@ def _check_factor_paths() -> None:
     no field is caught by any test, never by a silent collapse of cells into one trial id."""
     for factor in FACTORS.values():
         section, _, name = factor.path.partition(".")
+        if factor.path == "dataset":  # the one factor that sets a whole section
+            continue
         cls = _SECTION_TYPES.get(section)
         if cls is None or name not in {f.name for f in dataclasses.fields(cls)}:
             raise AssertionError(f"factor {factor.name!r} sets {factor.path!r}: no such field")

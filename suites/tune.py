@@ -23,6 +23,7 @@ from gradatlas.suites.schema import TuneSection
 
 # name -> the spec field it sets (the optimizer's options are the rest)
 SPEC_PARAMS = {"lr": "optim.lr", "weight_decay": "optim.weight_decay", "dropout": "model.dropout"}
+LINEAR_SHARE = 0.1  # ``distinct``: a linear param this share of its range apart
 _RESOLVERS = {"lr": lv.learning_rate, "weight_decay": lv.weight_decay, "dropout": lv.dropout}
 
 
@@ -65,6 +66,46 @@ def tuned_spec(spec: Any, values: Mapping[str, float], steps: int | None = None)
     if steps is not None:
         train = dataclasses.replace(train, steps=int(steps), epochs=None)
     return dataclasses.replace(spec, model=model, optim=optim, train=train)
+
+
+def distinct(
+    a: Mapping[str, float],
+    b: Mapping[str, float],
+    params: Mapping[str, Mapping[str, Any]],
+    ratio: float = 2.0,
+) -> bool:
+    """Whether two tuned points are far enough apart to count as different choices: some param
+    (``params``: name -> its range as plain data, ``low``, ``high``, ``log``) differs by at least
+    a factor ``ratio`` (a log param, whose scale is multiplicative) or by at least
+    ``LINEAR_SHARE`` of its range (a linear one). A second-best within a factor 2 of the best
+    is the same choice measured twice, not a test of robustness."""
+    for name, p in params.items():
+        if name not in a or name not in b:
+            continue
+        x, y = float(a[name]), float(b[name])
+        if p.get("log"):
+            if x > 0 and y > 0 and max(x, y) >= ratio * min(x, y) * (1 - 1e-9):
+                return True
+        elif abs(x - y) >= LINEAR_SHARE * (float(p["high"]) - float(p["low"])) * (1 - 1e-9):
+            return True
+    return False
+
+
+def budget_steps(spec: Any) -> int | None:
+    """The training steps of a ``TrialSpec``'s own budget (``train.steps``, else epochs x
+    steps per epoch), or None where the dataset's size is unknown."""
+    train = spec.train
+    if train.steps is not None:
+        return int(train.steps)
+    from gradatlas.cost import split_sizes
+
+    try:
+        n_train, _ = split_sizes(spec.dataset.name, spec.dataset.options)
+    except ValueError:
+        return None
+    n_train = spec.train.train_subset or n_train  # a training subset (0: the whole split)
+    per_epoch = -(-n_train // max(1, min(train.batch_size, n_train)))
+    return int((train.epochs or 0) * per_epoch)
 
 
 def check_tune(
@@ -208,15 +249,16 @@ def _range_problem(name: str, value: float, options: dict[str, list[str]]) -> st
 def _check_plan(tune: TuneSection, trials: Sequence[Any], err: Any) -> None:
     from gradatlas.datasets import describe
 
-    first = trials[0].spec
     if tune.objective == "val_acc":
-        task, _, _ = describe(first.dataset.name, first.dataset.options)
-        if task != "classification":
-            err(
-                f"val_acc needs a classification dataset ({first.dataset.name} is {task}); use "
-                "val_loss",
-                "tune.objective",
-            )
+        # Every dataset of the plan (``grid.dataset`` may vary it), each named once.
+        for name, options in {t.spec.dataset.name: t.spec.dataset.options for t in trials}.items():
+            task, _, _ = describe(name, options)
+            if task != "classification":
+                err(
+                    f"val_acc needs a classification dataset ({name} is {task}); use val_loss",
+                    "tune.objective",
+                )
+                break
 
 
 def _hint(name: str) -> str:

@@ -49,6 +49,27 @@ def test_members_match_their_unbatched_trials(case, tmp_path):
         assert any(s is not None for s in steps) and any(s is None for s in steps)
 
 
+@pytest.mark.parametrize(("loss", "scale"), [("cross_entropy", 3.0), ("mse", 0.5)])
+def test_members_match_their_unbatched_trials_under_loss_and_logit_scale(loss, scale, tmp_path):
+    """The output factors of claim C3: every member is scaled and scored like its unbatched
+    trial (float64, ReLU: 1e-9), and so are its update norms (claim C7's measure). (MSE and its
+    gradient grow with the scale squared: at 3 some seeds explode within a few steps.)"""
+    from gradatlas.runners.parity import worst_rel
+    from gradatlas.runners.trial import run_trial, run_trials
+
+    overrides = [f"model.logit_scale={scale}", f"train.loss={loss}", "train.steps=20",
+                 "train.precision='64'", "model.activation=relu"]  # fmt: skip
+    trials = parity_cases.trials_for(overrides, tmp_path)
+    assert trials[0].spec.model.logit_scale == scale and trials[0].spec.train.loss == loss
+    p = compare(trials)
+    assert p.init_identical and p.steps == 20 and p.same_outcomes
+    assert p.worst_loss_rel <= 1e-9 and p.worst_eval_rel <= 1e-9, p
+    batched = run_trials(trials, accelerator="cpu")
+    for trial, member in zip(trials, batched, strict=True):
+        alone = run_trial(trial, accelerator="cpu").curves["train"]["update_norm"]
+        assert worst_rel(alone, member.curves["train"]["update_norm"]) <= 1e-9
+
+
 def test_parity_detects_a_different_trial(tmp_path):
     """The comparison can fail: members set against other seeds' unbatched runs differ."""
     from gradatlas.runners.parity import worst_rel
@@ -73,7 +94,7 @@ def test_quickstart_labels_are_the_same_batched_and_alone():
         alone |= {r.trial.trial_id: r.outcome.label for r in solo.results}
         batched |= {r.trial.trial_id: r.outcome.label for r in together.results}
         assert {r.timing["batch_seeds"] for r in together.results} == {len(unit.trials)}
-    assert len(alone) == len(suite.trials) == 36
+    assert len(alone) == len(suite.trials) == 54
     assert alone == batched
     assert set(alone.values()) >= {"exploded", "vanished"}  # the regimes that matter are there
 
@@ -174,8 +195,8 @@ def test_a_killed_recorder_ends_the_sweep_with_a_write_error(tiny_suite, tmp_pat
 
     real_put = recorder_module.Recorder.put
 
-    def put_then_kill(self, unit):
-        real_put(self, unit)
+    def put_then_kill(self, unit, writes=None):
+        real_put(self, unit, writes)
         self._proc.send_signal(signal.SIGKILL)
         self._proc.wait()
 

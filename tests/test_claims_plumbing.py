@@ -141,20 +141,21 @@ def test_the_claims_suite_has_two_controls_and_twelve_seeds(claims_suite) -> Non
 
 def test_scope_of_a_tuned_claim(claims_suite) -> None:
     scope = claim_scope(claims_suite, by_id(claims_suite, "C5"))
-    assert scope["dataset"] == {"name": "mnist1d", "title": "MNIST-1D", "seed": 42}
+    assert scope["dataset"]["datasets"] == [
+        {"name": "digits", "seed": 0, "title": "digits"},
+        {"name": "mnist1d", "seed": 42, "title": "MNIST-1D"},
+    ]
     assert scope["model"]["family"] == "mlp" and scope["model"]["widths"] == [32]
-    assert scope["budget"] == {"epochs": 24, "steps": None, "batch_sizes": [128]}
+    assert scope["budget"] == {"epochs": None, "steps": 600, "batch_sizes": [128]}
     lr = scope["lr"]
     assert lr["setting"] == "tuned per arm"
-    assert lr["tuning"]["trials_per_study"] == 10 and lr["tuning"]["steps_per_trial"] == 300
-    assert lr["tuning"]["objective"] == "val_acc" and lr["tuning"]["where"] == {"width": 32}
-    assert lr["tuning"]["per"] == ["optimizer", "activation", "depth"]
-    assert scope["cells"] == 8 and scope["seeds"] == list(range(12))
-    assert scope["text"].startswith("MNIST-1D (seed 42), MLP width 32, 24 epochs x batch 128, ")
-    assert (
-        "lr tuned per arm (lr in [0.0001, 1]; 10 trials x 300 steps per study on val_acc"
-        in (scope["text"])
-    )
+    assert lr["tuning"]["trials_per_study"] == 6 and lr["tuning"]["steps_per_trial"] == 300
+    assert lr["tuning"]["objective"] == "val_acc"
+    assert lr["tuning"]["where"] == {"width": [32, 48, 256]}
+    assert lr["tuning"]["per"][:3] == ["dataset", "width", "optimizer"]
+    assert scope["cells"] == 16 and scope["seeds"] == list(range(12))
+    assert scope["text"].startswith("digits (seed 0) + MNIST-1D (seed 42), MLP width 32, 600 ")
+    assert "6 trials x 300 steps per study on val_acc" in scope["text"]
     json.dumps(scope)
 
 
@@ -163,17 +164,17 @@ def test_scope_of_a_fixed_claim_and_of_given_trials(claims_suite) -> None:
     scope = claim_scope(claims_suite, c1)
     assert scope["model"]["widths"] == [64] and scope["model"]["depths"] == [10, 20, 30]
     assert scope["lr"] == {"setting": "fixed", "values": [{"optimizer": "momentum", "lr": 0.02}]}
-    assert scope["text"] == (
-        "MNIST-1D (seed 42), MLP width 64, 24 epochs x batch 128, lr fixed at 0.02 (momentum)"
+    assert scope["text"].endswith(
+        "MLP width 64, 600 steps x batch 128, lr fixed at 0.02 (momentum)"
     )
     # The experiment's trials narrow it: only the seeds and cells that ran.
     plan = plan_frame(claims_suite)
     ran = plan[(plan["seed"] < 3) & (plan["factor.depth"] != "d30")].drop(columns=["lr", "width"])
     scope = claim_scope(claims_suite, c1, ran, plan=plan)
     assert scope["seeds"] == [0, 1, 2] and scope["model"]["depths"] == [10, 20]
-    assert scope["cells"] == 4 and scope["lr"]["values"][0]["lr"] == 0.02
+    assert scope["cells"] == 8 and scope["lr"]["values"][0]["lr"] == 0.02
     c8b = claim_scope(claims_suite, by_id(claims_suite, "C8b"), plan=plan)
-    assert c8b["text"].endswith("lr fixed at 0.0001, 0.01 (adam)")
+    assert c8b["text"].endswith("0.1, 0.3, 1 (sgd)")
 
 
 def test_an_aa_control_matches_the_same_cells_split_by_seed(claims_suite) -> None:
@@ -185,9 +186,9 @@ def test_an_aa_control_matches_the_same_cells_split_by_seed(claims_suite) -> Non
     ]  # fmt: skip
     assert set(matched["factor.init"]) == {"xavier_normal"}
     cells = matched.drop_duplicates(subset=[c for c in plan if c.startswith("factor.")])
-    assert len(cells) == 19
+    assert len(cells) == 28
     scope = claim_scope(claims_suite, by_id(claims_suite, "AA2"), plan=plan)
-    assert scope["lr"]["setting"] == "fixed" and scope["cells"] == 10
+    assert scope["lr"]["setting"] == "fixed" and scope["cells"] == 36
 
 
 # -- verdict rows ---------------------------------------------------------------------------------
@@ -211,7 +212,7 @@ def test_verdict_rows_have_every_field_and_are_json(claims_suite) -> None:
     c5, aa1, zz = rows
     assert c5["effect"] == -12.5 and c5["ci_low"] == -20.0 and c5["n_seeds"] == 12
     assert c5["mde"] is None and c5["homogeneity_p"] is None and c5["control"] is False
-    assert c5["scope"].startswith("MNIST-1D (seed 42), MLP width 32")
+    assert c5["scope"].startswith("digits (seed 0) + MNIST-1D (seed 42), MLP width 32")
     assert c5["scope_detail"]["lr"]["setting"] == "tuned per arm"
     assert aa1["control"] is True and aa1["homogeneity_p"] == 0.7 and aa1["mde"] == 0.2
     assert zz["effect"] is None and zz["n_seeds"] is None and zz["scope"] == ""
@@ -268,7 +269,7 @@ def test_verdicts_command_prints_rows_and_attaches_them(
     assert main(["verdicts", str(suite), "--tracking-uri", uri, "--json"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     rows = [json.loads(line) for line in lines]
-    assert [r["id"] for r in rows] == ["K1", "AA"]
+    assert [(r["id"], r["dataset"]) for r in rows] == [("K1", "all"), ("AA", "all")]
     for row in rows:
         assert set(VERDICT_FIELDS) <= set(row)
         assert row["verdict"] in {"supported", "refuted", "inconclusive", "depends", "no data"}
@@ -281,7 +282,7 @@ def test_verdicts_command_prints_rows_and_attaches_them(
     assert json.loads(Path(path).read_text()) == rows
     assert main(["verdicts", str(suite), "--tracking-uri", uri]) == 0
     table = capsys.readouterr().out
-    assert table.splitlines()[0].split()[:3] == ["id", "verdict", "metric"]
+    assert table.splitlines()[0].split()[:4] == ["id", "dataset", "verdict", "metric"]
     assert "AA" in table and "verdicts.json" in table
     # The recorded audit, relabelled (calibrate --audit): one file, both rules, per family.
     out = tmp_path / "cal"

@@ -115,3 +115,83 @@ def test_option_checking():
         INITS.check_options("kaiming_normal", {"mode": "fan_avg"})
     with pytest.raises(UserInputError, match="did you mean 'std'"):
         INITS.check_options("normal", {"stdev": 1.0})
+
+
+# -- the bias variance every init takes (sigma_b^2) ---------------------------------------------
+def _model(init: dict, width: int = 512, depth: int = 3, seed: int = 0) -> torch.nn.Module:
+    from gradatlas.models import build_model
+    from gradatlas.suites.expand import resolve_model
+
+    torch.manual_seed(seed)
+    spec = resolve_model({"family": "mlp", "depth": depth, "width": width, "init": init})
+    return build_model(spec, (40,), 10)
+
+
+def _biases(model: torch.nn.Module) -> torch.Tensor:
+    return torch.cat([layer.bias.detach().flatten() for _, layer in model.weight_layers()])
+
+
+def test_bias_var_draws_every_bias_from_n_0_sigma_b2():
+    sb2 = 0.05
+    biases = _biases(_model({"name": "lecun_normal", "gain": 1.2, "bias_var": sb2}))
+    assert (
+        biases.numel() == 3 * 512 + 10
+    )  # the head's bias too: mean field's sigma_b^2 is every layer's
+    # 1546 draws: the sample variance is within ~3.6% (1 sd) of sigma_b^2
+    assert biases.var().item() == pytest.approx(sb2, rel=0.15)
+    assert biases.mean().item() == pytest.approx(0.0, abs=4 * math.sqrt(sb2 / biases.numel()))
+
+
+def test_bias_var_leaves_the_weights_to_their_scheme():
+    model = _model({"name": "lecun_normal", "gain": 1.5, "bias_var": 0.3}, width=1000)
+    hidden = model.weight_layers()[1][1].weight
+    want = expected_std("lecun_normal", (1000, 1000), gain=1.5)
+    assert hidden.std().item() == pytest.approx(want, rel=0.03)
+
+
+def test_without_bias_var_biases_are_zero_and_the_draws_unchanged():
+    """Absent or 0, the option changes nothing: zero biases, no extra RNG draws (the weights
+    of every layer are the same tensors), and the same resolved init (the same trial id)."""
+    plain = _model({"name": "xavier_normal"}, width=64)
+    zero = _model({"name": "xavier_normal", "bias_var": 0.0}, width=64)
+    assert torch.count_nonzero(_biases(plain)) == 0
+    for (_, a), (_, b) in zip(plain.weight_layers(), zero.weight_layers(), strict=True):
+        assert torch.equal(a.weight, b.weight) and torch.equal(a.bias, b.bias)
+    assert INITS.check_options("xavier_normal", {"bias_var": 0}) == INITS.check_options(
+        "xavier_normal", {}
+    )
+
+
+def test_bias_var_enters_the_resolved_config_only_when_set():
+    from gradatlas.suites.expand import resolve_model
+    from gradatlas.suites.levels import init, label_init
+
+    plain = resolve_model({"family": "mlp", "init": "lecun_normal"}).to_config()
+    assert plain["init"] == {"name": "lecun_normal", "gain": 1.0}
+    zero = resolve_model({"family": "mlp", "init": {"name": "lecun_normal", "bias_var": 0}})
+    assert zero.to_config() == plain
+    set_ = resolve_model({"family": "mlp", "init": {"name": "lecun_normal", "bias_var": 0.05}})
+    assert set_.to_config()["init"] == {"name": "lecun_normal", "gain": 1.0, "bias_var": 0.05}
+    assert label_init(init({"name": "lecun_normal", "gain": 1.5, "bias_var": 0.05})) == (
+        "lecun_normal(bias_var=0.05,gain=1.5)"
+    )
+    assert label_init(init({"name": "lecun_normal", "bias_var": 0})) == "lecun_normal"
+
+
+def test_bias_var_is_an_option_of_every_init_and_checked_like_one():
+    for name in INITS:
+        assert INITS.options(name)["bias_var"].default == 0.0  # gradatlas ls inits shows it
+    with pytest.raises(UserInputError, match="greater than or equal to 0") as exc:
+        INITS.check_options("normal", {"bias_var": -0.1})
+    assert exc.value.field == "bias_var"
+    with pytest.raises(UserInputError, match="did you mean 'bias_var'"):
+        INITS.check_options("normal", {"bias_variance": 0.1})
+    with pytest.raises(UserInputError, match="boolean"):
+        INITS.check_options("normal", {"bias_var": True})
+
+
+def test_torch_default_keeps_pytorchs_biases_unless_bias_var_is_set():
+    kept = _biases(_model({"name": "torch_default"}, width=64))
+    assert torch.count_nonzero(kept) == kept.numel()  # PyTorch's U(-1/sqrt(fan_in), ...)
+    drawn = _biases(_model({"name": "torch_default", "bias_var": 0.5}, width=256))
+    assert drawn.var().item() == pytest.approx(0.5, rel=0.2)

@@ -65,3 +65,12 @@ def test_cli_overrides(tmp_path):
     bad = run_cli("validate", "quickstart", "--set", "train.epochs=abc", cwd=tmp_path)
     assert bad.returncode == 2 and "train.epochs: Input should be a valid integer" in bad.stderr
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_star_index_sets_the_field_in_every_element():
+    data = {"grids": [{"depth": [3]}, {"depth": [5], "dataset": ["mnist1d"]}]}
+    out = apply_overrides(data, ["grids[*].dataset=[digits]"], "s.yaml")
+    assert [g["dataset"] for g in out["grids"]] == [["digits"], ["digits"]]
+    assert "dataset" not in data["grids"][0]  # the data itself is left alone
+    with pytest.raises(Exception, match=r"grid\[\*\]\.depth: grid is not a non-empty list"):
+        apply_overrides({"grid": {"depth": [3]}}, ["grid[*].depth=[2]"], "s.yaml")

@@ -28,7 +28,7 @@ def _errors(data: dict) -> str:
 
 def _get(spec: TrialSpec, path: str):
     section, _, name = path.partition(".")
-    return getattr(getattr(spec, section), name)
+    return getattr(getattr(spec, section), name) if name else getattr(spec, section)
 
 
 @pytest.mark.parametrize("name", list(FACTORS))
@@ -58,7 +58,8 @@ def test_factor_entries_are_complete():
     for name, factor in FACTORS.items():
         assert isinstance(factor, Factor) and factor.name == name
         assert factor.title and factor.help and len(factor.examples) == 2
-        assert factor.section == ("model" if factor.path.startswith("model.") else "train")
+        prefix = factor.path.partition(".")[0]
+        assert factor.section == (prefix if prefix in ("model", "dataset") else "train")
 
 
 def test_spec_round_trips_through_its_config():

@@ -16,7 +16,7 @@ from gradatlas.suites import load_suite
 
 def test_quickstart_expands_to_a_full_cross_with_stable_ids():
     suite = load_suite("quickstart")
-    assert len(suite.trials) == 2 * 3 * 3 * 2
+    assert len(suite.trials) == 2 * 3 * 3 * 3
     assert len({t.trial_id for t in suite.trials}) == len(suite.trials)
     assert len({t.cell_id for t in suite.trials}) == 18
     again = load_suite("quickstart")
@@ -186,7 +186,7 @@ def test_cli_exits_2_and_writes_nothing(write, tmp_path, capsys, monkeypatch):
 def test_plan_json_prints_one_line_per_trial(capsys):
     assert main(["plan", "quickstart", "--json"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 36
+    assert len(lines) == 54
     rows = [json.loads(line) for line in lines]
     assert rows[0]["trial_id"] == trial_id(rows[0]["config"])
     assert {r["name"] for r in rows} >= {"d20-sigmoid-xavier_normal-s1"}
@@ -195,7 +195,7 @@ def test_plan_json_prints_one_line_per_trial(capsys):
 def test_plan_table_and_ls(capsys):
     assert main(["plan", "quickstart"]) == 0
     out = capsys.readouterr().out
-    assert "36 trials = 18 cells x 2 seeds" in out and "activation      3 levels" in out
+    assert "54 trials = 18 cells x 3 seeds" in out and "activation      3 levels" in out
     assert main(["ls", "activations"]) == 0
     assert "leaky_relu" in capsys.readouterr().out
     assert main(["ls", "suites"]) == 0
