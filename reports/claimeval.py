@@ -270,6 +270,7 @@ def judge_family(
     """Measure every claim, judge them as one family (``claimstats.decide``) and attach each
     one's scope."""
     measured = [measure(exp, claim) for claim in claims]
+    family = sum(1 for m in measured if m.data is not None and not m.result.control)
     datas = [m.data for m in measured]
     analyses = _analyse(datas, kw)
     decisions = cs.decide([d or _EMPTY for d in datas], analyses)
@@ -290,7 +291,7 @@ def judge_family(
                 homogeneity_p_adjusted=dec.homogeneity_p_adjusted,
                 mde=a.mde,
                 meaningful=a.meaningful,
-                seeds_needed=_seeds_needed(a.n_seeds, a.mde, a.meaningful),
+                seeds_needed=_seeds_needed(a.n_seeds, a.mde, a.meaningful, family),
                 underpowered=dec.underpowered,
                 n_a=a.n_a,
                 n_b=a.n_b,
@@ -368,12 +369,15 @@ def _scopes(exp: Experiment, claims: Sequence[Mapping[str, Any]]) -> list[dict[s
     return out
 
 
-def _seeds_needed(n_seeds: int, mde: float, meaningful: float) -> float:
+def _seeds_needed(n_seeds: int, mde: float, meaningful: float, family: int = 1) -> float:
     """Seeds per arm for 80% power at the meaningful effect, from the MDE at ``n_seeds`` (which
-    shrinks as 1/sqrt(seeds)); NaN where the MDE is infinite or unknown."""
+    shrinks as 1/sqrt(seeds)), and never fewer than the sign-flip test needs to reach Holm's
+    first threshold in a family of ``family`` claims at all (2 / 2^n <= alpha / family); NaN
+    where the MDE is infinite or unknown."""
     if not (n_seeds and math.isfinite(mde) and math.isfinite(meaningful) and meaningful > 0):
         return math.nan
-    return float(math.ceil(n_seeds * (mde / meaningful) ** 2))
+    floor = math.ceil(math.log2(2 * max(family, 1) / cs.ALPHA))
+    return float(max(math.ceil(n_seeds * (mde / meaningful) ** 2), floor))
 
 
 def _raw_p(predict: str, verdict: str, a: cs.SeedAnalysis) -> float:
