@@ -51,6 +51,7 @@ VERDICT_COLORS = {
     cs.INCONCLUSIVE: figures.OUTCOME_COLORS["unconverged"],
     cs.NO_DATA: figures.OUTCOME_COLORS["stalled"],
     cs.DEPENDS: figures.OUTCOME_COLORS["vanished"],
+    cs.DEPENDS_ON_DATASET: figures.OUTCOME_COLORS["vanished"],
 }
 SHORT_SOURCE = 16
 PANEL_COLS = 4
@@ -484,7 +485,7 @@ def evidence_panels(fig: MplFigure, results: list[ClaimResult]) -> None:
     rows = math.ceil(n / cols)
     axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False))
     for ax, r in zip(axes.flat, results, strict=False):
-        colour = VERDICT_COLORS[r.verdict]
+        colour = VERDICT_COLORS.get(r.verdict, VERDICT_COLORS[cs.DEPENDS])
         xs = np.array([s.b for s in r.evidence], dtype=float)
         ys = np.array([s.a for s in r.evidence], dtype=float)
         size = np.array([s.n_a + s.n_b for s in r.evidence], dtype=float)

@@ -212,3 +212,15 @@ def test_second_best_trials_are_judged_apart_and_leave_the_verdict_alone() -> No
     assert r.robustness is not None and r.robustness.verdict == cs.INCONCLUSIVE
     (row,) = verdict_rows([r], exp)
     assert row["robustness"]["verdict"] == cs.INCONCLUSIVE
+
+
+def test_the_section_draws_a_claim_that_depends_on_the_dataset() -> None:
+    from matplotlib.figure import Figure
+
+    from gradatlas.reports.claims import claims_blocks, evidence_panels
+
+    exp = experiment(DS, init_effect({"mnist1d": 0.1, "digits": -0.1}), [HE])
+    results = evaluate_claims(exp, [HE])
+    assert results[0].verdict == cs.DEPENDS_ON_DATASET
+    evidence_panels(Figure(), results)  # a verdict without a colour of its own failed here
+    assert claims_blocks(results, "designs-test")
