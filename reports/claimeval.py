@@ -38,7 +38,7 @@ from gradatlas.errors import UserInputError
 from gradatlas.record import OUTCOMES
 from gradatlas.reports import claimstats as cs
 from gradatlas.reports.fmt import join_and, plural
-from gradatlas.reports.load import Experiment
+from gradatlas.reports.load import TUNE_RANK, Experiment, second_best
 from gradatlas.suites.claims import (
     LOSS_CURVE,
     METRICS,
@@ -157,7 +157,6 @@ def resolved_suite(exp: Experiment) -> dict[str, Any] | None:
 
 # -- the audit ------------------------------------------------------------------------------------
 DATASET = "dataset"  # the grid factor a suite replicates its claims over
-TUNE_RANK = "tune_rank"  # trials column: 1 at a study's best value, 2 at its second-best
 
 
 def evaluate_claims(
@@ -188,9 +187,7 @@ def _by_rank(exp: Experiment) -> tuple[Experiment, Experiment | None]:
     """The experiment without its second-best trials, and the one where they take the place of
     the best (None when there are none)."""
     t = exp.trials
-    if TUNE_RANK not in t.columns:
-        return exp, None
-    second = pd.to_numeric(t[TUNE_RANK], errors="coerce").fillna(0) == 2
+    second = second_best(t)
     if not second.any():
         return exp, None
     # in the robustness set a cell with second-best trials keeps only those (its best-value

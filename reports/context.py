@@ -17,7 +17,7 @@ import pandas as pd
 
 from gradatlas.reports import stats
 from gradatlas.reports.fmt import join_and
-from gradatlas.reports.load import Experiment
+from gradatlas.reports.load import Experiment, second_best
 
 if TYPE_CHECKING:
     from gradatlas.reports.plan_status import PlanStatus
@@ -139,17 +139,10 @@ def make_context(
     )
 
 
-TUNE_RANK = "tune_rank"  # trials column: 1 at a study's best value, 2 at its second-best
-
-
 def without_second_best(exp: Experiment) -> Experiment:
     """``exp`` without the trials run at a study's second-best value (itself when none)."""
-    if TUNE_RANK not in exp.trials.columns:
-        return exp
-    second = pd.to_numeric(exp.trials[TUNE_RANK], errors="coerce").fillna(0) == 2
-    if not second.any():
-        return exp
-    return replace(exp, trials=exp.trials[~second])
+    second = second_best(exp.trials)
+    return replace(exp, trials=exp.trials[~second]) if second.any() else exp
 
 
 def varying_factors(exp: Experiment) -> list[str]:

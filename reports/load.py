@@ -111,6 +111,17 @@ class Experiment:
         return self._rows[1]
 
 
+TUNE_RANK = "tune_rank"  # trials column: 1 at a study's best value, 2 at its second-best
+
+
+def second_best(trials: pd.DataFrame) -> pd.Series:
+    """Which trials ran at a tuning study's second-best value (``tune_rank`` 2); all False for a
+    frame without the column (records from before it, or hand-made frames)."""
+    if TUNE_RANK not in trials.columns:
+        return pd.Series(False, index=trials.index)
+    return pd.to_numeric(trials[TUNE_RANK], errors="coerce").fillna(0) == 2
+
+
 # -- resolving what the user named ---------------------------------------------------------------
 def experiment_name(target: str, client: Any) -> str:
     """An MLflow experiment name as given, else the ``name`` of the suite ``target`` refers to.
