@@ -42,7 +42,7 @@ format: $(STAMP)  ## ruff format and autofix
 ui: $(STAMP)  ## the MLflow UI on the local store, at http://127.0.0.1:5000
 	$(BIN)/gradatlas ui
 
-claims: $(STAMP)  ## the seed article's claims C1-C12 audited on MNIST-1D (tuning included), with report
+claims: $(STAMP)  ## the seed article's claims C1-C13 audited on MNIST-1D and digits (tuning included), with report and verdicts
 	$(BIN)/gradatlas run claims --workers $(WORKERS)
 	$(BIN)/gradatlas report claims
 	$(BIN)/gradatlas verdicts claims
