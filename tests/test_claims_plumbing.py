@@ -153,7 +153,7 @@ def test_scope_of_a_tuned_claim(claims_suite) -> None:
     assert lr["tuning"]["objective"] == "val_acc"
     assert lr["tuning"]["where"] == {"width": [32, 48, 256]}
     assert lr["tuning"]["per"][:3] == ["dataset", "width", "optimizer"]
-    assert scope["cells"] == 16 and scope["seeds"] == list(range(12))
+    assert scope["cells"] == 8 and scope["seeds"] == list(range(12))
     assert scope["text"].startswith("digits (seed 0) + MNIST-1D (seed 42), MLP width 32, 600 ")
     assert "6 trials x 300 steps per study on val_acc" in scope["text"]
     json.dumps(scope)
@@ -188,7 +188,7 @@ def test_an_aa_control_matches_the_same_cells_split_by_seed(claims_suite) -> Non
     cells = matched.drop_duplicates(subset=[c for c in plan if c.startswith("factor.")])
     assert len(cells) == 28
     scope = claim_scope(claims_suite, by_id(claims_suite, "AA2"), plan=plan)
-    assert scope["lr"]["setting"] == "fixed" and scope["cells"] == 36
+    assert scope["lr"]["setting"] == "fixed" and scope["cells"] == 34
 
 
 # -- verdict rows ---------------------------------------------------------------------------------

@@ -238,3 +238,26 @@ def test_instrument_stop_and_classify_agree(loss, grad, skipped) -> None:
         assert stop is None
     else:
         assert stop is not None and first <= stop < first + every
+
+
+def test_metric_history_is_a_thinned_view_of_the_curves():
+    """MLflow's history holds at most HISTORY_POINTS per training/layer curve (first and last
+    kept) and a constant lr as two points; the validation curve stays whole; trial.json keeps
+    everything."""
+    steps = list(range(600))
+    rec = TrialRecord(
+        summary={"initial_loss": 2.3},
+        curves={
+            "train": {"step": steps, "loss": [1.0 / (s + 1) for s in steps], "lr": [0.1] * 600},
+            "eval": {"step": list(range(0, 600, 10)), "val_loss": [1.0] * 60},
+            "layers": {"step": steps, "grad_norm": [[1.0, 2.0, 3.0]] * 600},
+        },
+    )
+    metrics = R.trial_metrics(rec)
+    loss = [(v, s) for k, v, s in metrics if k == "train_loss"]
+    assert len(loss) == R.HISTORY_POINTS and loss[0] == (1.0, 0) and loss[-1] == (1 / 600, 599)
+    assert [(v, s) for k, v, s in metrics if k == "lr"] == [(0.1, 0), (0.1, 599)]
+    assert len([m for m in metrics if m[0] == "val_loss"]) == 60
+    assert len([m for m in metrics if m[0] == "layer_grad_norm/02"]) == R.HISTORY_POINTS
+    assert not [m for m in metrics if m[0] == "layer_grad_norm/01"]
+    assert len(rec.curves["train"]["loss"]) == 600  # the record itself is untouched
