@@ -273,7 +273,7 @@ def test_the_cost_estimate_reads_each_trials_dataset_and_subset():
 def test_the_training_subset_is_fixed_by_the_data_seed(monkeypatch, tmp_path):
     import torch
 
-    from gradatlas.cost import split_sizes
+    from gradatlas.datasets import split_sizes
     from gradatlas.runners.loader import trial_data
 
     monkeypatch.setenv("GRADATLAS_CACHE", str(tmp_path / "cache"))
@@ -330,7 +330,7 @@ def test_stacked_seeds_train_on_the_same_subset_as_alone():
 
 
 def test_mnist1d_split_sizes_match_the_loaded_data(monkeypatch, tmp_path):
-    from gradatlas.cost import split_sizes
+    from gradatlas.datasets import split_sizes
     from gradatlas.runners.loader import trial_data
 
     monkeypatch.setenv("GRADATLAS_CACHE", str(tmp_path / "cache"))
