@@ -453,7 +453,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
             levels = list(dict.fromkeys(t.factors.get(name, "-") for t in cells.values()))
             print(f"  {name:<13} {len(levels):>3} levels: {', '.join(levels)}")
     if suite.spec.tune is not None:
-        from gradatlas.runners.tuning import tuning_plan
+        from gradatlas.runners.tuning.plan import tuning_plan
 
         print("")
         for line in tuning_plan(suite).describe():

@@ -228,7 +228,7 @@ def _tuned(client: Any, exp: Experiment, suite: Any) -> tuple[Any, str]:
     the suite alone gives the cells at their untuned values, whose trial ids no run has, and
     called every tuned trial pending. Untuned values where a study has not finished (its cells
     are pending). A horizon check's re-tune (purpose ``horizon``) chooses nothing."""
-    from gradatlas.runners.tuning import evaluation_trials, tuning_plan
+    from gradatlas.runners.tuning.plan import evaluation_trials, tuning_plan
 
     flt = f"tags.`{KIND}` = '{KIND_STUDY}' and tags.`{TUNING_COMPLETE}` = 'true'"
     best, second = {}, {}

@@ -24,14 +24,20 @@ import signal
 import sys
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from gradatlas.errors import UserInputError
 from gradatlas.record import FAILED_OUTCOME, OUTCOME, OUTCOME_ORDER, TODO_TRIALS, final_label
-from gradatlas.runners.executor import InProcessExecutor
+from gradatlas.runners.executor import (
+    InProcessExecutor,
+    UnitResult,
+    WorkUnit,
+    dispatch,
+    make_units,
+)
 from gradatlas.runners.recorder import Recorder
 from gradatlas.suites import Suite
 
@@ -72,7 +78,7 @@ class SweepSummary:
     logging_s: float = 0.0
     trial_s: float = 0.0
     suite: Any = None  # the suite whose trials were run (a tuned suite: at the best values)
-    tuning: Any = None  # runners.tuning.TuningSummary of a suite with a tune block
+    tuning: Any = None  # runners.tuning.tuner.TuningSummary of a suite with a tune block
 
 
 def _fmt_time(seconds: float) -> str:
@@ -340,9 +346,11 @@ def _open_tuner(
     left RUNNING in them and in MLflow is closed first (no other driver is alive by now)."""
     if suite.spec.tune is None:
         return None
-    from gradatlas.runners import tuning
+    from gradatlas.runners.tuning.records import close_dead_tuning_runs
+    from gradatlas.runners.tuning.storage import default_storage
+    from gradatlas.runners.tuning.tuner import Tuner
 
-    storage = optuna_storage or tuning.default_storage(tracking_uri)
+    storage = optuna_storage or default_storage(tracking_uri)
     if storage is None:
         raise UserInputError(
             "this suite has a tune block and the MLflow store is a server: name the Optuna "
@@ -350,8 +358,8 @@ def _open_tuner(
             "postgresql://HOST/optuna or sqlite:////shared/optuna.db)",
             source=suite.source,
         )
-    tuning.close_dead_tuning_runs(tracker.client, exp_id)
-    return tuning.Tuner.open(suite, storage, tracker.client, exp_id, stream)
+    close_dead_tuning_runs(tracker.client, exp_id)
+    return Tuner.open(suite, storage, tracker.client, exp_id, stream)
 
 
 def _pending(
@@ -410,29 +418,56 @@ def _evaluate(
 ) -> None:
     """The trials, unit by unit as the executor returns them, each recorded at once.
     ``tags``: trial id -> tags its run gets besides a trial's own (a tuned trial's rank)."""
-    from gradatlas.runners.executor import make_units
-    from gradatlas.runners.tracking import TrialWrite
-
     progress = Progress(len(todo), executor.workers, stream)
     # From here until it closes, only the recorder process writes the store.
     recorder = Recorder(tracking_uri, exp_id, sweep_id, force)
     try:
         every = suite.spec.execution.live_every_s
         units = [dataclasses.replace(u, live_every_s=every) for u in make_units(todo, batch_seeds)]
-        for unit in executor.run(units, signals.event, live=recorder.live if every else None):
-            writes = None
-            if tags:
-                writes = [TrialWrite.of(r) for r in unit.results]
-                writes = [dataclasses.replace(w, tags=tags.get(w.trial_id, {})) for w in writes]
-            with signals.writing():  # a second signal never cuts a unit in half
-                recorder.put(unit, writes=writes)  # written while the next unit trains
-            _account(unit, summary, progress, stream, stopping=signals.event.is_set())
-            _reconcile(recorder.reports(), summary)
-            if summary.interrupted:
-                break
+        work = _Evaluation(units, recorder, tags, signals, summary, progress, stream)
+        dispatch(executor, work, signals.event, live=recorder.live if every else None)
     finally:
         with signals.writing():  # a second signal waits until the queue is written
             _reconcile(recorder.close(), summary)
+
+
+class _Evaluation:
+    """The evaluation trials as ``runners.executor.Work``: their units in plan order, each
+    returned unit handed to the recorder, counted and shown."""
+
+    def __init__(
+        self,
+        units: list[WorkUnit],
+        recorder: Recorder,
+        tags: Mapping[str, dict[str, str]] | None,
+        signals: StopOnSignals,
+        summary: SweepSummary,
+        progress: Progress,
+        stream: TextIO,
+    ):
+        self.units = deque(units)
+        self.recorder, self.tags, self.signals = recorder, tags, signals
+        self.summary, self.progress, self.stream = summary, progress, stream
+
+    def next_unit(self) -> WorkUnit | None:
+        return self.units.popleft() if self.units else None
+
+    def take(self, unit: UnitResult) -> bool:
+        from gradatlas.runners.tracking import TrialWrite
+
+        writes = None
+        if self.tags:
+            writes = [TrialWrite.of(r) for r in unit.results]
+            writes = [dataclasses.replace(w, tags=self.tags.get(w.trial_id, {})) for w in writes]
+        with self.signals.writing():  # a second signal never cuts a unit in half
+            self.recorder.put(unit, writes=writes)  # written while the next unit trains
+        stopping = self.signals.event.is_set()
+        _account(unit, self.summary, self.progress, self.stream, stopping=stopping)
+        _reconcile(self.recorder.reports(), self.summary)
+        return not self.summary.interrupted
+
+    def wait(self) -> bool:
+        return False  # every unit was known from the start: none is in flight, so all are back
 
 
 def _account(

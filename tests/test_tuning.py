@@ -29,7 +29,8 @@ from gradatlas.errors import SuiteErrors, UserInputError
 from gradatlas.runners.executor import EarlyStop, InProcessExecutor, MemberRules
 from gradatlas.runners.sweep import run_suite
 from gradatlas.runners.trial import run_trial, set_threads
-from gradatlas.runners.tuning import COMPLETE, PRUNED_STATE, Finished, thresholds, tuning_plan
+from gradatlas.runners.tuning.plan import tuning_plan
+from gradatlas.runners.tuning.pruning import COMPLETE, PRUNED_STATE, Finished, thresholds
 from gradatlas.suites import expand_suite
 from gradatlas.suites.schema import TunePruner
 from tests.conftest import cli_env
@@ -353,7 +354,7 @@ def test_where_leaves_other_cells_as_written() -> None:
     suite = expand_suite(with_tune(per=["optimizer"], where={"optimizer": "adam"}), source="s")
     plan = tuning_plan(suite)
     assert [g.label for g in plan.groups] == ["adam"]
-    from gradatlas.runners.tuning import evaluation_trials
+    from gradatlas.runners.tuning.plan import evaluation_trials
 
     tuned = evaluation_trials(suite, plan, {"adam": {"lr": 0.0123}})
     assert [t.spec.optim.lr for t in tuned] == [suite.trials[0].spec.optim.lr, 0.0123]

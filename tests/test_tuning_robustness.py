@@ -26,7 +26,7 @@ import pytest
 from gradatlas.runners.executor import InProcessExecutor
 from gradatlas.runners.sweep import run_suite
 from gradatlas.runners.trial import set_threads
-from gradatlas.runners.tuning import (
+from gradatlas.runners.tuning.plan import (
     fingerprint,
     ranked_trials,
     second_best,
