@@ -1,8 +1,8 @@
 """Run a suite: check the store, skip what is done, run the rest on an executor, record each.
 
-"Expand the suite", "run one unit of trials" (``runners.executor``) and "record one trial"
-(``runners.tracking``) stay separate; this module only sequences them on the driver, which alone
-writes MLflow, shows progress, and handles signals:
+"Expand the suite", "run one unit of trials" (``runners.executor``) and "record one unit"
+(``gradatlas.store``, through ``runners.tracking``) stay separate; this module only sequences them
+on the driver, which alone writes the store, shows progress, and handles signals:
 
 - the first Ctrl-C or SIGTERM (what ``timeout``, Slurm and Kubernetes send) stops the trial in
   progress at its next step (in-process: recorded KILLED, rerun on resume) or cancels the units
@@ -30,7 +30,16 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from gradatlas.errors import UserInputError
-from gradatlas.record import FAILED_OUTCOME, OUTCOME, OUTCOME_ORDER, TODO_TRIALS, final_label
+from gradatlas.record import (
+    FAILED_OUTCOME,
+    OUTCOME,
+    OUTCOME_ORDER,
+    TODO_TRIALS,
+    OutcomeLabel,
+    RunKind,
+    RunStatus,
+    final_label,
+)
 from gradatlas.runners.executor import (
     InProcessExecutor,
     UnitResult,
@@ -39,6 +48,7 @@ from gradatlas.runners.executor import (
     make_units,
 )
 from gradatlas.runners.recorder import Recorder
+from gradatlas.store import RecordStore, StoreWriteError, open_store, redact
 from gradatlas.suites import Suite
 
 
@@ -185,7 +195,7 @@ def pending_trials(
 
 def run_suite(
     suite: Suite,
-    tracking_uri: str,
+    store: RecordStore | str,
     *,
     force: bool = False,
     retry_failed: bool = False,
@@ -197,7 +207,8 @@ def run_suite(
     optuna_storage: str | None = None,
 ) -> SweepSummary:
     """Run what is pending of ``suite`` on ``executor`` (default: in this process) and record
-    it in ``tracking_uri``. ``batch_seeds`` (default: the suite's ``execution.batch_seeds``)
+    it in ``store`` (a store this process opened, or a URI to open as the writer).
+    ``batch_seeds`` (default: the suite's ``execution.batch_seeds``)
     says how many seeds of a cell train together. Raises ``UserInputError`` (exit 2) for a
     store that cannot be used or another live driver of this suite, before any trial trains.
 
@@ -205,26 +216,25 @@ def run_suite(
     ``optuna_storage``, default beside a SQLite MLflow store) and its trials then run at each
     group's best values; ``limit`` and ``force`` apply to those trials, never to tuning runs.
     ``summary.suite`` is the suite whose trials were run (the tuned one)."""
-    from gradatlas.runners import store
-    from gradatlas.runners.tracking import Tracker
+    from gradatlas.runners.tracking import start_sweep, suite_experiment
 
-    store.open_store(tracking_uri)  # probes and creates the store once, before anything runs
-    tracker = Tracker(tracking_uri)
-    exp_id = tracker.ensure_experiment(suite.name)
-    closed = store.close_dead_runs(tracker.client, exp_id)
-    others = store.live_drivers(tracker.client, exp_id)
+    if not isinstance(store, RecordStore):
+        store = open_store(store)  # probes and creates the store once, before anything runs
+    exp_id = suite_experiment(store, suite.name)
+    closed = store.close_dead_runs(exp_id)
+    others = store.live_drivers(exp_id)
     if others:
         raise UserInputError(
             f"another gradatlas run of '{suite.name}' is driving this store: "
             + "; ".join(d.describe() for d in others)
             + ". Wait for it to finish or stop it; two drivers of one suite would run the same "
             "trials twice",
-            source=tracking_uri,
+            source=redact(store.uri),
         )
-    tuner = _open_tuner(suite, tracking_uri, optuna_storage, tracker, exp_id, stream)
+    tuner = _open_tuner(suite, store, optuna_storage, exp_id, stream)
     if tuner is not None and tuner.tuned:
         suite = dataclasses.replace(suite, trials=tuner.evaluation_trials())
-    summary = SweepSummary(exp_id, tracking_uri, len(suite.trials), 0, suite=suite)
+    summary = SweepSummary(exp_id, store.uri, len(suite.trials), 0, suite=suite)
     summary.closed_stale = closed
     if closed != (0, 0):
         stream.write(
@@ -232,7 +242,7 @@ def run_suite(
             "that died (now KILLED; their trials run again)\n"
         )
     tuning = tuner is not None and not tuner.complete
-    todo, pending, skipped_failed = _pending(suite, tracker, exp_id, force, retry_failed, limit)
+    todo, pending, skipped_failed = _pending(suite, store, exp_id, force, retry_failed, limit)
     summary.skipped = len(suite.trials) - pending
     if not todo and not tuning:
         if tuner is not None:
@@ -261,17 +271,17 @@ def run_suite(
         )
     else:
         _say_running(stream, suite, todo, pending, summary.skipped, skipped_failed, executor)
-    sweep_id = tracker.start_sweep(exp_id, suite, len(suite.trials), None if tuning else len(todo))
-    store.claim_sweep(tracker.client, sweep_id)  # host, pid, heartbeat: whose sweep this is
+    sweep_id = start_sweep(store, exp_id, suite, len(suite.trials), None if tuning else len(todo))
+    store.claim_sweep(sweep_id)  # host, pid, heartbeat: whose sweep this is
     t0 = time.perf_counter()
-    status = "FINISHED"
+    status = RunStatus.FINISHED
     signals = StopOnSignals(stream)
     batch = batch_seeds or suite.spec.execution.batch_seeds
     try:
         with signals:
             if tuning:
                 summary.tuning = tuner.run(
-                    tracking_uri=tracking_uri,
+                    tracking_uri=store.uri,
                     sweep_id=sweep_id,
                     executor=executor,
                     signals=signals,
@@ -284,7 +294,7 @@ def run_suite(
                     suite = dataclasses.replace(suite, trials=tuner.evaluation_trials())
                     summary.suite = suite
                     todo, pending, skipped_failed = _pending(
-                        suite, tracker, exp_id, force, retry_failed, limit
+                        suite, store, exp_id, force, retry_failed, limit
                     )
                     summary.skipped = len(suite.trials) - pending
                     if todo:
@@ -301,7 +311,7 @@ def run_suite(
                 _evaluate(
                     suite,
                     todo,
-                    tracking_uri,
+                    store.uri,
                     exp_id,
                     sweep_id,
                     force,
@@ -314,43 +324,41 @@ def run_suite(
                 )
             if signals.event.is_set():
                 summary.interrupted = True
-    except store.StoreWriteError as exc:
+    except StoreWriteError as exc:
         summary.write_error = str(exc)
-        status = "KILLED"
+        status = RunStatus.KILLED
     except BaseException:
-        status = "KILLED"
+        status = RunStatus.KILLED
         summary.interrupted = True
         raise
     finally:
         executor.close()
         summary.signal_name = signals.signal_name
         if summary.interrupted:
-            status = "KILLED"
+            status = RunStatus.KILLED
         with contextlib.suppress(Exception):  # the store may be the thing that failed
             if tuning and not summary.interrupted and not summary.write_error:
-                tracker.client.set_tag(sweep_id, TODO_TRIALS, str(len(todo)))
-            tracker.end_sweep(sweep_id, status)
+                store.log(sweep_id, tags={TODO_TRIALS: str(len(todo))})
+            store.set_status(sweep_id, status)
         summary.wall_s = time.perf_counter() - t0
     return summary
 
 
 def _open_tuner(
     suite: Suite,
-    tracking_uri: str,
+    store: RecordStore,
     optuna_storage: str | None,
-    tracker: Any,
     exp_id: str,
     stream: TextIO,
 ) -> Any:
     """The suite's studies, opened (None for a suite without a tune block); what dead drivers
-    left RUNNING in them and in MLflow is closed first (no other driver is alive by now)."""
+    left RUNNING in them and in the store is closed first (no other driver is alive by now)."""
     if suite.spec.tune is None:
         return None
-    from gradatlas.runners.tuning.records import close_dead_tuning_runs
     from gradatlas.runners.tuning.storage import default_storage
     from gradatlas.runners.tuning.tuner import Tuner
 
-    storage = optuna_storage or default_storage(tracking_uri)
+    storage = optuna_storage or default_storage(store.uri)
     if storage is None:
         raise UserInputError(
             "this suite has a tune block and the MLflow store is a server: name the Optuna "
@@ -358,21 +366,22 @@ def _open_tuner(
             "postgresql://HOST/optuna or sqlite:////shared/optuna.db)",
             source=suite.source,
         )
-    close_dead_tuning_runs(tracker.client, exp_id)
-    return Tuner.open(suite, storage, tracker.client, exp_id, stream)
+    store.close_running(exp_id, (RunKind.TUNING, RunKind.STUDY))
+    # The tuner writes its study runs with MLflow's client until it is ported to the store.
+    return Tuner.open(suite, storage, store.client, exp_id, stream)  # type: ignore[attr-defined]
 
 
 def _pending(
     suite: Suite,
-    tracker: Any,
+    store: RecordStore,
     exp_id: str,
     force: bool,
     retry_failed: bool,
     limit: int | None,
 ) -> tuple[list[Any], int, int]:
     """(the trials to run now, how many are pending, how many are skipped as failed)."""
-    done = set() if force else set(tracker.finished_trials(exp_id))
-    failed = set() if (force or retry_failed) else tracker.failed_trials(exp_id)
+    done = set() if force else set(store.finished_trials(exp_id))
+    failed = set() if (force or retry_failed) else store.failed_trials(exp_id)
     todo, pending = pending_trials(suite, done, failed, limit)
     skipped_failed = len(
         [t for t in suite.trials if t.trial_id in failed and t.trial_id not in done]
@@ -502,8 +511,6 @@ def _account(
 
 def _reconcile(reports: list[dict[str, Any]], summary: SweepSummary) -> None:
     """Fold the recorder's reports in; a write error ends the sweep (``StoreWriteError``)."""
-    from gradatlas.runners import store
-
     for report in reports:
         summary.logging_s += report.get("logging_s", 0.0)
         for label in report.get("duplicates", ()):  # a retried unit, another driver
@@ -514,18 +521,21 @@ def _reconcile(reports: list[dict[str, Any]], summary: SweepSummary) -> None:
                 del summary.counts[label]
         if report.get("error"):
             if report.get("write_error"):
-                raise store.StoreWriteError(report["error"])
+                raise StoreWriteError(report["error"])
             raise RuntimeError(f"the recorder process failed: {report['error']}")
 
 
-def outcome_table(tracking_uri: str, suite: Suite) -> tuple[list[str], list[tuple[str, Counter]]]:
+def outcome_table(
+    store: RecordStore | str, suite: Suite
+) -> tuple[list[str], list[tuple[str, Counter]]]:
     """Outcome counts per cell over every finished (or failed) trial of this suite's plan."""
-    from gradatlas.runners.tracking import Tracker
+    from gradatlas.runners.tracking import suite_experiment
+    from gradatlas.store import as_store
 
-    tracker = Tracker(tracking_uri)
-    exp_id = tracker.ensure_experiment(suite.name)
-    finished = tracker.finished_trials(exp_id)
-    failed = tracker.failed_trials(exp_id)
+    store = as_store(store)
+    exp_id = suite_experiment(store, suite.name)
+    finished = store.finished_trials(exp_id)
+    failed = store.failed_trials(exp_id)
     cells: dict[str, Counter] = {}
     for trial in suite.trials:
         counter = cells.setdefault(trial.cell, Counter())
@@ -533,7 +543,7 @@ def outcome_table(tracking_uri: str, suite: Suite) -> tuple[list[str], list[tupl
         if tags:
             counter[tags[OUTCOME]] += 1
         else:
-            counter[FAILED_OUTCOME if trial.trial_id in failed else "pending"] += 1
-    order = (*OUTCOME_ORDER, FAILED_OUTCOME, "pending")
+            counter[FAILED_OUTCOME if trial.trial_id in failed else OutcomeLabel.PENDING] += 1
+    order = (*OUTCOME_ORDER, FAILED_OUTCOME, OutcomeLabel.PENDING)
     columns = [k for k in order if any(c[k] for c in cells.values())]
     return columns, list(cells.items())

@@ -147,8 +147,8 @@ def test_a_group_that_raises_is_retried_one_trial_at_a_time(write, monkeypatch):
 def test_sweep_records_each_member_as_its_own_trial_and_resumes_missing_seeds(tiny_suite, tmp_path):
     from mlflow import MlflowClient
 
-    from gradatlas.record import BATCH_SEEDS, FINISHED_TRIALS, TRIAL_ID
-    from gradatlas.runners import store
+    from gradatlas.record import BATCH_SEEDS, TRIAL_ID
+    from gradatlas.store import open_store
 
     suite = load_suite(str(tiny_suite))
     uri = f"sqlite:///{tmp_path}/mlflow.db"
@@ -157,10 +157,11 @@ def test_sweep_records_each_member_as_its_own_trial_and_resumes_missing_seeds(ti
     assert first.ran == 1
     rest = run_suite(suite, uri, executor=InProcessExecutor(accelerator="cpu", threads=1))
     assert rest.ran == len(suite.trials) - 1 and not rest.failures
-    store.open_store(uri)
+    open_store(uri)
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name("tiny")
-    runs = client.search_runs([exp.experiment_id], FINISHED_TRIALS, max_results=100)
+    finished = "tags.`gradatlas.kind` = 'trial' and attributes.status = 'FINISHED'"
+    runs = client.search_runs([exp.experiment_id], finished, max_results=100)
     ids = [r.data.tags[TRIAL_ID] for r in runs]
     assert sorted(ids) == sorted(t.trial_id for t in suite.trials)  # once each, same ids
     batch = {r.data.tags[TRIAL_ID]: r.data.tags[BATCH_SEEDS] for r in runs}

@@ -15,7 +15,6 @@ import pytest
 
 from gradatlas.cli import main
 from gradatlas.errors import SuiteErrors, UserInputError
-from gradatlas.record import SWEEPS, search_all
 from gradatlas.reports.claimscope import (
     VERDICT_FIELDS,
     claim_scope,
@@ -277,7 +276,7 @@ def test_verdicts_command_prints_rows_and_attaches_them(
     assert rows[0]["scope"].startswith("digits (seed 0), MLP width 16, 20 steps x batch 64")
     client = MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name("verdicts-tiny")
-    (sweep,) = search_all(client, exp.experiment_id, SWEEPS)
+    (sweep,) = client.search_runs([exp.experiment_id], "tags.`gradatlas.kind` = 'sweep'")
     path = client.download_artifacts(sweep.info.run_id, "verdicts.json", str(tmp_path))
     assert json.loads(Path(path).read_text()) == rows
     assert main(["verdicts", str(suite), "--tracking-uri", uri]) == 0

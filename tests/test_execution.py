@@ -57,11 +57,11 @@ def _suite(tmp_path: Path, name: str = "tiny", steps: int = 40) -> Path:
 def _runs(uri: str, name: str) -> list:
     from mlflow.tracking import MlflowClient
 
-    from gradatlas.runners import store
+    from gradatlas.store import open_store
 
     # Open it as gradatlas does (under the store's lock): a bare MlflowClient on a fresh SQLite
     # file would race the driver's schema creation, as any second process would.
-    store.open_store(uri)
+    open_store(uri)
     client = MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name(name)
     return client.search_runs([exp.experiment_id], max_results=5000) if exp else []

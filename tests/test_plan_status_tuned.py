@@ -51,8 +51,6 @@ def tiny_suite(second_best: bool) -> dict:
 def test_a_finished_tuned_suite_reports_finished_and_reruns_nothing(
     tmp_path: Path, second_best: bool
 ) -> None:
-    from mlflow.tracking import MlflowClient
-
     from gradatlas.reports.load import load_experiment
     from gradatlas.reports.plan_status import Progress, read_plan_status
     from gradatlas.reports.sections import build_document
@@ -78,7 +76,7 @@ def test_a_finished_tuned_suite_reports_finished_and_reruns_nothing(
     assert summary.tuning.complete and not summary.failures and summary.ran == trials
 
     exp = load_experiment("tuned-status", uri)
-    status = read_plan_status(MlflowClient(tracking_uri=uri), exp)
+    status = read_plan_status(exp.store, exp)
     # 3 cells at 1 seed; with second_best each tuned cell also runs at its second-best lr
     # (where its study found one distinct enough), so at most 2 trials more.
     assert status is not None and status.complete, status.banner()

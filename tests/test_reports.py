@@ -32,7 +32,6 @@ from gradatlas.reports.html import render_html
 from gradatlas.reports.load import (
     experiment_from_records,
     in_suite_order,
-    newest_per_trial,
     order_levels,
 )
 from gradatlas.reports.pdf import render_pdf
@@ -511,15 +510,16 @@ def test_level_order_is_numeric_when_levels_are_numbered() -> None:
 
 
 def test_newest_finished_run_per_trial_is_kept() -> None:
-    from types import SimpleNamespace as NS
+    from gradatlas.store import StoredRun
+    from gradatlas.store.base import newest_per_trial
 
-    def run(rid: str, tid: str, start: int) -> NS:
-        return NS(info=NS(run_id=rid, start_time=start), data=NS(tags={"gradatlas.trial_id": tid}))
+    def run(rid: str, tid: str, start: int) -> StoredRun:
+        return StoredRun(rid, start_time=start, tags={"gradatlas.trial_id": tid})
 
     kept, aside = newest_per_trial(
         [run("a", "t1", 5), run("b", "t1", 9), run("c", "t2", 1), run("d", "t1", 7)]
     )
-    assert [r.info.run_id for r in kept] == ["c", "b"] and aside == 2
+    assert [r.run_id for r in kept] == ["c", "b"] and aside == 2
 
 
 # -- fast: sections on records made in memory ----------------------------------------------------

@@ -34,7 +34,6 @@ def store(tmp_path_factory) -> dict:
     batched (``repro-batched``), through the sweep's own writers, at one torch thread."""
     from mlflow import MlflowClient
 
-    from gradatlas.record import FINISHED_TRIALS
     from gradatlas.runners.executor import InProcessExecutor
     from gradatlas.runners.sweep import run_suite
     from gradatlas.suites import load_suite
@@ -49,7 +48,8 @@ def store(tmp_path_factory) -> dict:
         assert summary.ran == 2 and not summary.failures
         client = MlflowClient(uri)
         exp = client.get_experiment_by_name(name)
-        runs = client.search_runs([exp.experiment_id], FINISHED_TRIALS, max_results=10)
+        finished = "tags.`gradatlas.kind` = 'trial' and attributes.status = 'FINISHED'"
+        runs = client.search_runs([exp.experiment_id], finished, max_results=10)
         out[name] = sorted(runs, key=lambda r: r.data.tags["gradatlas.seed"])
     return out
 

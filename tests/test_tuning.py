@@ -81,9 +81,9 @@ def run(suite, root: Path):
 def mlflow_runs(uri: str, name: str) -> list:
     from mlflow.tracking import MlflowClient
 
-    from gradatlas.runners import store
+    from gradatlas.store import open_store
 
-    store.open_store(uri)
+    open_store(uri)
     client = MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name(name)
     return client.search_runs([exp.experiment_id], max_results=5000) if exp else []

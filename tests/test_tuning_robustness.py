@@ -193,14 +193,12 @@ def test_a_rerun_adds_nothing(store) -> None:
 
 
 def test_plan_status_counts_the_rank_two_trials(store) -> None:
-    from mlflow.tracking import MlflowClient
-
     from gradatlas.reports.load import load_experiment
     from gradatlas.reports.plan_status import read_plan_status
 
     _, mlflow_uri, _ = store
     exp = load_experiment(NAME, mlflow_uri)
-    status = read_plan_status(MlflowClient(tracking_uri=mlflow_uri), exp)
+    status = read_plan_status(exp.store, exp)
     assert status.planned == 3 and status.finished == 3 and status.complete, status.banner()
     assert "second-best" in status.source
 
