@@ -16,8 +16,8 @@ run) and how (sampler, pruner, tuning ``seeds``). The life of a tuned sweep:
    value, counts as the worst: accuracy 0, loss ``search.WORST_LOSS``). Up to one trial per
    worker is asked of each study at a time (``search``); each is told the moment its runs are
    recorded.
-3. Pruning happens on the workers, which never read the study: before dispatching a trial the
-   driver turns the pruner into thresholds per run and eval step (``pruning``), and a run
+3. Pruning happens on the workers, which never read the study: when a trial is asked, its
+   search turns the pruner into thresholds per run and eval step (``pruning``), and a run
    whose validation value at such a step is worse stops there (a real early stop). The study
    trial is then PRUNED, with its intermediate values (the mean over its runs at each eval
    step) reported.

@@ -1,9 +1,9 @@
 """The pruning policy: from a study's finished trials, the thresholds a new trial's runs must
 reach at each eval step, or stop there.
 
-Separate, and pure, because the workers never read the study: before a study trial is
-dispatched the driver turns the pruner into a plain ``EarlyStop`` rule per run (eval step ->
-threshold), which travels with the work unit and is applied on the worker
+Separate, and pure, because the workers never read the study: when a study trial is asked
+(``search.StudySearch.ask``), the pruner becomes a plain ``EarlyStop`` rule per run (eval step
+-> threshold), which travels with the work unit and is applied on the worker
 (``runners.executor.MemberRules``). Nothing here touches Optuna or a store, so the policy is
 tested on hand-made curves.
 """
