@@ -165,7 +165,7 @@ def postgres_mlflow_server():
             **run,
         )
         log = open(root / "mlflow.log", "wb")  # noqa: SIM115 - closed with the server below
-        env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+        env = cli_env()
         server = subprocess.Popen(
             [
                 sys.executable,  # this interpreter's MLflow, as ``gradatlas ui`` starts it

@@ -32,7 +32,7 @@ from gradatlas.store import (
     classify_write_error,
     open_store,
 )
-from tests.conftest import free_port
+from tests.conftest import cli_env, free_port
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +78,7 @@ def test_fresh_store_race_four_processes(tmp_path: Path):
     (without the lock, MLflow's concurrent first migrations fail: duplicate column name)."""
     uri = f"sqlite:///{tmp_path / 'x' / 'mlflow.db'}"
     go = tmp_path / "go"
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env = cli_env()
     procs = [
         subprocess.Popen(
             [sys.executable, "-c", RACE_CHILD, uri, str(go), str(i)],
@@ -405,7 +405,6 @@ def test_two_gradatlas_drivers_of_different_suites_on_a_postgres_server(
     """The team setup: two `gradatlas run` of different suites at once against one tracking
     server with a PostgreSQL backend; every planned trial id gets exactly one FINISHED run."""
     from gradatlas.suites import load_suite
-    from tests.conftest import cli_env
 
     uri = postgres_mlflow_server
     body = (
