@@ -44,7 +44,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for i, name in enumerate(args.config or CONFIGS):
             uri = f"sqlite:///{tmp}/q{i}.db"
-            cmd = [sys.executable, "-m", "gradatlas.cli", "run", "quickstart", "--tracking-uri"]
+            cmd = [sys.executable, "-m", "gradatlas.app.cli", "run", "quickstart", "--tracking-uri"]
             t0 = time.perf_counter()
             proc = subprocess.run([*cmd, uri, *CONFIGS[name]], capture_output=True, text=True)
             wall = time.perf_counter() - t0

@@ -23,7 +23,7 @@ from typing import Any
 
 from gradatlas.identity import flatten
 
-# Version of the trial.json layout written now. 1: the first release; readers accept any value
+# Version of the trial.json layout this code writes. 1: the first release; readers accept any value
 # (0 marks a record rebuilt from tags and metrics because its trial.json was missing).
 SCHEMA = 1
 
@@ -178,12 +178,6 @@ TUNING_SECOND = "gradatlas.tuning.second"  # study runs: JSON of the second-best
 TUNING_RANK = "gradatlas.tuning.rank"
 PRUNED = OutcomeLabel.PRUNED
 TUNING_ARTIFACT = "tuning.json"  # study runs: the study's summary (docs/record.md)
-# MLflow filters that runners/tuning.py hands to ``search_all`` with the MLflow client it is
-# given; every other reader asks ``RecordStore.find_runs`` by kind and status instead.
-FINISHED_TUNING = f"tags.`{KIND}` = '{KIND_TUNING}' and attributes.status = '{FINISHED}'"
-STUDIES = f"tags.`{KIND}` = '{KIND_STUDY}'"
-RUNNING_TUNING = f"tags.`{KIND}` = '{KIND_TUNING}' and attributes.status = '{RUNNING_STATUS}'"
-RUNNING_STUDIES = f"{STUDIES} and attributes.status = '{RUNNING_STATUS}'"
 
 
 def final_label(outcome_label: str, interrupted: bool) -> str:
@@ -567,28 +561,6 @@ def factor_levels(factors: Iterable[Mapping[str, str]]) -> dict[str, list[str]]:
             if label not in levels.setdefault(factor, []):
                 levels[factor].append(label)
     return levels
-
-
-# -- reading the store through a raw MLflow client ----------------------------------------------
-def search_all(client: Any, experiment_id: str, filter_string: str) -> list[Any]:
-    """Every active run matching ``filter_string``, newest first, across result pages: for
-    runners/tuning.py, which still holds an MLflow client (the store's ``client``); everything
-    else reads through ``RecordStore.find_runs``. (``search_runs``' default view is the active
-    runs, so no MLflow import is needed here.)"""
-    runs: list[Any] = []
-    token = None
-    while True:
-        page = client.search_runs(
-            [experiment_id],
-            filter_string=filter_string,
-            max_results=1000,
-            order_by=["attributes.start_time DESC"],
-            page_token=token,
-        )
-        runs.extend(page)
-        token = page.token
-        if not token:
-            return runs
 
 
 # -- helpers -------------------------------------------------------------------------------------

@@ -358,7 +358,7 @@ def _open_tuner(
     from gradatlas.runners.tuning.storage import default_storage
     from gradatlas.runners.tuning.tuner import Tuner
 
-    storage = optuna_storage or default_storage(store.uri)
+    storage = optuna_storage or default_storage(store.local_dir)
     if storage is None:
         raise UserInputError(
             "this suite has a tune block and the MLflow store is a server: name the Optuna "
@@ -367,8 +367,7 @@ def _open_tuner(
             source=suite.source,
         )
     store.close_running(exp_id, (RunKind.TUNING, RunKind.STUDY))
-    # The tuner writes its study runs with MLflow's client until it is ported to the store.
-    return Tuner.open(suite, storage, store.client, exp_id, stream)  # type: ignore[attr-defined]
+    return Tuner.open(suite, storage, store, exp_id, stream)
 
 
 def _pending(

@@ -38,12 +38,6 @@ from gradatlas.store import RecordStore, UnitReport
 from gradatlas.store.checks import classified_writes
 
 
-def sqlite_path(uri: str) -> Path | None:
-    """The database file behind a ``sqlite:///`` URI (None for any other store): kept for
-    runners/tuning.py's default Optuna storage until it asks ``RecordStore.local_dir``."""
-    return st.sqlite_file(uri)
-
-
 def package_versions(packages: Sequence[str]) -> dict[str, str | None]:
     """Installed version of each package (None: not installed)."""
     versions: dict[str, str | None] = {}
@@ -101,8 +95,8 @@ def start_sweep(
 ) -> str:
     """The sweep run of this invocation (RUNNING until the driver ends it), archiving the suite,
     its resolved form, the environment and the factor levels; returns its id."""
-    # Every invocation (re)sets the experiment's tags, so stores made before they existed
-    # open in the UI's training view too, with the suite as it is now.
+    # Every invocation (re)sets the experiment's tags, so an older store opens in the UI's
+    # training view too, and the saved views follow the suite file as it reads today.
     levels = factor_levels(trial.factors for trial in suite.trials)
     # The deepest net's last weight layer (depth hidden layers + the head): the saved
     # curve view's "last layer" chart.

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gradatlas.cli import main
+from gradatlas.app.cli import main
 from gradatlas.errors import SuiteErrors, UserInputError
 from gradatlas.reports.claimscope import (
     VERDICT_FIELDS,

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from gradatlas.cost import CostEstimate, estimate_cost, format_cost, trial_cost
+from gradatlas.app.cost import CostEstimate, estimate_cost, format_cost, trial_cost
 from gradatlas.suites import load_suite
 
 SMOKE = [
@@ -104,7 +104,7 @@ def test_the_line_plan_prints_states_its_assumptions():
 
 def test_the_cost_module_imports_no_torch():
     code = (
-        "import sys; from gradatlas.cost import estimate_cost; "
+        "import sys; from gradatlas.app.cost import estimate_cost; "
         "from gradatlas.suites import load_suite; estimate_cost(load_suite('quickstart').trials); "
         "print('torch' in sys.modules)"
     )

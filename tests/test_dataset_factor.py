@@ -259,7 +259,7 @@ def test_a_subset_larger_than_a_cells_training_split_is_refused():
 
 
 def test_the_cost_estimate_reads_each_trials_dataset_and_subset():
-    from gradatlas.cost import estimate_cost
+    from gradatlas.app.cost import estimate_cost
 
     suite = expand(
         grid={"dataset": ["mnist1d", "digits"], "train_subset": [0, 64]},

@@ -129,7 +129,7 @@ def _cli(*args: str, cwd: Path) -> _Cli:
     out_path, err_path = cwd / f"cli-{n}.out", cwd / f"cli-{n}.err"
     with open(out_path, "w") as out, open(err_path, "w") as err:
         proc = _Cli(
-            [sys.executable, "-m", "gradatlas.cli", *args],
+            [sys.executable, "-m", "gradatlas.app.cli", *args],
             cwd=cwd,
             env=cli_env(),
             stdout=out,

@@ -337,7 +337,7 @@ def test_report_of_a_partly_run_plan_opens_with_the_banner(partial_store) -> Non
 
 
 def test_cli_steering_errors_exit_2_and_write_nothing(partial_store, capsys, monkeypatch) -> None:
-    from gradatlas.cli import main
+    from gradatlas.app.cli import main
     from gradatlas.reports import build
 
     monkeypatch.setattr(build.PdfWorker, "start", classmethod(lambda cls: None))  # no child
@@ -354,7 +354,7 @@ def test_cli_steering_errors_exit_2_and_write_nothing(partial_store, capsys, mon
 
 
 def test_cli_steered_report_says_what_it_was_steered_by(partial_store, monkeypatch) -> None:
-    from gradatlas.cli import main
+    from gradatlas.app.cli import main
     from gradatlas.reports import build, pdf
 
     monkeypatch.setattr(build.PdfWorker, "start", classmethod(lambda cls: None))

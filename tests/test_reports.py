@@ -420,7 +420,7 @@ def test_pdf_renders_to_pages_and_its_text_extracts(report, store, tmp_path: Pat
 
 @pytest.mark.e2e
 def test_cli_report_writes_to_the_default_folder(store, tmp_path, monkeypatch, capsys) -> None:
-    from gradatlas.cli import main
+    from gradatlas.app.cli import main
 
     monkeypatch.chdir(tmp_path)
     assert main(["report", store["name"], "--tracking-uri", store["uri"]]) == 0
@@ -433,14 +433,14 @@ def test_cli_report_writes_to_the_default_folder(store, tmp_path, monkeypatch, c
 
 @pytest.mark.e2e
 def test_unknown_target_is_a_clean_usage_error(store, capsys) -> None:
-    from gradatlas.cli import main
+    from gradatlas.app.cli import main
 
     assert main(["report", "no-such-suite", "--tracking-uri", store["uri"]]) == 2
     assert "no MLflow experiment named 'no-such-suite'" in capsys.readouterr().err
 
 
 def test_missing_store_is_a_usage_error_and_is_not_created(tmp_path, monkeypatch, capsys) -> None:
-    from gradatlas.cli import main
+    from gradatlas.app.cli import main
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from gradatlas.cli import main
+from gradatlas.app.cli import main
+from gradatlas.app.repro import compare, load_recorded, rel_diff, reproduce
 from gradatlas.record import TRIAL_ARTIFACT, TrialRecord
-from gradatlas.repro import compare, load_recorded, rel_diff, reproduce
 from tests.conftest import write_suite
 
 SUITE = """

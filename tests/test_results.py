@@ -19,8 +19,8 @@ import pandas as pd
 import pytest
 
 import gradatlas
-from gradatlas import dataframe
-from gradatlas.cli import main
+from gradatlas.app import results as dataframe
+from gradatlas.app.cli import main
 from gradatlas.errors import UserInputError
 from gradatlas.record import OUTCOME_ORDER, OUTCOMES, RecordedOutcome, TrialRecord
 from gradatlas.reports.load import experiment_from_records
@@ -263,9 +263,9 @@ def test_import_gradatlas_stays_light_and_the_api_is_the_functions():
         "heavy = [m for m in ('pandas', 'mlflow', 'torch') if m in sys.modules]\n"
         "assert not heavy, heavy\n"
         "assert {'results', 'rates'} <= set(dir(gradatlas))\n"
-        "import gradatlas.dataframe\n"
+        "import gradatlas.app.results\n"
         "assert callable(gradatlas.results) and callable(gradatlas.rates)\n"
-        "assert gradatlas.results is gradatlas.dataframe.results\n"
+        "assert gradatlas.results is gradatlas.app.results.results\n"
         "print('ok')\n"
     )
     proc = subprocess.run(

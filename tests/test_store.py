@@ -418,7 +418,7 @@ def test_two_gradatlas_drivers_of_different_suites_on_a_postgres_server(
         paths[-1].write_text(f"name: {name}\n{body}")
     procs = [
         subprocess.Popen(
-            [sys.executable, "-m", "gradatlas.cli", "run", str(p), "--tracking-uri", uri],
+            [sys.executable, "-m", "gradatlas.app.cli", "run", str(p), "--tracking-uri", uri],
             cwd=tmp_path,
             env=cli_env(),
             stdout=subprocess.PIPE,

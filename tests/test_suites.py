@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from gradatlas.cli import main
+from gradatlas.app.cli import main
 from gradatlas.errors import UserInputError
 from gradatlas.identity import cell_id, config_hash
 from gradatlas.suites import load_suite

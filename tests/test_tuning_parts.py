@@ -130,9 +130,11 @@ def test_a_study_made_for_another_tune_block_is_refused(tmp_path: Path) -> None:
 
 
 def test_default_storage_sits_beside_a_sqlite_store_only(tmp_path: Path) -> None:
-    uri = f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}"
-    assert storage.default_storage(uri) == f"sqlite:///{tmp_path / 'runs' / 'optuna.db'}"
-    assert storage.default_storage("http://127.0.0.1:5000") is None
+    # ``RecordStore.local_dir``: the SQLite file's folder, None for a server (conformance tests)
+    assert (
+        storage.default_storage(tmp_path / "runs") == f"sqlite:///{tmp_path / 'runs' / 'optuna.db'}"
+    )
+    assert storage.default_storage(None) is None
 
 
 # -- the study search -----------------------------------------------------------------------------

@@ -103,9 +103,8 @@ class MlflowStore(RecordStore):
         quiet_mlflow()
         self.uri = uri
         self._db = sqlite_file(uri)
-        #: MLflow's client: for code not yet behind ``RecordStore`` (runners/tuning.py's study
-        #: runs), and for nothing else.
-        self.client = MlflowClient(tracking_uri=uri)
+        # Private: nothing outside this module talks to MLflow (the import-direction test).
+        self._client = MlflowClient(tracking_uri=uri)
 
     def __reduce__(self) -> tuple[Any, tuple[str]]:
         """Pickled as its URI (a client holds connections): what reaches another process (the
@@ -121,20 +120,20 @@ class MlflowStore(RecordStore):
         """The store with MLflow's tables created (or checked): the first query of a fresh store
         migrates it, and so may building the client; ``open_store`` calls this under its lock."""
         store = cls(uri)
-        store.client.search_experiments(max_results=1)
+        store._client.search_experiments(max_results=1)
         return store
 
     # -- experiments -------------------------------------------------------------------------------
     def open_experiment(self, name: str, tags: Mapping[str, str] | None = None) -> str:
-        exp = self.client.get_experiment_by_name(name)
+        exp = self._client.get_experiment_by_name(name)
         if exp is not None:
             if exp.lifecycle_stage == "deleted":
-                self.client.restore_experiment(exp.experiment_id)
+                self._client.restore_experiment(exp.experiment_id)
             return exp.experiment_id
         artifacts = None
         if self._db is not None:  # artifacts beside the local store, not in the cwd
             artifacts = (self._db.parent / "artifacts").resolve().as_uri()
-        return self.client.create_experiment(
+        return self._client.create_experiment(
             name, artifact_location=artifacts, tags={k: str(v) for k, v in (tags or {}).items()}
         )
 
@@ -142,10 +141,10 @@ class MlflowStore(RecordStore):
         self, *, name: str | None = None, experiment_id: str | None = None
     ) -> StoredExperiment | None:
         if name is not None:
-            exp = self.client.get_experiment_by_name(name)
+            exp = self._client.get_experiment_by_name(name)
         else:
             try:
-                exp = self.client.get_experiment(str(experiment_id))
+                exp = self._client.get_experiment(str(experiment_id))
             except MlflowException:
                 exp = None
         return None if exp is None else _experiment(exp)
@@ -153,7 +152,7 @@ class MlflowStore(RecordStore):
     def experiments(self) -> list[StoredExperiment]:
         out, token = [], None
         while True:
-            page = self.client.search_experiments(
+            page = self._client.search_experiments(
                 view_type=ViewType.ACTIVE_ONLY, max_results=PAGE, page_token=token
             )
             out += [_experiment(e) for e in page]
@@ -163,7 +162,7 @@ class MlflowStore(RecordStore):
 
     def set_experiment_tags(self, experiment_id: str, tags: Mapping[str, str]) -> None:
         for key, value in tags.items():
-            self.client.set_experiment_tag(experiment_id, key, str(value))
+            self._client.set_experiment_tag(experiment_id, key, str(value))
 
     # -- runs --------------------------------------------------------------------------------------
     def create_run(
@@ -174,7 +173,7 @@ class MlflowStore(RecordStore):
         tags: Mapping[str, str],
         start_ms: int | None = None,
     ) -> str:
-        run = self.client.create_run(
+        run = self._client.create_run(
             experiment_id,
             run_name=run_name,
             tags={k: str(v) for k, v in tags.items()},
@@ -196,20 +195,20 @@ class MlflowStore(RecordStore):
             [Param(k, str(v)) for k, v in (params or {}).items()],
             [RunTag(k, str(v)) for k, v in (tags or {}).items()],
         ):
-            self.client.log_batch(run_id, metrics=m, params=p, tags=t)
+            self._client.log_batch(run_id, metrics=m, params=p, tags=t)
 
     def set_status(self, run_id: str, status: RunStatus, *, end_ms: int | None = None) -> None:
         if status == RunStatus.RUNNING:
-            self.client.update_run(run_id, status=str(status))
+            self._client.update_run(run_id, status=str(status))
         else:
-            self.client.set_terminated(run_id, status=str(status), end_time=end_ms)
+            self._client.set_terminated(run_id, status=str(status), end_time=end_ms)
 
     def delete_run(self, run_id: str) -> None:
-        self.client.delete_run(run_id)
+        self._client.delete_run(run_id)
 
     def get_run(self, run_id: str) -> StoredRun | None:
         try:
-            return _stored(self.client.get_run(run_id))
+            return _stored(self._client.get_run(run_id))
         except MlflowException:  # no such run (MLflow says RESOURCE_DOES_NOT_EXIST)
             return None
 
@@ -233,7 +232,7 @@ class MlflowStore(RecordStore):
     def _search(self, ids: list[str], filter_string: str, limit: int | None) -> Iterator[Any]:
         token, left = None, limit
         while left is None or left > 0:
-            page = self.client.search_runs(
+            page = self._client.search_runs(
                 ids,
                 filter_string=filter_string,
                 run_view_type=ViewType.ACTIVE_ONLY,
@@ -248,27 +247,27 @@ class MlflowStore(RecordStore):
                 return
 
     def metric_history(self, run_id: str, key: str) -> list[tuple[int, float]]:
-        points = self.client.get_metric_history(run_id, key)
+        points = self._client.get_metric_history(run_id, key)
         return sorted((int(m.step), float(m.value)) for m in points)
 
     # -- artifacts ---------------------------------------------------------------------------------
     def attach(self, run_id: str, name: str, content: ArtifactContent) -> None:
         if isinstance(content, str):
-            self.client.log_text(run_id, content, name)
+            self._client.log_text(run_id, content, name)
         elif isinstance(content, bytes):
             folder, _, filename = name.rpartition("/")
             with tempfile.TemporaryDirectory() as tmp:
                 path = Path(tmp) / filename
                 path.write_bytes(content)
-                self.client.log_artifact(run_id, str(path), folder or None)
+                self._client.log_artifact(run_id, str(path), folder or None)
         else:
-            self.client.log_dict(run_id, content, name)
+            self._client.log_dict(run_id, content, name)
 
     def attach_files(self, run_id: str, path: Path, folder: str | None = None) -> None:
         if Path(path).is_dir():
-            self.client.log_artifacts(run_id, str(path), folder)
+            self._client.log_artifacts(run_id, str(path), folder)
         else:
-            self.client.log_artifact(run_id, str(path), folder)
+            self._client.log_artifact(run_id, str(path), folder)
 
     def artifact_text(self, run: StoredRun | str, name: str) -> str | None:
         found = self.get_run(run) if isinstance(run, str) else run
@@ -288,7 +287,7 @@ class MlflowStore(RecordStore):
             return None
 
     def list_artifacts(self, run_id: str, folder: str | None = None) -> list[str]:
-        return sorted(a.path for a in self.client.list_artifacts(run_id, folder))
+        return sorted(a.path for a in self._client.list_artifacts(run_id, folder))
 
     # -- trials ------------------------------------------------------------------------------------
     def record_unit(
@@ -321,7 +320,7 @@ class MlflowStore(RecordStore):
                 if checked and (write.kind, write.trial_id) in done:
                     report.duplicates.append(write.label)
                     if run is not None:  # another attempt's run: the record exists once already
-                        self.client.delete_run(run.run_id)
+                        self._client.delete_run(run.run_id)
                     continue
                 rid = self._write_trial(experiment_id, sweep_run_id, write, run)
                 report.run_ids[write.trial_id] = rid
@@ -367,9 +366,9 @@ class MlflowStore(RecordStore):
             tags=tags if live is not None else None,
         )
         timing = record.timing | {"logging_time_s": time.perf_counter() - t0}
-        self.client.log_text(rid, replace(record, timing=timing).to_json(), TRIAL_ARTIFACT)
+        self._client.log_text(rid, replace(record, timing=timing).to_json(), TRIAL_ARTIFACT)
         now = int(time.time() * 1000)
-        self.client.log_metric(rid, "logging_time_s", time.perf_counter() - t0, now, 0)
+        self._client.log_metric(rid, "logging_time_s", time.perf_counter() - t0, now, 0)
         self.set_status(rid, RunStatus(record.status), end_ms=write.end_ms)
         if write.kind == KIND_TRIAL:
             self._log_dataset(rid, record)
@@ -391,7 +390,7 @@ class MlflowStore(RecordStore):
         else:
             rid = live.run_id
         self.log(rid, params=trial_params(failure.record), tags=tags if live is not None else None)
-        self.client.log_text(rid, failure.traceback, ERROR_ARTIFACT)
+        self._client.log_text(rid, failure.traceback, ERROR_ARTIFACT)
         self.set_status(rid, RunStatus.FAILED)
         return rid
 
@@ -409,7 +408,7 @@ class MlflowStore(RecordStore):
             source=source,
         )
         context = [InputTag("mlflow.data.context", "train")]
-        self.client.log_inputs(run_id, datasets=[DatasetInput(dataset, tags=context)])
+        self._client.log_inputs(run_id, datasets=[DatasetInput(dataset, tags=context)])
 
     def load_trials(self, experiment_id: str) -> TrialLoad:
         kept, set_aside = newest_per_trial(self.finished_trial_runs(experiment_id))

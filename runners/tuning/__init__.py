@@ -46,7 +46,7 @@ repeating nothing that finished.
 
 The modules, each with one job: ``plan`` (groups, studies, evaluation trials; no Optuna),
 ``pruning`` (the pruner as thresholds; pure), ``storage`` (the Optuna storage), ``search``
-(asking and telling studies), ``records`` (the tuner's MLflow reads and writes), ``tuner``
+(asking and telling studies), ``records`` (the tuner's reads and writes of the store), ``tuner``
 (a suite's studies and their state) and ``driver`` (a tuning phase as dispatch work). Below: the
 names imported from ``gradatlas.runners.tuning`` before it was split, so such imports keep
 working; new code imports from the module that holds the name.
@@ -60,7 +60,6 @@ from gradatlas.runners.tuning.plan import (
     tuning_plan,
 )
 from gradatlas.runners.tuning.pruning import COMPLETE, PRUNED_STATE, Finished, thresholds
-from gradatlas.runners.tuning.records import close_dead_tuning_runs
 from gradatlas.runners.tuning.storage import default_storage
 from gradatlas.runners.tuning.tuner import Tuner, TuningSummary
 
@@ -70,7 +69,6 @@ __all__ = [
     "Finished",
     "Tuner",
     "TuningSummary",
-    "close_dead_tuning_runs",
     "default_storage",
     "evaluation_trials",
     "fingerprint",

@@ -31,6 +31,7 @@ from gradatlas.record import (
 )
 from gradatlas.runners.executor import UnitResult, WorkUnit, dispatch, make_units
 from gradatlas.runners.tuning.search import Job, RunValue, StudySearch, run_value
+from gradatlas.store import StoreWriteError
 
 if TYPE_CHECKING:
     from gradatlas.runners.tuning.tuner import Tuner, TuningSummary
@@ -239,11 +240,9 @@ class TuningPhase:
 
 def _check_reports(reports: list[dict[str, Any]], summary: TuningSummary) -> None:
     """The recorder's reports: a write error ends the sweep (``StoreWriteError``)."""
-    from gradatlas.runners import store
-
     for report in reports:
         summary.duplicates += len(report.get("duplicates", ()))
         if report.get("error"):
             if report.get("write_error"):
-                raise store.StoreWriteError(report["error"])
+                raise StoreWriteError(report["error"])
             raise RuntimeError(f"the recorder process failed: {report['error']}")

@@ -12,27 +12,24 @@ before ``recover`` runs, so a RUNNING trial is a dead driver's, never a live one
 
 from __future__ import annotations
 
-import urllib.parse
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from gradatlas.errors import UserInputError
+from gradatlas.store.uri import redact
 
 FINGERPRINT = "gradatlas.fingerprint"  # study user attr: what the study was made for
 GROUP = "gradatlas.group"  # study user attr: its group's per-factor levels
 REQUEUED_FROM = "requeued_from"  # trial user attr: the failed trial whose values it asks again
 
 
-def default_storage(tracking_uri: str) -> str | None:
-    """``sqlite:///<dir of mlflow.db>/optuna.db`` beside a SQLite MLflow store; None for a
-    tracking server, where the studies must live where every driver finds them (the user
-    names it: ``--optuna-storage``)."""
-    from gradatlas.runners.tracking import sqlite_path
-
-    db = sqlite_path(tracking_uri)
-    return f"sqlite:///{db.parent / 'optuna.db'}" if db is not None else None
+def default_storage(store_dir: Path | None) -> str | None:
+    """``sqlite:///<store_dir>/optuna.db`` beside a store kept in a local file
+    (``RecordStore.local_dir``); None for a tracking server, where the studies must live where
+    every driver finds them (the user names it: ``--optuna-storage``)."""
+    return f"sqlite:///{store_dir / 'optuna.db'}" if store_dir is not None else None
 
 
 def open_storage(url: str) -> Any:
@@ -104,15 +101,6 @@ def recover(study: Any) -> int:
     for t in running:
         requeue(study, t.number, t.params)
     return len(running)
-
-
-def redact(url: str) -> str:
-    """A storage URL without its password (it is printed and written as a tag)."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
 
 
 def quiet_optuna() -> Any:

@@ -50,6 +50,7 @@ from gradatlas.runners.tuning.search import (
     make_sampler,
     sampler_seed,
 )
+from gradatlas.store import RecordStore
 from gradatlas.suites import Suite, Trial
 
 
@@ -99,11 +100,11 @@ class Tuner:
         cls,
         suite: Suite,
         storage_url: str,
-        client: Any,
+        store: RecordStore,
         experiment_id: str,
         stream: TextIO = sys.stderr,
     ) -> Tuner:
-        records = TuningRecords(client, experiment_id)
+        records = TuningRecords(store, experiment_id)
         tuner = cls(suite, tuning_plan(suite), storage_url, records, stream)
         tuner._open_studies()
         tuner.recorded = records.finished()

@@ -458,7 +458,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
         print("")
         for line in tuning_plan(suite).describe():
             print(line)
-    from gradatlas.cost import estimate_cost, format_cost
+    from gradatlas.app.cost import estimate_cost, format_cost
 
     print(f"\n{format_cost(estimate_cost(suite.trials))}")
     shown = list(cells.values())
@@ -734,7 +734,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from gradatlas.dataframe import export
+    from gradatlas.app.results import export
 
     fmt = args.fmt
     if fmt is None:
@@ -746,9 +746,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
+    from gradatlas.app.ui import serve
     from gradatlas.record import ui_runs_path
     from gradatlas.store import open_store
-    from gradatlas.ui import serve
 
     store = open_store(args.tracking_uri, create=False)  # a missing local store is said
     uri = store.uri
@@ -776,7 +776,7 @@ def _experiment_id(store: Any, target: str) -> str:
 
 
 def cmd_repro(args: argparse.Namespace) -> int:
-    from gradatlas.repro import DEFAULT_TOLERANCE, render, reproduce
+    from gradatlas.app.repro import DEFAULT_TOLERANCE, render, reproduce
     from gradatlas.store import open_store
 
     tolerance = DEFAULT_TOLERANCE if args.tolerance is None else args.tolerance
