@@ -81,6 +81,7 @@ def test_parity_detects_a_different_trial(tmp_path):
     assert worst_rel(other.curves["train"]["loss"], batched[0].curves["train"]["loss"]) > 1e-3
 
 
+@pytest.mark.e2e  # 108 trainings: the whole quickstart twice
 def test_quickstart_labels_are_the_same_batched_and_alone():
     """Every quickstart cell (budget cut to 2 epochs): the same label per trial id."""
     suite = load_suite("quickstart", ["train.epochs=2"])
@@ -144,14 +145,16 @@ def test_a_group_that_raises_is_retried_one_trial_at_a_time(write, monkeypatch):
     assert [r.timing["batch_seeds"] for r in out.results] == [1.0, 1.0, 1.0]
 
 
-def test_sweep_records_each_member_as_its_own_trial_and_resumes_missing_seeds(tiny_suite, tmp_path):
+def test_sweep_records_each_member_as_its_own_trial_and_resumes_missing_seeds(
+    tiny_suite, tmp_path, new_store
+):
     from mlflow import MlflowClient
 
     from gradatlas.record import BATCH_SEEDS, FINISHED_TRIALS, TRIAL_ID
     from gradatlas.runners import store
 
     suite = load_suite(str(tiny_suite))
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    uri = new_store(tmp_path / "mlflow.db")
     executor = InProcessExecutor(accelerator="cpu", threads=1)
     first = run_suite(suite, uri, limit=1, executor=executor)  # half of the first cell
     assert first.ran == 1
@@ -186,7 +189,9 @@ def test_bad_batch_settings_exit_2_naming_the_field(write, tmp_path):
     assert proc.returncode == 2
 
 
-def test_a_killed_recorder_ends_the_sweep_with_a_write_error(tiny_suite, tmp_path, monkeypatch):
+def test_a_killed_recorder_ends_the_sweep_with_a_write_error(
+    tiny_suite, tmp_path, monkeypatch, new_store
+):
     """The recorder process dies mid-sweep: one clear error (exit 2 in the CLI), no traceback,
     what it wrote stays, a rerun resumes."""
     import signal
@@ -202,7 +207,7 @@ def test_a_killed_recorder_ends_the_sweep_with_a_write_error(tiny_suite, tmp_pat
 
     monkeypatch.setattr(recorder_module.Recorder, "put", put_then_kill)
     suite = load_suite(str(tiny_suite))
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    uri = new_store(tmp_path / "mlflow.db")
     summary = run_suite(suite, uri, executor=InProcessExecutor(accelerator="cpu", threads=1))
     assert summary.write_error and "recorder" in summary.write_error
     monkeypatch.undo()

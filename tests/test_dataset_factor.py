@@ -400,7 +400,7 @@ claims:
 
 
 @pytest.mark.e2e
-def test_a_sweep_over_datasets_and_subsets_records_both(tmp_path, monkeypatch):
+def test_a_sweep_over_datasets_and_subsets_records_both(tmp_path, monkeypatch, new_store):
     """Two datasets x two subsets x two seeds (stacked), one epoch each: a cell's steps say how
     many examples it trained on, and the report's frame has both factors as columns."""
     from gradatlas.reports.claimscope import claim_scope
@@ -413,7 +413,7 @@ def test_a_sweep_over_datasets_and_subsets_records_both(tmp_path, monkeypatch):
     path = tmp_path / "suite.yaml"
     path.write_text(SWEEP)
     suite = load_suite(str(path))
-    uri = f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}"
+    uri = new_store(tmp_path / "runs" / "mlflow.db")
     summary = run_suite(suite, uri, accelerator="cpu", stream=io.StringIO())
     assert summary.ran == 8
 

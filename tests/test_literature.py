@@ -355,7 +355,7 @@ def test_no_phase_diagram_without_model_configs() -> None:
 
 
 # -- a real mini-run -----------------------------------------------------------------------------
-def test_a_real_probe_only_run_of_yang2019(tmp_path: Path) -> None:
+def test_a_real_probe_only_run_of_yang2019(tmp_path: Path, new_store) -> None:
     """Probe-only trials (no training): BN's gradient ratio at init grows with depth, as the
     paper says, and the section reads the claims from the sweep MLflow recorded."""
     from gradatlas.reports.load import load_experiment
@@ -366,7 +366,7 @@ def test_a_real_probe_only_run_of_yang2019(tmp_path: Path) -> None:
     # The claims name depths 16, 32 and 64: an override must keep them (or drop the claims).
     overrides = ["grid.depth=[16,32,64]", "grid.activation=[relu]", "seeds=1", "model.width=64"]
     suite = load_suite("yang2019", overrides)
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = new_store(tmp_path / "mlflow.db")
     run_suite(suite, uri, accelerator="cpu", stream=io.StringIO())
     exp = load_experiment("yang2019", uri)
     assert set(exp.trials["outcome"]) == {"probe"} and len(exp.trials) == 6

@@ -56,12 +56,12 @@ def test_live_after_keeps_only_points_past_what_the_run_holds():
     assert run.last_step == {"a": 9, "b": 0}
 
 
-def test_a_flushed_trial_is_one_run_with_every_point_once(tmp_path):
+def test_a_flushed_trial_is_one_run_with_every_point_once(tmp_path, new_store):
     """Flushing at every evaluation: each trial is one FINISHED run (the live run, closed by its
     record), its evaluation history has each step once and all of them, its Duration is the
     trial's, and the trial says what being live cost it."""
     path = _suite(tmp_path, "flushed", steps=60, every=1e-6)
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    uri = new_store(tmp_path / "mlflow.db")
     suite = load_suite(str(path))
     summary = run_suite(suite, uri, executor=InProcessExecutor(threads=1))
     assert summary.ran == 4 and not summary.failures

@@ -49,7 +49,7 @@ def tiny_suite(second_best: bool) -> dict:
 
 @pytest.mark.parametrize("second_best", [False, True], ids=["best", "second-best"])
 def test_a_finished_tuned_suite_reports_finished_and_reruns_nothing(
-    tmp_path: Path, second_best: bool
+    tmp_path: Path, second_best: bool, new_store
 ) -> None:
     from mlflow.tracking import MlflowClient
 
@@ -64,8 +64,7 @@ def test_a_finished_tuned_suite_reports_finished_and_reruns_nothing(
     path = tmp_path / "tuned-status.yaml"
     path.write_text(yaml.safe_dump(tiny_suite(second_best)), encoding="utf-8")
     store = tmp_path / "runs"  # where `gradatlas run` in tmp_path puts both stores
-    store.mkdir()
-    uri = f"sqlite:///{store / 'mlflow.db'}"
+    uri = new_store(store / "mlflow.db")
     set_threads(1)
     summary = run_suite(
         load_suite(str(path)),

@@ -71,7 +71,7 @@ outcomes: {target_accuracy: 0.5, explode_grad_norm: 1000.0, vanish_ratio: 0.01}
 
 # -- a real store, made once ---------------------------------------------------------------------
 @pytest.fixture(scope="session")
-def store(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def store(tmp_path_factory: pytest.TempPathFactory, new_store) -> dict[str, Any]:
     """16 real trials (8 cells x 2 seeds, ~0.2 s each), then one trial run again with --force
     so the store holds an older finished run the report must set aside."""
     from gradatlas.runners.sweep import run_suite
@@ -80,7 +80,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     root = tmp_path_factory.mktemp("report-store")
     suite_path = root / "report-test.yaml"
     suite_path.write_text(SUITE)
-    uri = f"sqlite:///{root / 'mlflow.db'}"
+    uri = new_store(root / "mlflow.db")
     suite = load_suite(str(suite_path))
     run_suite(suite, uri, stream=io.StringIO())
     time.sleep(0.01)  # the re-run must start in a later millisecond than the original

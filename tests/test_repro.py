@@ -29,7 +29,7 @@ outcomes: {{target_accuracy: 0.3}}
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory) -> dict:
+def store(tmp_path_factory, new_store) -> dict:
     """A real store: the suite run once alone (``repro-alone``) and once with its two seeds
     batched (``repro-batched``), through the sweep's own writers, at one torch thread."""
     from mlflow import MlflowClient
@@ -40,7 +40,7 @@ def store(tmp_path_factory) -> dict:
     from gradatlas.suites import load_suite
 
     root = tmp_path_factory.mktemp("repro")
-    uri = f"sqlite:///{root}/mlflow.db"
+    uri = new_store(root / "mlflow.db")
     out: dict = {"uri": uri}
     for name, batch in (("repro-alone", 1), ("repro-batched", 2)):
         suite = load_suite(str(write_suite(root, SUITE.format(name=name), f"{name}.yaml")))

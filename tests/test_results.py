@@ -46,7 +46,7 @@ SUFFIXES = ("", "_lo", "_hi")  # rate, Wilson low, Wilson high
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def store(tmp_path_factory: pytest.TempPathFactory, new_store) -> dict[str, Any]:
     """8 real trials in ``ROOT/runs/mlflow.db`` (the CLI's default place when run in ROOT),
     then the first two trials again with ``force``: two older finished runs to set aside."""
     from gradatlas.runners.sweep import run_suite
@@ -55,7 +55,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     root = tmp_path_factory.mktemp("results-store")
     suite_path = root / "results-test.yaml"
     suite_path.write_text(SUITE)
-    uri = f"sqlite:///{root / 'runs' / 'mlflow.db'}"
+    uri = new_store(root / "runs" / "mlflow.db")
     suite = load_suite(str(suite_path))
     run_suite(suite, uri, accelerator="cpu", stream=io.StringIO())
     forced = run_suite(suite, uri, accelerator="cpu", force=True, limit=2, stream=io.StringIO())

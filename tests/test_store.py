@@ -75,6 +75,7 @@ client.create_run(exp, tags={"i": i})
 """
 
 
+@pytest.mark.e2e  # four interpreters that import MLflow
 def test_fresh_store_race_four_processes(tmp_path: Path):
     """Four processes open one fresh SQLite store at the same moment, then write: none crashes
     (without the lock, MLflow's concurrent first migrations fail: duplicate column name)."""
@@ -389,9 +390,11 @@ def _stop_group(proc: subprocess.Popen) -> None:
             proc.wait()
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def postgres_mlflow_server():
-    """A private PostgreSQL cluster on 127.0.0.1 and an MLflow server on it: yields its URI."""
+    """A private PostgreSQL cluster on 127.0.0.1 and an MLflow server on it: yields its URI.
+    One per module: its tests write experiments of their own names, and a cluster and server
+    take many seconds to start."""
     pg, dialect = _pg_bin(), _pg_driver()
     if pg is None:
         pytest.skip("PostgreSQL binaries missing (/usr/lib/postgresql/*/bin; .ci/postgres.sh)")
@@ -548,9 +551,10 @@ def test_two_gradatlas_drivers_of_different_suites_on_a_postgres_server(
     for name in ("pg-a", "pg-b"):
         paths.append(tmp_path / f"{name}.yaml")
         paths[-1].write_text(f"name: {name}\n{body}")
+    options = ("--tracking-uri", uri, "--threads", "1")
     procs = [
         subprocess.Popen(
-            [sys.executable, "-m", "gradatlas.cli", "run", str(p), "--tracking-uri", uri],
+            [sys.executable, "-m", "gradatlas.cli", "run", str(p), *options],
             cwd=tmp_path,
             env=cli_env(),
             stdout=subprocess.PIPE,

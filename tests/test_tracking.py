@@ -126,8 +126,8 @@ def test_sweep_records_every_trial_and_resumes(tiny_suite: Path, tmp_path: Path)
     assert len(_trial_runs(client, exp.experiment_id)) == 10
 
 
-def test_partial_sweep_resumes_where_it_stopped(tiny_suite: Path, tmp_path: Path):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+def test_partial_sweep_resumes_where_it_stopped(tiny_suite: Path, tmp_path: Path, new_store):
+    uri = new_store(tmp_path / "mlflow.db")
     assert run_suite(load_suite(str(tiny_suite)), uri, limit=3).ran == 3
     rest = run_suite(load_suite(str(tiny_suite)), uri)
     assert (rest.ran, rest.skipped) == (5, 3)

@@ -99,9 +99,11 @@ def studies(optuna_uri: str) -> dict:
 
 
 @pytest.fixture(scope="module")
-def root(tmp_path_factory) -> Path:
+def root(tmp_path_factory, new_store) -> Path:
     """One MLflow and one Optuna store for the module (a new MLflow store costs seconds)."""
-    return tmp_path_factory.mktemp("stores")
+    root = tmp_path_factory.mktemp("stores")
+    new_store(root / "mlflow.db")
+    return root
 
 
 @pytest.fixture(scope="module")
@@ -237,6 +239,7 @@ def test_thresholds_follow_the_pruner() -> None:
 
 
 # -- resume after a kill --------------------------------------------------------------------------
+@pytest.mark.e2e  # two CLI drivers, the first SIGKILLed mid-tuning
 def test_killed_tuning_resumes_without_retraining(root: Path, tmp_path: Path) -> None:
     data = json.loads(json.dumps(TUNED))
     data["name"] = "killed"

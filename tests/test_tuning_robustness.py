@@ -97,7 +97,7 @@ def run(suite, mlflow_uri: str, optuna_uri: str):
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
+def store(tmp_path_factory, new_store):
     """One tuned sweep with second_best and a horizon check: studies robust/sgd and
     robust/adam (3 enqueued trials each, 10 steps), robust/adam@full (3 trials, 20 steps), then
     the evaluation trials at each best and at sgd's second-best."""
@@ -105,7 +105,7 @@ def store(tmp_path_factory):
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     root = tmp_path_factory.mktemp("robust")
-    mlflow_uri, optuna_uri = f"sqlite:///{root / 'mlflow.db'}", f"sqlite:///{root / 'optuna.db'}"
+    mlflow_uri, optuna_uri = new_store(root / "mlflow.db"), f"sqlite:///{root / 'optuna.db'}"
     for group, values in (("sgd", SGD), ("adam", ADAM)):
         study = optuna.create_study(
             study_name=f"{NAME}/{group}", storage=optuna_uri, direction="maximize"
