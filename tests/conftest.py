@@ -3,12 +3,14 @@ stores without MLflow's migrations, and one torch thread per test process."""
 
 from __future__ import annotations
 
+import atexit
+import functools
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -56,6 +58,38 @@ def write(tmp_path: Path):
     return _write
 
 
+@pytest.fixture(autouse=True)
+def _one_torch_thread() -> None:
+    """Back to one torch thread before each test: an in-process `gradatlas run` (``cli.main``)
+    sets the process's count for its sweep and would leave it to every later test."""
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.get_num_threads() != 1:
+        torch.set_num_threads(1)
+
+
+@functools.cache
+def _empty_store() -> Path:
+    """An empty MLflow SQLite store, migrated once per test process (in a temporary folder
+    removed at exit): MLflow's schema migrations cost about 1.5 s of CPU per fresh store, a copy
+    of the migrated file a few milliseconds."""
+    from mlflow.tracking import MlflowClient
+
+    folder = Path(tempfile.mkdtemp(prefix="gradatlas-empty-store-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    db = folder / "mlflow.db"
+    MlflowClient(tracking_uri=f"sqlite:///{db}").search_experiments(max_results=1)
+    return db
+
+
+def new_store(db: Path) -> str:
+    """A fresh, empty MLflow store at ``db`` (parents created), copied from one migrated store;
+    returns its ``sqlite:///`` URI. For tests whose subject is not how a store is created (those
+    give gradatlas a file that does not exist yet)."""
+    db.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(_empty_store(), db)
+    return f"sqlite:///{db}"
+
+
 def cli_env() -> dict[str, str]:
     """The environment without MLFLOW_TRACKING_URI, so the CLI uses ./runs as a user's would."""
     return {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
@@ -71,37 +105,3 @@ def run_cli(*args: str, cwd: Path, timeout: float = 600) -> subprocess.Completed
         text=True,
         timeout=timeout,
     )
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread() -> None:
-    """Back to one torch thread before each test: an in-process `gradatlas run` (``cli.main``)
-    sets the process's count for its sweep and would leave it to every later test."""
-    torch = sys.modules.get("torch")
-    if torch is not None and torch.get_num_threads() != 1:
-        torch.set_num_threads(1)
-
-
-@pytest.fixture(scope="session")
-def mlflow_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An empty MLflow SQLite store, created once per session: MLflow's schema migrations cost
-    about 1.5 s of CPU per fresh store, a copy of the migrated file a few milliseconds."""
-    from mlflow.tracking import MlflowClient
-
-    db = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
-    MlflowClient(tracking_uri=f"sqlite:///{db}").search_experiments(max_results=1)
-    return db
-
-
-@pytest.fixture(scope="session")
-def new_store(mlflow_template: Path) -> Callable[[Path], str]:
-    """``new_store(path)``: a fresh, empty MLflow store at ``path`` (parents created); returns its
-    ``sqlite:///`` URI. For tests whose subject is not how a store is created (those keep a
-    missing file and let gradatlas create it)."""
-
-    def make(db: Path) -> str:
-        db.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(mlflow_template, db)
-        return f"sqlite:///{db}"
-
-    return make

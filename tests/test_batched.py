@@ -18,7 +18,7 @@ from gradatlas.runners.executor import InProcessExecutor, make_units, run_unit
 from gradatlas.runners.parity import compare
 from gradatlas.runners.sweep import run_suite
 from gradatlas.suites import load_suite
-from tests.conftest import run_cli
+from tests.conftest import new_store, run_cli
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 _spec = importlib.util.spec_from_file_location("batched_parity", BENCH / "batched_parity.py")
@@ -145,9 +145,7 @@ def test_a_group_that_raises_is_retried_one_trial_at_a_time(write, monkeypatch):
     assert [r.timing["batch_seeds"] for r in out.results] == [1.0, 1.0, 1.0]
 
 
-def test_sweep_records_each_member_as_its_own_trial_and_resumes_missing_seeds(
-    tiny_suite, tmp_path, new_store
-):
+def test_sweep_records_each_member_as_its_own_trial_and_resumes_missing_seeds(tiny_suite, tmp_path):
     from mlflow import MlflowClient
 
     from gradatlas.record import BATCH_SEEDS, FINISHED_TRIALS, TRIAL_ID
@@ -189,9 +187,7 @@ def test_bad_batch_settings_exit_2_naming_the_field(write, tmp_path):
     assert proc.returncode == 2
 
 
-def test_a_killed_recorder_ends_the_sweep_with_a_write_error(
-    tiny_suite, tmp_path, monkeypatch, new_store
-):
+def test_a_killed_recorder_ends_the_sweep_with_a_write_error(tiny_suite, tmp_path, monkeypatch):
     """The recorder process dies mid-sweep: one clear error (exit 2 in the CLI), no traceback,
     what it wrote stays, a rerun resumes."""
     import signal

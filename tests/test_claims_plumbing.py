@@ -256,13 +256,12 @@ claims:
 
 
 def test_verdicts_command_prints_rows_and_attaches_them(
-    tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
-    monkeypatch: pytest.MonkeyPatch,
-    new_store,
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """8 trials on digits (about 20 s), then the command on them."""
     from mlflow.tracking import MlflowClient
+
+    from tests.conftest import new_store
 
     suite = tmp_path / "tiny.yaml"
     suite.write_text(TINY_CLAIMS)

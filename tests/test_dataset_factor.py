@@ -400,7 +400,7 @@ claims:
 
 
 @pytest.mark.e2e
-def test_a_sweep_over_datasets_and_subsets_records_both(tmp_path, monkeypatch, new_store):
+def test_a_sweep_over_datasets_and_subsets_records_both(tmp_path, monkeypatch):
     """Two datasets x two subsets x two seeds (stacked), one epoch each: a cell's steps say how
     many examples it trained on, and the report's frame has both factors as columns."""
     from gradatlas.reports.claimscope import claim_scope
@@ -408,6 +408,7 @@ def test_a_sweep_over_datasets_and_subsets_records_both(tmp_path, monkeypatch, n
     from gradatlas.reports.overview import _dataset_text
     from gradatlas.runners.sweep import run_suite
     from gradatlas.suites.claims import check_claims
+    from tests.conftest import new_store
 
     monkeypatch.setenv("GRADATLAS_CACHE", str(tmp_path / "cache"))
     path = tmp_path / "suite.yaml"

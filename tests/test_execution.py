@@ -27,7 +27,7 @@ from gradatlas.runners.executor import (
 )
 from gradatlas.runners.sweep import run_suite
 from gradatlas.suites import load_suite
-from tests.conftest import cli_env
+from tests.conftest import cli_env, new_store
 
 TINY = """
 name: {name}
@@ -149,7 +149,7 @@ def test_units_are_the_seeds_of_one_cell(tmp_path):
     assert all(len({t.cell_id for t in u.trials}) == 1 for u in units)
 
 
-def test_a_raising_trial_is_recorded_failed_once_and_the_sweep_goes_on(tmp_path, new_store):
+def test_a_raising_trial_is_recorded_failed_once_and_the_sweep_goes_on(tmp_path):
     path = tmp_path / "broken.yaml"
     path.write_text(BROKEN.format(data_dir=tmp_path / "no-such-data"))
     suite = load_suite(str(path))

@@ -355,12 +355,13 @@ def test_no_phase_diagram_without_model_configs() -> None:
 
 
 # -- a real mini-run -----------------------------------------------------------------------------
-def test_a_real_probe_only_run_of_yang2019(tmp_path: Path, new_store) -> None:
+def test_a_real_probe_only_run_of_yang2019(tmp_path: Path) -> None:
     """Probe-only trials (no training): BN's gradient ratio at init grows with depth, as the
     paper says, and the section reads the claims from the sweep MLflow recorded."""
     from gradatlas.reports.load import load_experiment
     from gradatlas.runners.sweep import run_suite
     from gradatlas.runners.trial import set_threads
+    from tests.conftest import new_store
 
     set_threads(1)
     # The claims name depths 16, 32 and 64: an override must keep them (or drop the claims).

@@ -20,6 +20,7 @@ from gradatlas.runners.recorder import _write_live
 from gradatlas.runners.sweep import run_suite
 from gradatlas.runners.tracking import LiveRun, Tracker
 from gradatlas.suites import load_suite
+from tests.conftest import new_store
 from tests.test_execution import _cli, _guarantee, _runs, _wait_for
 
 LIVE = """
@@ -56,7 +57,7 @@ def test_live_after_keeps_only_points_past_what_the_run_holds():
     assert run.last_step == {"a": 9, "b": 0}
 
 
-def test_a_flushed_trial_is_one_run_with_every_point_once(tmp_path, new_store):
+def test_a_flushed_trial_is_one_run_with_every_point_once(tmp_path):
     """Flushing at every evaluation: each trial is one FINISHED run (the live run, closed by its
     record), its evaluation history has each step once and all of them, its Duration is the
     trial's, and the trial says what being live cost it."""

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import run_cli
+from tests.conftest import new_store, run_cli
 
 pytestmark = pytest.mark.e2e
 
@@ -49,7 +49,7 @@ def tiny_suite(second_best: bool) -> dict:
 
 @pytest.mark.parametrize("second_best", [False, True], ids=["best", "second-best"])
 def test_a_finished_tuned_suite_reports_finished_and_reruns_nothing(
-    tmp_path: Path, second_best: bool, new_store
+    tmp_path: Path, second_best: bool
 ) -> None:
     from mlflow.tracking import MlflowClient
 

@@ -71,11 +71,12 @@ outcomes: {target_accuracy: 0.5, explode_grad_norm: 1000.0, vanish_ratio: 0.01}
 
 # -- a real store, made once ---------------------------------------------------------------------
 @pytest.fixture(scope="session")
-def store(tmp_path_factory: pytest.TempPathFactory, new_store) -> dict[str, Any]:
+def store(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """16 real trials (8 cells x 2 seeds, ~0.2 s each), then one trial run again with --force
     so the store holds an older finished run the report must set aside."""
     from gradatlas.runners.sweep import run_suite
     from gradatlas.suites import load_suite
+    from tests.conftest import new_store
 
     root = tmp_path_factory.mktemp("report-store")
     suite_path = root / "report-test.yaml"

@@ -14,7 +14,7 @@ import torch
 from gradatlas.cli import main
 from gradatlas.record import TRIAL_ARTIFACT, TrialRecord
 from gradatlas.repro import compare, load_recorded, rel_diff, reproduce
-from tests.conftest import write_suite
+from tests.conftest import new_store, write_suite
 
 SUITE = """
 name: {name}
@@ -29,7 +29,7 @@ outcomes: {{target_accuracy: 0.3}}
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory, new_store) -> dict:
+def store(tmp_path_factory) -> dict:
     """A real store: the suite run once alone (``repro-alone``) and once with its two seeds
     batched (``repro-batched``), through the sweep's own writers, at one torch thread."""
     from mlflow import MlflowClient

@@ -46,11 +46,12 @@ SUFFIXES = ("", "_lo", "_hi")  # rate, Wilson low, Wilson high
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory, new_store) -> dict[str, Any]:
+def store(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """8 real trials in ``ROOT/runs/mlflow.db`` (the CLI's default place when run in ROOT),
     then the first two trials again with ``force``: two older finished runs to set aside."""
     from gradatlas.runners.sweep import run_suite
     from gradatlas.suites import load_suite
+    from tests.conftest import new_store
 
     root = tmp_path_factory.mktemp("results-store")
     suite_path = root / "results-test.yaml"

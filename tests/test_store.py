@@ -390,11 +390,9 @@ def _stop_group(proc: subprocess.Popen) -> None:
             proc.wait()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def postgres_mlflow_server():
-    """A private PostgreSQL cluster on 127.0.0.1 and an MLflow server on it: yields its URI.
-    One per module: its tests write experiments of their own names, and a cluster and server
-    take many seconds to start."""
+    """A private PostgreSQL cluster on 127.0.0.1 and an MLflow server on it: yields its URI."""
     pg, dialect = _pg_bin(), _pg_driver()
     if pg is None:
         pytest.skip("PostgreSQL binaries missing (/usr/lib/postgresql/*/bin; .ci/postgres.sh)")

@@ -13,6 +13,7 @@ from gradatlas.record import TrialRecord
 from gradatlas.runners.sweep import outcome_table, run_suite
 from gradatlas.runners.tracking import Tracker
 from gradatlas.suites import load_suite
+from tests.conftest import new_store
 
 
 def _trial_runs(client: MlflowClient, exp_id: str, status: str = "FINISHED"):
@@ -126,7 +127,7 @@ def test_sweep_records_every_trial_and_resumes(tiny_suite: Path, tmp_path: Path)
     assert len(_trial_runs(client, exp.experiment_id)) == 10
 
 
-def test_partial_sweep_resumes_where_it_stopped(tiny_suite: Path, tmp_path: Path, new_store):
+def test_partial_sweep_resumes_where_it_stopped(tiny_suite: Path, tmp_path: Path):
     uri = new_store(tmp_path / "mlflow.db")
     assert run_suite(load_suite(str(tiny_suite)), uri, limit=3).ran == 3
     rest = run_suite(load_suite(str(tiny_suite)), uri)

@@ -32,7 +32,7 @@ from gradatlas.runners.trial import run_trial, set_threads
 from gradatlas.runners.tuning import COMPLETE, PRUNED_STATE, Finished, thresholds, tuning_plan
 from gradatlas.suites import expand_suite
 from gradatlas.suites.schema import TunePruner
-from tests.conftest import cli_env
+from tests.conftest import cli_env, new_store
 
 TUNED = {
     "name": "tuned",
@@ -99,7 +99,7 @@ def studies(optuna_uri: str) -> dict:
 
 
 @pytest.fixture(scope="module")
-def root(tmp_path_factory, new_store) -> Path:
+def root(tmp_path_factory) -> Path:
     """One MLflow and one Optuna store for the module (a new MLflow store costs seconds)."""
     root = tmp_path_factory.mktemp("stores")
     new_store(root / "mlflow.db")

@@ -97,11 +97,13 @@ def run(suite, mlflow_uri: str, optuna_uri: str):
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory, new_store):
+def store(tmp_path_factory):
     """One tuned sweep with second_best and a horizon check: studies robust/sgd and
     robust/adam (3 enqueued trials each, 10 steps), robust/adam@full (3 trials, 20 steps), then
     the evaluation trials at each best and at sgd's second-best."""
     import optuna
+
+    from tests.conftest import new_store
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     root = tmp_path_factory.mktemp("robust")
