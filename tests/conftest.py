@@ -17,8 +17,8 @@ import pytest
 
 # One torch thread unless a test asks for more: the tests' nets are tiny, and torch's default (a
 # thread per core) spins against the recorder, CLI and Ray processes the tests start beside it
-# (small trials ran 13-20x slower than at one thread on a loaded 2-core machine). Set before any
-# test module imports torch; subprocesses inherit it.
+# (on a loaded 2-core machine, CLI sweeps at 2 threads cost 3-4x the CPU time of 1 thread). Set
+# before any test module imports torch; subprocesses inherit it.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 TINY_SUITE = """
