@@ -1,4 +1,5 @@
-# gradatlas: two commands from a fresh clone — `make bench` and `make test`.
+# gradatlas: two commands from a fresh clone — `make bench` and `make test` (`make test-all`: every
+# test, the long end-to-end ones included; CI runs it).
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -7,10 +8,10 @@ WORKERS ?= auto
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
 .DEFAULT_GOAL := help
-.PHONY: help venv bench test test-fast lint format ui report perf full claims literature clean calibrate
+.PHONY: help venv bench test test-all test-e2e lint format ui report perf full claims literature clean calibrate
 
 help:  ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
 # The venv is (re)installed whenever pyproject.toml changes.
 $(STAMP): pyproject.toml
@@ -25,11 +26,29 @@ bench: $(STAMP)  ## run the default suite (SUITE=quickstart) on MNIST-1D, then b
 	$(BIN)/gradatlas run $(SUITE) --workers $(WORKERS)
 	$(BIN)/gradatlas report $(SUITE)
 
-test: $(STAMP)  ## run the whole test suite (end-to-end tests included)
+# `make test` and `make test-e2e` together are `make test-all`: the e2e marker splits the suite.
+# The quick check runs as two pytest processes at once, one per core of a 2-core machine (what
+# pytest-xdist would do, without the dependency): the files of TEST_SHARE, about half of its
+# measured time, in the background, every other test file in the foreground; the background's
+# report follows. A file not listed runs in the foreground.
+TEST_SHARE := tests/test_batched.py tests/test_tracking.py tests/test_results.py \
+              tests/test_repro.py tests/test_claims_inference.py tests/test_report_sections.py \
+              tests/test_live.py tests/test_claims.py
+QUICK      := -q -m 'not e2e'
+
+test: $(STAMP)  ## the quick check: every test but the long end-to-end ones (-m 'not e2e')
+	@log=$$(mktemp); \
+	$(BIN)/python -m pytest $(QUICK) $(TEST_SHARE) >$$log 2>&1 & share=$$!; \
+	$(BIN)/python -m pytest $(QUICK) $(addprefix --ignore=,$(TEST_SHARE)); rest=$$?; \
+	wait $$share; shared=$$?; \
+	echo "-- and alongside, $(words $(TEST_SHARE)) test files:"; cat $$log; rm -f $$log; \
+	[ $$rest -eq 0 ] && [ $$shared -eq 0 ]
+
+test-all: $(STAMP)  ## every test, the long end-to-end ones included (what CI runs)
 	$(BIN)/python -m pytest -q
 
-test-fast: $(STAMP)  ## the tests without the long end-to-end ones
-	$(BIN)/python -m pytest -q -m 'not e2e'
+test-e2e: $(STAMP)  ## only the long end-to-end tests (real multi-process sweeps, Ray, servers)
+	$(BIN)/python -m pytest -q -m e2e
 
 lint: $(STAMP)  ## ruff lint and format check
 	$(BIN)/ruff check .

@@ -260,10 +260,12 @@ def test_verdicts_command_prints_rows_and_attaches_them(
     """8 trials on digits (about 20 s), then the command on them."""
     from mlflow.tracking import MlflowClient
 
+    from tests.conftest import new_store
+
     suite = tmp_path / "tiny.yaml"
     suite.write_text(TINY_CLAIMS)
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    assert main(["run", str(suite), "--tracking-uri", uri]) == 0
+    uri = new_store(tmp_path / "mlflow.db")
+    assert main(["run", str(suite), "--tracking-uri", uri, "--threads", "1"]) == 0
     capsys.readouterr()
     assert main(["verdicts", str(suite), "--tracking-uri", uri, "--json"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()

@@ -408,12 +408,13 @@ def test_a_sweep_over_datasets_and_subsets_records_both(tmp_path, monkeypatch):
     from gradatlas.reports.overview import _dataset_text
     from gradatlas.runners.sweep import run_suite
     from gradatlas.suites.claims import check_claims
+    from tests.conftest import new_store
 
     monkeypatch.setenv("GRADATLAS_CACHE", str(tmp_path / "cache"))
     path = tmp_path / "suite.yaml"
     path.write_text(SWEEP)
     suite = load_suite(str(path))
-    uri = f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}"
+    uri = new_store(tmp_path / "runs" / "mlflow.db")
     summary = run_suite(suite, uri, accelerator="cpu", stream=io.StringIO())
     assert summary.ran == 8
 

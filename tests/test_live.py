@@ -20,6 +20,7 @@ from gradatlas.runners.recorder import write_live
 from gradatlas.runners.sweep import run_suite
 from gradatlas.store import LiveRun, open_store
 from gradatlas.suites import load_suite
+from tests.conftest import new_store
 from tests.test_execution import _cli, _guarantee, _runs, _wait_for
 
 LIVE = """
@@ -61,7 +62,7 @@ def test_a_flushed_trial_is_one_run_with_every_point_once(tmp_path):
     record), its evaluation history has each step once and all of them, its Duration is the
     trial's, and the trial says what being live cost it."""
     path = _suite(tmp_path, "flushed", steps=60, every=1e-6)
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    uri = new_store(tmp_path / "mlflow.db")
     suite = load_suite(str(path))
     summary = run_suite(suite, uri, executor=InProcessExecutor(threads=1))
     assert summary.ran == 4 and not summary.failures

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import run_cli
+from tests.conftest import new_store, run_cli
 
 pytestmark = pytest.mark.e2e
 
@@ -62,8 +62,7 @@ def test_a_finished_tuned_suite_reports_finished_and_reruns_nothing(
     path = tmp_path / "tuned-status.yaml"
     path.write_text(yaml.safe_dump(tiny_suite(second_best)), encoding="utf-8")
     store = tmp_path / "runs"  # where `gradatlas run` in tmp_path puts both stores
-    store.mkdir()
-    uri = f"sqlite:///{store / 'mlflow.db'}"
+    uri = new_store(store / "mlflow.db")
     set_threads(1)
     summary = run_suite(
         load_suite(str(path)),

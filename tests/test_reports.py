@@ -75,11 +75,12 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     so the store holds an older finished run the report must set aside."""
     from gradatlas.runners.sweep import run_suite
     from gradatlas.suites import load_suite
+    from tests.conftest import new_store
 
     root = tmp_path_factory.mktemp("report-store")
     suite_path = root / "report-test.yaml"
     suite_path.write_text(SUITE)
-    uri = f"sqlite:///{root / 'mlflow.db'}"
+    uri = new_store(root / "mlflow.db")
     suite = load_suite(str(suite_path))
     run_suite(suite, uri, stream=io.StringIO())
     time.sleep(0.01)  # the re-run must start in a later millisecond than the original

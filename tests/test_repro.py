@@ -14,7 +14,7 @@ import torch
 from gradatlas.app.cli import main
 from gradatlas.app.repro import compare, load_recorded, rel_diff, reproduce
 from gradatlas.record import TRIAL_ARTIFACT, TrialRecord
-from tests.conftest import write_suite
+from tests.conftest import new_store, write_suite
 
 SUITE = """
 name: {name}
@@ -39,7 +39,7 @@ def store(tmp_path_factory) -> dict:
     from gradatlas.suites import load_suite
 
     root = tmp_path_factory.mktemp("repro")
-    uri = f"sqlite:///{root}/mlflow.db"
+    uri = new_store(root / "mlflow.db")
     out: dict = {"uri": uri}
     for name, batch in (("repro-alone", 1), ("repro-batched", 2)):
         suite = load_suite(str(write_suite(root, SUITE.format(name=name), f"{name}.yaml")))

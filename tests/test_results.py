@@ -51,11 +51,12 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     then the first two trials again with ``force``: two older finished runs to set aside."""
     from gradatlas.runners.sweep import run_suite
     from gradatlas.suites import load_suite
+    from tests.conftest import new_store
 
     root = tmp_path_factory.mktemp("results-store")
     suite_path = root / "results-test.yaml"
     suite_path.write_text(SUITE)
-    uri = f"sqlite:///{root / 'runs' / 'mlflow.db'}"
+    uri = new_store(root / "runs" / "mlflow.db")
     suite = load_suite(str(suite_path))
     run_suite(suite, uri, accelerator="cpu", stream=io.StringIO())
     forced = run_suite(suite, uri, accelerator="cpu", force=True, limit=2, stream=io.StringIO())

@@ -73,6 +73,7 @@ client.create_run(exp, tags={"i": i})
 """
 
 
+@pytest.mark.e2e  # four interpreters that import MLflow
 def test_fresh_store_race_four_processes(tmp_path: Path):
     """Four processes open one fresh SQLite store at the same moment, then write: none crashes
     (without the lock, MLflow's concurrent first migrations fail: duplicate column name)."""
@@ -416,9 +417,10 @@ def test_two_gradatlas_drivers_of_different_suites_on_a_postgres_server(
     for name in ("pg-a", "pg-b"):
         paths.append(tmp_path / f"{name}.yaml")
         paths[-1].write_text(f"name: {name}\n{body}")
+    options = ("--tracking-uri", uri, "--threads", "1")
     procs = [
         subprocess.Popen(
-            [sys.executable, "-m", "gradatlas.app.cli", "run", str(p), "--tracking-uri", uri],
+            [sys.executable, "-m", "gradatlas.app.cli", "run", str(p), *options],
             cwd=tmp_path,
             env=cli_env(),
             stdout=subprocess.PIPE,

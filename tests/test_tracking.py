@@ -14,6 +14,7 @@ from gradatlas.runners.sweep import outcome_table, run_suite
 from gradatlas.runners.tracking import TrialWrite, suite_experiment, write_unit
 from gradatlas.store import open_store
 from gradatlas.suites import load_suite
+from tests.conftest import new_store
 
 
 def _trial_runs(client: MlflowClient, exp_id: str, status: str = "FINISHED"):
@@ -128,7 +129,7 @@ def test_sweep_records_every_trial_and_resumes(tiny_suite: Path, tmp_path: Path)
 
 
 def test_partial_sweep_resumes_where_it_stopped(tiny_suite: Path, tmp_path: Path):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = new_store(tmp_path / "mlflow.db")
     assert run_suite(load_suite(str(tiny_suite)), uri, limit=3).ran == 3
     rest = run_suite(load_suite(str(tiny_suite)), uri)
     assert (rest.ran, rest.skipped) == (5, 3)

@@ -33,7 +33,7 @@ from gradatlas.runners.tuning.plan import tuning_plan
 from gradatlas.runners.tuning.pruning import COMPLETE, PRUNED_STATE, Finished, thresholds
 from gradatlas.suites import expand_suite
 from gradatlas.suites.schema import TunePruner
-from tests.conftest import cli_env
+from tests.conftest import cli_env, new_store
 
 TUNED = {
     "name": "tuned",
@@ -102,7 +102,9 @@ def studies(optuna_uri: str) -> dict:
 @pytest.fixture(scope="module")
 def root(tmp_path_factory) -> Path:
     """One MLflow and one Optuna store for the module (a new MLflow store costs seconds)."""
-    return tmp_path_factory.mktemp("stores")
+    root = tmp_path_factory.mktemp("stores")
+    new_store(root / "mlflow.db")
+    return root
 
 
 @pytest.fixture(scope="module")
@@ -238,6 +240,7 @@ def test_thresholds_follow_the_pruner() -> None:
 
 
 # -- resume after a kill --------------------------------------------------------------------------
+@pytest.mark.e2e  # two CLI drivers, the first SIGKILLed mid-tuning
 def test_killed_tuning_resumes_without_retraining(root: Path, tmp_path: Path) -> None:
     data = json.loads(json.dumps(TUNED))
     data["name"] = "killed"

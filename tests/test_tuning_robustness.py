@@ -103,9 +103,11 @@ def store(tmp_path_factory):
     the evaluation trials at each best and at sgd's second-best."""
     import optuna
 
+    from tests.conftest import new_store
+
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     root = tmp_path_factory.mktemp("robust")
-    mlflow_uri, optuna_uri = f"sqlite:///{root / 'mlflow.db'}", f"sqlite:///{root / 'optuna.db'}"
+    mlflow_uri, optuna_uri = new_store(root / "mlflow.db"), f"sqlite:///{root / 'optuna.db'}"
     for group, values in (("sgd", SGD), ("adam", ADAM)):
         study = optuna.create_study(
             study_name=f"{NAME}/{group}", storage=optuna_uri, direction="maximize"
