@@ -5,6 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 SUITE  ?= quickstart
 WORKERS ?= auto
+TEST_WORKERS ?= 2
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
 .DEFAULT_GOAL := help
@@ -27,22 +28,10 @@ bench: $(STAMP)  ## run the default suite (SUITE=quickstart) on MNIST-1D, then b
 	$(BIN)/gradatlas report $(SUITE)
 
 # `make test` and `make test-e2e` together are `make test-all`: the e2e marker splits the suite.
-# The quick check runs as two pytest processes at once, one per core of a 2-core machine (what
-# pytest-xdist would do, without the dependency): the files of TEST_SHARE, about half of its
-# measured time, in the background, every other test file in the foreground; the background's
-# report follows. A file not listed runs in the foreground.
-TEST_SHARE := tests/test_batched.py tests/test_tracking.py tests/test_results.py \
-              tests/test_repro.py tests/test_claims_inference.py tests/test_report_sections.py \
-              tests/test_live.py tests/test_claims.py
-QUICK      := -q -m 'not e2e'
-
-test: $(STAMP)  ## the quick check: every test but the long end-to-end ones (-m 'not e2e')
-	@log=$$(mktemp); \
-	$(BIN)/python -m pytest $(QUICK) $(TEST_SHARE) >$$log 2>&1 & share=$$!; \
-	$(BIN)/python -m pytest $(QUICK) $(addprefix --ignore=,$(TEST_SHARE)); rest=$$?; \
-	wait $$share; shared=$$?; \
-	echo "-- and alongside, $(words $(TEST_SHARE)) test files:"; cat $$log; rm -f $$log; \
-	[ $$rest -eq 0 ] && [ $$shared -eq 0 ]
+# The quick check runs on two pytest-xdist workers, one per core of a 2-core machine, a test file
+# per worker at a time (--dist loadfile: a module's shared servers and stores stay in one process).
+test: $(STAMP)  ## the quick check: every test but the long end-to-end ones (-m 'not e2e'), on 2 workers
+	$(BIN)/python -m pytest -q -m 'not e2e' -n $(TEST_WORKERS) --dist loadfile
 
 test-all: $(STAMP)  ## every test, the long end-to-end ones included (what CI runs)
 	$(BIN)/python -m pytest -q
