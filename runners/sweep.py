@@ -280,7 +280,10 @@ def run_suite(
     try:
         with signals:
             if tuning:
-                summary.tuning = tuner.run(
+                from gradatlas.runners.tuning.driver import run_tuning
+
+                summary.tuning = run_tuning(
+                    tuner,
                     tracking_uri=store.uri,
                     sweep_id=sweep_id,
                     executor=executor,

@@ -316,29 +316,6 @@ class Tuner:
         for source in self.sources():
             source.abandon()
 
-    # -- the phase ---------------------------------------------------------------------------
-    def run(
-        self,
-        *,
-        tracking_uri: str,
-        sweep_id: str,
-        executor: Any,
-        signals: Any,
-        batch_seeds: int | str = 1,
-    ) -> TuningSummary:
-        """Train what the studies and searches still need, record it, and close the study
-        runs (``tuning.driver``)."""
-        from gradatlas.runners.tuning.driver import run_tuning
-
-        return run_tuning(
-            self,
-            tracking_uri=tracking_uri,
-            sweep_id=sweep_id,
-            executor=executor,
-            signals=signals,
-            batch_seeds=batch_seeds,
-        )
-
     def problems(self) -> list[str]:
         """What the closing lines must say went wrong: studies that stopped asking, failed
         max-stable-lr searches."""
