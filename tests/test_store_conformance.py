@@ -149,6 +149,16 @@ def test_open_experiment_is_idempotent(store: RecordStore):
     assert store.get_experiment(experiment_id="987654321") is None
 
 
+def test_local_dir_is_the_files_folder_or_none(store: RecordStore):
+    """local_dir: the folder of a store kept in a local file (the default Optuna storage goes
+    beside it); None for a server."""
+    if store.uri.startswith("sqlite:///"):
+        assert store.local_dir == Path(store.uri.removeprefix("sqlite:///")).parent
+        assert store.local_dir.is_dir()
+    else:
+        assert store.local_dir is None
+
+
 # -- runs: the primitives --------------------------------------------------------------------------
 def test_find_runs_filters_and_orders_newest_first(store: RecordStore, exp: str):
     """find_runs: kind, status and tags filter; newest start first; ``limit``; active only; a
