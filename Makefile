@@ -1,16 +1,18 @@
-# gradatlas: two commands from a fresh clone — `make bench` and `make test`.
+# gradatlas: two commands from a fresh clone — `make bench` and `make test` (`make test-all`: every
+# test, the long end-to-end ones included; CI runs it).
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 SUITE  ?= quickstart
 WORKERS ?= auto
+TEST_WORKERS ?= 2
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
 .DEFAULT_GOAL := help
-.PHONY: help venv bench test test-fast lint format ui report perf full claims literature clean calibrate
+.PHONY: help venv bench test test-all test-e2e lint format ui report perf full claims literature clean calibrate
 
 help:  ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
 # The venv is (re)installed whenever pyproject.toml changes.
 $(STAMP): pyproject.toml
@@ -25,11 +27,17 @@ bench: $(STAMP)  ## run the default suite (SUITE=quickstart) on MNIST-1D, then b
 	$(BIN)/gradatlas run $(SUITE) --workers $(WORKERS)
 	$(BIN)/gradatlas report $(SUITE)
 
-test: $(STAMP)  ## run the whole test suite (end-to-end tests included)
+# `make test` and `make test-e2e` together are `make test-all`: the e2e marker splits the suite.
+# The quick check runs on two pytest-xdist workers, one per core of a 2-core machine, a test file
+# per worker at a time (--dist loadfile: a module's shared servers and stores stay in one process).
+test: $(STAMP)  ## the quick check: every test but the long end-to-end ones (-m 'not e2e'), on 2 workers
+	$(BIN)/python -m pytest -q -m 'not e2e' -n $(TEST_WORKERS) --dist loadfile
+
+test-all: $(STAMP)  ## every test, the long end-to-end ones included (what CI runs)
 	$(BIN)/python -m pytest -q
 
-test-fast: $(STAMP)  ## the tests without the long end-to-end ones
-	$(BIN)/python -m pytest -q -m 'not e2e'
+test-e2e: $(STAMP)  ## only the long end-to-end tests (real multi-process sweeps, Ray, servers)
+	$(BIN)/python -m pytest -q -m e2e
 
 lint: $(STAMP)  ## ruff lint and format check
 	$(BIN)/ruff check .

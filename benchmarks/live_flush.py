@@ -7,7 +7,7 @@ For quickstart trials (a shallow and a deep ReLU net, 600 steps, 24 evaluations)
   sends its start message only;
 - ``every eval``: a flush at every evaluation (24 per trial): the worst case the knob allows.
 The worker's own cost is ``timing.live_time_s`` (gathering points, sending); the writes
-(``Tracker.start_live``, one ``log_batch`` per flush, the record into the live run) run in the
+(``RecordStore.start_live``, one ``log`` per flush, the record into the live run) run in the
 recorder process during a sweep, off the worker's path, and are timed here into a fresh SQLite
 store. The benchmark measures and prints; it never fails on a timing.
 
@@ -24,9 +24,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from gradatlas.runners.live import START, LiveSink
-from gradatlas.runners.tracking import Tracker, TrialWrite
+from gradatlas.runners.live import LiveSink
+from gradatlas.runners.recorder import write_live
+from gradatlas.runners.tracking import TrialWrite, suite_experiment, write_unit
 from gradatlas.runners.trial import run_trial, set_threads
+from gradatlas.store import RecordStore, open_store
 from gradatlas.suites import load_suite
 
 SUITE = """
@@ -41,17 +43,13 @@ instrument: {every: 10, max_points: 200}
 MODES = {"off": None, "default": 10.0, "every eval": 1e-9}
 
 
-def write_cost(tracker: Tracker, exp: str, messages: list[dict], result) -> tuple[float, float]:
+def write_cost(store: RecordStore, exp: str, messages: list[dict], result) -> tuple[float, float]:
     """(seconds to write the live messages, seconds to write the record into the live run)."""
     t0 = time.perf_counter()
-    live = None
-    for message in messages:
-        if message["t"] == START:
-            live = tracker.start_live(exp, None, message)
-        else:
-            tracker.live_points(live, message["points"])
+    live: dict = {}
+    write_live(store, exp, None, messages, live)  # as the recorder writes them
     t1 = time.perf_counter()
-    tracker.write_trial(exp, None, TrialWrite.of(result), live=live)
+    write_unit(store, exp, None, [TrialWrite.of(result)], live=live)
     return t1 - t0, time.perf_counter() - t1
 
 
@@ -67,8 +65,8 @@ def main(argv: list[str] | None = None) -> dict:
         path = Path(tmp) / "live.yaml"
         path.write_text(SUITE)
         suite = load_suite(str(path))
-        tracker = Tracker(f"sqlite:///{tmp}/mlflow.db")
-        exp = tracker.ensure_experiment("live-perf")
+        store = open_store(f"sqlite:///{tmp}/mlflow.db")
+        exp = suite_experiment(store, "live-perf")
         run_trial(suite.trials[0], accelerator="cpu")  # warm-up: data, kernels
         first = {}  # the first trial of each depth
         for t in suite.trials:
@@ -85,7 +83,7 @@ def main(argv: list[str] | None = None) -> dict:
                     flushes.append(sink.flushes if sink else 0)
                     points.append(sum(len(m.get("points", ())) for m in messages))
                     if sink is not None:
-                        w, r = write_cost(tracker, exp, messages, result)
+                        w, r = write_cost(store, exp, messages, result)
                         writes.append(w)
                         record.append(r)
                 med = statistics.median

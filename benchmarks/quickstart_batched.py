@@ -26,14 +26,13 @@ CONFIGS = {
 
 def labels(uri: str) -> dict[str, tuple[str, str]]:
     """trial id -> (outcome, batch_seeds tag) of every finished trial run."""
-    from mlflow import MlflowClient
+    from gradatlas.record import BATCH_SEEDS, OUTCOME, TRIAL_ID, RunKind, RunStatus
+    from gradatlas.store import open_store
 
-    from gradatlas.record import BATCH_SEEDS, FINISHED_TRIALS, OUTCOME, TRIAL_ID
-
-    client = MlflowClient(uri)
-    exp = client.get_experiment_by_name("quickstart")
-    runs = client.search_runs([exp.experiment_id], FINISHED_TRIALS, max_results=10_000)
-    return {r.data.tags[TRIAL_ID]: (r.data.tags[OUTCOME], r.data.tags[BATCH_SEEDS]) for r in runs}
+    store = open_store(uri, create=False)
+    exp = store.get_experiment(name="quickstart")
+    runs = store.find_runs(exp.experiment_id, kind=RunKind.TRIAL, status=RunStatus.FINISHED)
+    return {r.tags[TRIAL_ID]: (r.tags[OUTCOME], r.tags[BATCH_SEEDS]) for r in runs}
 
 
 def main() -> None:
@@ -45,7 +44,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for i, name in enumerate(args.config or CONFIGS):
             uri = f"sqlite:///{tmp}/q{i}.db"
-            cmd = [sys.executable, "-m", "gradatlas.cli", "run", "quickstart", "--tracking-uri"]
+            cmd = [sys.executable, "-m", "gradatlas.app.cli", "run", "quickstart", "--tracking-uri"]
             t0 = time.perf_counter()
             proc = subprocess.run([*cmd, uri, *CONFIGS[name]], capture_output=True, text=True)
             wall = time.perf_counter() - t0

@@ -8,7 +8,8 @@ For a few representative trials (shallow and deep MLPs on MNIST-1D) this times:
   records, evaluations);
 - ``trial``: the whole ``run_trial`` (data from the in-process cache, model build, probe, fit,
   outcome);
-- ``mlflow``: ``Tracker.record_trial`` into a fresh SQLite store.
+- ``mlflow``: recording the trial (``runners.tracking.write_unit``: its run, ``trial.json``, its
+  dataset and picture) into a fresh SQLite store.
 
 Usage: python benchmarks/runner_overhead.py [--repeats 3] [--json OUT] [--accelerator cpu|gpu]
 """
@@ -30,8 +31,9 @@ from gradatlas.models import build_model
 from gradatlas.optim import build_optimizer
 from gradatlas.runners.loader import TensorBatches
 from gradatlas.runners.module import loss_for
-from gradatlas.runners.tracking import Tracker
+from gradatlas.runners.tracking import TrialWrite, suite_experiment, write_unit
 from gradatlas.runners.trial import pick_device, run_trial
+from gradatlas.store import open_store
 from gradatlas.suites import load_suite
 
 SUITE = """
@@ -84,10 +86,14 @@ def main(argv: list[str] | None = None) -> dict:
         suite_path = Path(tmp) / "perf.yaml"
         suite_path.write_text(SUITE)
         suite = load_suite(str(suite_path))
-        tracker = Tracker(f"sqlite:///{tmp}/mlflow.db")
-        exp = tracker.ensure_experiment("perf")
+        store = open_store(f"sqlite:///{tmp}/mlflow.db")
+        exp = suite_experiment(store, "perf")
+
+        def record(result) -> None:  # forced: each repeat is a new run of the same trial
+            write_unit(store, exp, None, [TrialWrite.of(result)], force=True)
+
         # Warm-up: dataset generation/cache, torch kernels, MLflow schema creation.
-        tracker.record_trial(exp, None, run_trial(suite.trials[0], accelerator=args.accelerator))
+        record(run_trial(suite.trials[0], accelerator=args.accelerator))
         plain_loop(suite.trials[0], device)
 
         rows = []
@@ -99,7 +105,7 @@ def main(argv: list[str] | None = None) -> dict:
                 plain_s, steps = plain_loop(trial, device)
                 result = run_trial(trial, accelerator=args.accelerator)
                 t0 = time.perf_counter()
-                tracker.record_trial(exp, None, result)
+                record(result)
                 samples["mlflow"].append(time.perf_counter() - t0)
                 samples["plain"].append(plain_s)
                 samples["fit"].append(result.timing["fit_time_s"])

@@ -1,9 +1,9 @@
-"""Write a realistic gradatlas experiment of N trials through MLflow's own client, no training.
+"""Write a realistic gradatlas experiment of N trials through the record store, no training.
 
 For the report benchmark: a 1,000-trial store takes hours to make with real runs on a laptop CPU,
 but the report's cost depends only on what is in the store. So this writes exactly what the runner
-writes (docs/record.md), through the runner's own writers (``log_sweep``, ``log_trial`` in
-``gradatlas.runners.tracking``) from ``gradatlas.record.TrialRecord``s: a sweep run with its four
+writes (docs/record.md), through the store's own writers (``RecordStore.start_sweep`` and
+``record_unit``) from ``gradatlas.record.TrialRecord``s: a sweep run with its four
 artifacts; one trial run per trial with the ``gradatlas.*`` tags, the flattened config and
 ``factor.*`` params, the summary metrics, one metric key per curve and per layer (so MLflow's
 per-run metric tables are the same size), and a full ``trial.json`` with curves and init profiles
@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from gradatlas.identity import cell_id, trial_id
+from gradatlas.identity import cell_id, config_hash
 from gradatlas.record import (
     FINISHED,
     KILLED_STATUS,
@@ -35,10 +35,11 @@ from gradatlas.record import (
     TrialRecord,
     factor_levels,
     final_label,
-    quiet_mlflow,
+    sweep_artifacts,
     utc_now,
 )
-from gradatlas.runners.tracking import environment, log_sweep, log_trial
+from gradatlas.runners.tracking import environment
+from gradatlas.store import TrialWrite, open_store
 
 GRID = {
     "depth": [3, 6, 10, 20, 40],
@@ -378,7 +379,7 @@ def record(cell: Cell, seed: int, suite: str, rng: np.random.Generator) -> Trial
     if outcome == "exploded":
         summary["explode_step"] = float(tr["step"][-1])
     return TrialRecord(
-        trial_id=trial_id(cfg),
+        trial_id=config_hash(cfg),
         cell_id=cell_id(cfg),
         cell=cell.label,
         seed=seed,
@@ -399,7 +400,6 @@ def record(cell: Cell, seed: int, suite: str, rng: np.random.Generator) -> Trial
 
 def write_store(
     tracking_uri: str,
-    artifact_dir: str,
     *,
     name: str = "synthetic-1000",
     seeds: int = SEEDS,
@@ -412,28 +412,27 @@ def write_store(
 ) -> dict[str, Any]:
     """Create experiment ``name`` with ``len(cells(grid)) * seeds`` trials (+ ``reruns`` older
     duplicate finished runs the report must set aside, + ``killed`` runs it must ignore);
-    ``limit`` keeps only the plan's first trials (small stores for tests)."""
-    from mlflow.tracking import MlflowClient
-
-    quiet_mlflow()
-    client = MlflowClient(tracking_uri=tracking_uri)
-    exp_id = client.create_experiment(name, artifact_location=artifact_dir, tags={SUITE: name})
-    sid = log_sweep(
-        client,
+    ``limit`` keeps only the plan's first trials (small stores for tests). Artifacts go beside a
+    SQLite store, in ``artifacts/``."""
+    store = open_store(tracking_uri)
+    exp_id = store.open_experiment(name, tags={SUITE: name})
+    sid = store.start_sweep(
         exp_id,
         SweepRecord(name),
-        suite_yaml=suite_yaml(name, seeds, grid),
-        resolved={
-            "name": name,
-            "description": "Synthetic benchmark store written by "
-            "benchmarks/synth_store.py (no training).",
-            "grid": grid,
-            "seeds": seeds,
-            "outcomes": THRESHOLDS,
-        },
-        environment=environment(),
-        levels=factor_levels(c.factors for c in cells(grid)),
         run_name="sweep-synthetic",
+        artifacts=sweep_artifacts(
+            suite_yaml=suite_yaml(name, seeds, grid),
+            resolved={
+                "name": name,
+                "description": "Synthetic benchmark store written by "
+                "benchmarks/synth_store.py (no training).",
+                "grid": grid,
+                "seeds": seeds,
+                "outcomes": THRESHOLDS,
+            },
+            environment=environment(),
+            levels=factor_levels(c.factors for c in cells(grid)),
+        ),
     )
     rng = np.random.default_rng(seed)
     plan = [(c, s) for c in cells(grid) for s in range(seeds)][:limit]
@@ -446,20 +445,17 @@ def write_store(
     t0 = time.perf_counter()
     # Duplicates first: they are older than the runs the report must keep.
     jobs = [(c, s, status) for (c, s), status in extra] + [(c, s, FINISHED) for c, s in plan]
+    writes = []
     for c, s, status in jobs:
         rec = record(c, s, name, rng)
         if status == KILLED_STATUS:
             label = final_label(rec.outcome.label, interrupted=True)
             rec = replace(rec, outcome=replace(rec.outcome, label=label))
-        log_trial(
-            client,
-            exp_id,
-            rec,
-            run_name=f"{rec.cell}-s{s}",
-            parent_run=sid,
-            last_points_only=not full_curves,
-        )
-    client.set_terminated(sid, status=FINISHED)
+        writes.append(TrialWrite(rec, f"{rec.cell}-s{s}", last_points_only=not full_curves))
+    for i in range(0, len(writes), seeds):  # a unit of a cell's seeds, as a sweep records them
+        # force: the older re-runs are duplicates on purpose (the report must set them aside)
+        store.record_unit(exp_id, sid, writes[i : i + seeds], force=True)
+    store.set_status(sid, FINISHED)
     return {
         "experiment_id": exp_id,
         "trials": len(plan),

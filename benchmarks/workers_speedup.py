@@ -33,7 +33,7 @@ outcomes: {target_accuracy: 0.99}   # no early stop: every trial runs its whole 
 
 
 def _run(suite: Path, store: Path, args: list[str]) -> tuple[float, str]:
-    cmd = [sys.executable, "-m", "gradatlas.cli", "run", str(suite)]
+    cmd = [sys.executable, "-m", "gradatlas.app.cli", "run", str(suite)]
     cmd += ["--tracking-uri", f"sqlite:///{store}", *args]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True)

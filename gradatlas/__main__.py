@@ -1,3 +1,3 @@
-from gradatlas.cli import main
+from gradatlas.app.cli import main
 
 raise SystemExit(main())

@@ -24,7 +24,7 @@ import os
 import pickle
 import random
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -115,9 +115,13 @@ class DataSplits:
 
 
 # The first parameter of every builder is ``data_seed``, passed by the framework, not an option.
-# Each registration says what validation must know without building anything: the ``task``,
-# and ``input_shape(options)`` / ``num_outputs(options)`` of one example.
-DATASETS: Registry = Registry("dataset", fixed=1)
+# Each registration says what validation and the cost estimate must know without building
+# anything: the ``task``, ``input_shape(options)`` / ``num_outputs(options)`` of one example, and
+# ``split_sizes(options)``, the (train, validation) example counts. ``title``, where given, is
+# the name a report prints (else the registered name).
+DATASETS: Registry = Registry(
+    "dataset", fixed=1, required=("task", "input_shape", "num_outputs", "split_sizes")
+)
 
 
 def default_seed(name: str) -> int:
@@ -135,6 +139,18 @@ def describe(name: str, options: Mapping[str, Any]) -> tuple[str, tuple[int, ...
         tuple(entry.meta["input_shape"](options)),
         int(entry.meta["num_outputs"](options)),
     )
+
+
+def split_sizes(name: str, options: Mapping[str, Any]) -> tuple[int, int]:
+    """(train examples, validation examples) of dataset ``name`` with these options, from its
+    registration alone (what a plan's cost and epoch lengths need before any data exists)."""
+    train, val = DATASETS.meta(name, "split_sizes")(options)
+    return int(train), int(val)
+
+
+def dataset_title(name: str) -> str:
+    """The name a report prints for dataset ``name`` ("MNIST-1D"); an unknown name as is."""
+    return str(DATASETS.meta(name, "title", name)) if name in DATASETS else name
 
 
 def _fixed(value: Any) -> Any:
@@ -280,12 +296,21 @@ def _generate_mnist1d(data_seed: int, num_samples: int, train_split: float) -> d
         np.random.set_state(np_state)
 
 
+def _mnist1d_sizes(o: Mapping[str, Any]) -> tuple[int, int]:
+    n = int(o.get("num_samples", 5000)) // 10 * 10  # mnist1d splits the classes evenly
+    n_train = int(n * float(o.get("train_split", 0.8)))
+    n_val = round(n_train * float(o.get("val_fraction", 0.2)))  # held out of its train split
+    return n_train - n_val, n_val
+
+
 @DATASETS.register(
     "mnist1d",
     task="classification",
     input_shape=_fixed((1, 40)),
     num_outputs=_fixed(10),
+    split_sizes=_mnist1d_sizes,
     default_seed=42,
+    title="MNIST-1D",
 )
 def mnist1d(
     data_seed: int = 0,
@@ -337,8 +362,18 @@ def mnist1d(
 
 
 # -- digits ---------------------------------------------------------------------------------------
+def _digits_sizes(o: Mapping[str, Any]) -> tuple[int, int]:
+    n_val = max(1, round(1797 * float(o.get("val_fraction", 0.2))))
+    n_test = max(1, round(1797 * float(o.get("test_fraction", 0.2))))
+    return 1797 - n_val - n_test, n_val
+
+
 @DATASETS.register(
-    "digits", task="classification", input_shape=_fixed((1, 8, 8)), num_outputs=_fixed(10)
+    "digits",
+    task="classification",
+    input_shape=_fixed((1, 8, 8)),
+    num_outputs=_fixed(10),
+    split_sizes=_digits_sizes,
 )
 def digits(
     data_seed: int = 0,
@@ -380,6 +415,7 @@ def digits(
     task="regression",
     input_shape=lambda o: (o["in_dim"],),
     num_outputs=lambda o: o["out_dim"],
+    split_sizes=lambda o: (int(o.get("n_train", 4000)), int(o.get("n_val", 1000))),
 )
 def teacher(
     data_seed: int = 0,
@@ -530,6 +566,16 @@ def _load_image_split(
     return images.contiguous(), labels
 
 
+def _image_sizes(n_train: int) -> Callable[[Mapping[str, Any]], tuple[int, int]]:
+    """The split sizes of an official train split of ``n_train`` images."""
+
+    def sizes(o: Mapping[str, Any]) -> tuple[int, int]:
+        n_val = int(o.get("val_size", 5000))  # held out of the official train split
+        return int(o.get("limit_train") or n_train - n_val), n_val
+
+    return sizes
+
+
 def _image_dataset(
     name: str,
     data_seed: int,
@@ -575,7 +621,12 @@ def _image_dataset(
 
 
 @DATASETS.register(
-    "mnist", task="classification", input_shape=_fixed((1, 28, 28)), num_outputs=_fixed(10)
+    "mnist",
+    task="classification",
+    input_shape=_fixed((1, 28, 28)),
+    num_outputs=_fixed(10),
+    split_sizes=_image_sizes(60_000),
+    title="MNIST",
 )
 def mnist(
     data_seed: int = 0,
@@ -594,7 +645,11 @@ def mnist(
 
 
 @DATASETS.register(
-    "fashion_mnist", task="classification", input_shape=_fixed((1, 28, 28)), num_outputs=_fixed(10)
+    "fashion_mnist",
+    task="classification",
+    input_shape=_fixed((1, 28, 28)),
+    num_outputs=_fixed(10),
+    split_sizes=_image_sizes(60_000),
 )
 def fashion_mnist(
     data_seed: int = 0,
@@ -613,7 +668,12 @@ def fashion_mnist(
 
 
 @DATASETS.register(
-    "cifar10", task="classification", input_shape=_fixed((3, 32, 32)), num_outputs=_fixed(10)
+    "cifar10",
+    task="classification",
+    input_shape=_fixed((3, 32, 32)),
+    num_outputs=_fixed(10),
+    split_sizes=_image_sizes(50_000),
+    title="CIFAR-10",
 )
 def cifar10(
     data_seed: int = 0,

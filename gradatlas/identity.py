@@ -20,11 +20,9 @@ def canonical_json(obj: Any) -> str:
 
 
 def config_hash(config: dict[str, Any]) -> str:
+    """A trial's id, when ``config`` is its resolved config: the first ``ID_LENGTH`` hex digits
+    of the SHA-256 of its canonical JSON."""
     return hashlib.sha256(canonical_json(config).encode()).hexdigest()[:ID_LENGTH]
-
-
-def trial_id(config: dict[str, Any]) -> str:
-    return config_hash(config)
 
 
 def cell_id(config: dict[str, Any]) -> str:

@@ -1,14 +1,14 @@
-"""The record contract: what gradatlas writes to MLflow and what every reader expects.
+"""The record contract: what gradatlas writes to its store and what every reader expects.
 
-One neutral module (no torch, no MLflow import at module level) that the tracker writes through
-and the reports, the synthetic benchmark store and any future worker read through. The prose
-version of the same contract is ``docs/record.md``; change both together, and only additively:
-readers must keep loading records written by older versions (``schema`` says which).
+One neutral module (no torch, no MLflow import) that the store (``gradatlas.store``) writes
+through and the reports, the synthetic benchmark store and any future worker read through. The
+prose version of the same contract is ``docs/record.md``; change both together, and only
+additively: readers must keep loading records written by older versions (``schema`` says which).
 
-What lives here: the tag keys and artifact names; the outcome names and the one rule that turns an
-interrupted trial's verdict into ``killed``; ``TrialRecord`` (the ``trial.json`` artifact, with a
-reader that accepts every older variant) and the tags, params and metrics derived from it;
-``SweepRecord`` (the sweep run's tags); the search filters readers use to find runs.
+What lives here: the run kinds, statuses and outcome labels (string enums); the tag keys and
+artifact names; the one rule that turns an interrupted trial's verdict into ``killed``;
+``TrialRecord`` (the ``trial.json`` artifact, with a reader that accepts every older variant) and
+the tags, params and metrics derived from it; ``SweepRecord`` (the sweep run's tags).
 """
 
 from __future__ import annotations
@@ -18,16 +18,59 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 
 from gradatlas.identity import flatten
 
-# Version of the trial.json layout written now. 1: the first release; readers accept any value
+# Version of the trial.json layout this code writes. 1: the first release; readers accept any value
 # (0 marks a record rebuilt from tags and metrics because its trial.json was missing).
 SCHEMA = 1
 
+
+# -- what a run is, how it stands, and what became of its trial ----------------------------------
+# String enums: their values are the strings stored since the first release (tags, statuses,
+# labels in trial.json), so a member compares equal to what a reader finds in any store.
+class RunKind(StrEnum):
+    """A run's ``gradatlas.kind`` tag."""
+
+    TRIAL = "trial"  # one trial of a suite's plan (what the reports count)
+    SWEEP = "sweep"  # one ``gradatlas run`` invocation: the suite, environment, driver tags
+    TUNING = "tuning"  # one training run of a tuning study (never in the outcome statistics)
+    STUDY = "study"  # one Optuna study of a tuned suite: its summary and best values
+
+
+class RunStatus(StrEnum):
+    """A run's status, as MLflow names them."""
+
+    RUNNING = "RUNNING"  # being written, or left so by a driver that died
+    FINISHED = "FINISHED"  # a trial with a verdict; a sweep that ran to its end
+    FAILED = "FAILED"  # a trial that raised (its error is recorded)
+    KILLED = "KILLED"  # interrupted or closed after its driver died: rerun on resume
+
+
+class OutcomeLabel(StrEnum):
+    """A trial's ``gradatlas.outcome``: the verdicts of the outcome rules
+    (``gradatlas.runners.outcome``), in the order reports show them (what trained, what did
+    not learn, the gradient's failures, then the loss's), then the labels that are no verdict."""
+
+    CONVERGED = "converged"
+    UNCONVERGED = "unconverged"
+    STALLED = "stalled"
+    VANISHED = "vanished"
+    DEAD = "dead"
+    DIVERGED = "diverged"
+    EXPLODED = "exploded"
+    PROBE = "probe"  # a probe-only trial (train.steps 0): init profiles, no training
+    RUNNING = "running"  # a live trial run still training (runners/live.py)
+    KILLED = "killed"  # interrupted: rerun on resume
+    FAILED = "failed"  # raised: run status FAILED, error recorded
+    PRUNED = "pruned"  # tuning runs only: stopped early by the pruner
+    PENDING = "pending"  # tables of a plan only: a planned trial with no run yet
+
+
 # -- run tags ------------------------------------------------------------------------------------
-KIND = "gradatlas.kind"  # "trial" | "sweep"
+KIND = "gradatlas.kind"  # a RunKind
 TRIAL_ID = "gradatlas.trial_id"
 CELL_ID = "gradatlas.cell_id"
 OUTCOME = "gradatlas.outcome"
@@ -67,18 +110,12 @@ def ui_runs_path(experiment_id: str, view: str | None = "gradatlas-trials") -> s
     return f"#/experiments/{experiment_id}/runs?workflowType=machine_learning{shared}"
 
 
-def ui_run_path(experiment_id: str, run_id: str, artifact: str | None = None) -> str:
-    """A run's page in the training view; with ``artifact``, that artifact shown (no click)."""
-    where = f"/artifacts/{artifact}" if artifact else ""
-    return f"#/experiments/{experiment_id}/runs/{run_id}{where}?workflowType=machine_learning"
-
-
 def sweep_of(tags: Mapping[str, str]) -> str | None:
     """The sweep run a trial run belongs to (its tag, or the parent of an older record)."""
     return tags.get(SWEEP_RUN) or tags.get(PARENT_RUN) or None
 
 
-KIND_TRIAL, KIND_SWEEP = "trial", "sweep"
+KIND_TRIAL, KIND_SWEEP = RunKind.TRIAL, RunKind.SWEEP
 MAX_REASON_TAG = 5000  # characters of the outcome reason kept in its tag (trial.json has it all)
 
 # -- params --------------------------------------------------------------------------------------
@@ -92,23 +129,25 @@ ENVIRONMENT_ARTIFACT = "environment.json"
 FACTOR_LEVELS_ARTIFACT = "factor_levels.json"
 OVERRIDES_ARTIFACT = "overrides.json"  # sweep runs started with --set: {"overrides": [...]}
 
-# -- run statuses and the filters that find runs -------------------------------------------------
-FINISHED, KILLED_STATUS = "FINISHED", "KILLED"
-FINISHED_TRIALS = f"tags.`{KIND}` = '{KIND_TRIAL}' and attributes.status = '{FINISHED}'"
-FAILED_TRIALS = f"tags.`{KIND}` = '{KIND_TRIAL}' and attributes.status = 'FAILED'"
-SWEEPS = f"tags.`{KIND}` = '{KIND_SWEEP}'"
-RUNNING_STATUS = "RUNNING"  # a run still being written, or left so by a driver that died
-RUNNING_SWEEPS = f"{SWEEPS} and attributes.status = '{RUNNING_STATUS}'"
-RUNNING_TRIALS = f"tags.`{KIND}` = '{KIND_TRIAL}' and attributes.status = '{RUNNING_STATUS}'"
+# -- run statuses ---------------------------------------------------------------------------------
+FINISHED, KILLED_STATUS, RUNNING_STATUS = RunStatus.FINISHED, RunStatus.KILLED, RunStatus.RUNNING
 
 # -- outcomes ------------------------------------------------------------------------------------
-# The verdicts of the outcome rules (gradatlas.runners.outcome), in the order reports show them:
-# what trained, what did not learn, the gradient's failures, then the loss's.
-OUTCOMES = ("converged", "unconverged", "stalled", "vanished", "dead", "diverged", "exploded")
-PROBE = "probe"  # not a verdict: a probe-only trial (train.steps 0) has init profiles, no training
-RUNNING_OUTCOME = "running"  # not a verdict: a live trial run still training (runners/live.py)
-KILLED = "killed"  # not a verdict: the trial was interrupted and is rerun on resume
-FAILED_OUTCOME = "failed"  # not a verdict: the trial raised (run status FAILED, error recorded)
+# The verdicts of the outcome rules (gradatlas.runners.outcome), in the order reports show them;
+# the rest of OutcomeLabel is no verdict.
+OUTCOMES = (
+    OutcomeLabel.CONVERGED,
+    OutcomeLabel.UNCONVERGED,
+    OutcomeLabel.STALLED,
+    OutcomeLabel.VANISHED,
+    OutcomeLabel.DEAD,
+    OutcomeLabel.DIVERGED,
+    OutcomeLabel.EXPLODED,
+)
+PROBE = OutcomeLabel.PROBE
+RUNNING_OUTCOME = OutcomeLabel.RUNNING
+KILLED = OutcomeLabel.KILLED
+FAILED_OUTCOME = OutcomeLabel.FAILED
 ERROR = "gradatlas.error"  # trial runs that raised: "ValueError: ..." (one line)
 ERROR_ARTIFACT = "error.txt"  # trial runs that raised: the traceback
 OUTCOME_ORDER = (*OUTCOMES, PROBE, KILLED)
@@ -118,7 +157,7 @@ OUTCOME_ORDER = (*OUTCOMES, PROBE, KILLED)
 # a trial run, plus the tags below, nested under their study's run (kind ``study``, one per group
 # of cells), which nests under the sweep run. Every trial reader filters kind ``trial``, so
 # tuning runs never enter the outcome statistics.
-KIND_TUNING, KIND_STUDY = "tuning", "study"
+KIND_TUNING, KIND_STUDY = RunKind.TUNING, RunKind.STUDY
 STUDY = "gradatlas.study"  # study and tuning runs: the Optuna study name, "<suite>/<group>"
 TUNING_GROUP = "gradatlas.tuning.group"  # study and tuning runs: the group label ("all": one)
 TUNING_GROUP_LEVELS = "gradatlas.tuning.group_levels"  # JSON: per-factor -> level label
@@ -137,13 +176,8 @@ TUNING_SECOND = "gradatlas.tuning.second"  # study runs: JSON of the second-best
 # Trial runs of a tuned cell: "1" at its study's best values, "2" at the second-best
 # (``tune.second_best``); untuned cells have none. Reports: the ``tune_rank`` column.
 TUNING_RANK = "gradatlas.tuning.rank"
-PRUNED = "pruned"  # tuning runs only: stopped early by the pruner (not a verdict)
+PRUNED = OutcomeLabel.PRUNED
 TUNING_ARTIFACT = "tuning.json"  # study runs: the study's summary (docs/record.md)
-FINISHED_TUNING = f"tags.`{KIND}` = '{KIND_TUNING}' and attributes.status = '{FINISHED}'"
-STUDIES = f"tags.`{KIND}` = '{KIND_STUDY}'"
-# (MLflow's filters take no IN for tags: one filter per kind)
-RUNNING_TUNING = f"tags.`{KIND}` = '{KIND_TUNING}' and attributes.status = '{RUNNING_STATUS}'"
-RUNNING_STUDIES = f"{STUDIES} and attributes.status = '{RUNNING_STATUS}'"
 
 
 def final_label(outcome_label: str, interrupted: bool) -> str:
@@ -267,18 +301,18 @@ class TrialRecord:
         if not isinstance(data, Mapping):
             return cls(schema=0)
         return cls(
-            schema=_int(data.get("schema")) or 0,
+            schema=as_int(data.get("schema")) or 0,
             trial_id=_str(data.get("trial_id")),
             cell_id=_str(data.get("cell_id")),
             cell=_str(data.get("cell")),
-            seed=_int(data.get("seed")),
+            seed=as_int(data.get("seed")),
             suite=_str(data.get("suite")),
             config=_dict(data.get("config")),
             factors={str(k): _str(v) for k, v in _dict(data.get("factors")).items()},
             outcome=RecordedOutcome.from_json(data.get("outcome")),
             summary=_dict(data.get("summary")),
             task=_opt_str(data.get("task")),
-            num_classes=_int(data.get("num_classes")),
+            num_classes=as_int(data.get("num_classes")),
             device=_opt_str(data.get("device")),
             curves=_dict(data.get("curves")),
             profiles=_dict(data.get("profiles")),
@@ -311,7 +345,7 @@ def record_from_run_data(
         trial_id=tags.get(TRIAL_ID) or run_id,
         cell_id=tags.get(CELL_ID, ""),
         cell=tags.get(CELL, ""),
-        seed=_int(tags.get(SEED)),
+        seed=as_int(tags.get(SEED)),
         suite=tags.get(SUITE, ""),
         factors={
             k[len(FACTOR_PREFIX) :]: v for k, v in params.items() if k.startswith(FACTOR_PREFIX)
@@ -484,9 +518,38 @@ class SweepRecord:
     def from_tags(cls, tags: Mapping[str, str]) -> SweepRecord:
         return cls(
             suite=tags.get(SUITE, ""),
-            planned=_int(tags.get(PLANNED_TRIALS)),
-            todo=_int(tags.get(TODO_TRIALS)),
+            planned=as_int(tags.get(PLANNED_TRIALS)),
+            todo=as_int(tags.get(TODO_TRIALS)),
         )
+
+
+def sweep_artifacts(
+    *,
+    suite_yaml: str,
+    resolved: dict[str, Any],
+    environment: dict[str, Any],
+    levels: dict[str, list[str]],
+    overrides: Iterable[str] = (),
+) -> dict[str, Any]:
+    """The sweep run's artifacts, name -> content (``SweepRecord.ARTIFACTS``, and
+    ``overrides.json`` when the command had ``--set`` overrides: the suite file alone would not
+    reproduce the sweep)."""
+    artifacts: dict[str, Any] = {
+        SUITE_YAML_ARTIFACT: suite_yaml,
+        SUITE_RESOLVED_ARTIFACT: resolved,
+        ENVIRONMENT_ARTIFACT: environment,
+        FACTOR_LEVELS_ARTIFACT: levels,
+    }
+    if overrides := list(overrides):
+        artifacts[OVERRIDES_ARTIFACT] = {"overrides": overrides}
+    return artifacts
+
+
+def overrides_tags(overrides: Iterable[str]) -> dict[str, str]:
+    """The sweep run's ``gradatlas.overrides`` tag: its ``--set`` overrides as a command line
+    (none without overrides)."""
+    line = " ".join(f"--set {o}" for o in overrides)
+    return {OVERRIDES: line[:MAX_REASON_TAG]} if line else {}
 
 
 def factor_levels(factors: Iterable[Mapping[str, str]]) -> dict[str, list[str]]:
@@ -498,36 +561,6 @@ def factor_levels(factors: Iterable[Mapping[str, str]]) -> dict[str, list[str]]:
             if label not in levels.setdefault(factor, []):
                 levels[factor].append(label)
     return levels
-
-
-# -- reading the store ---------------------------------------------------------------------------
-def quiet_mlflow() -> None:
-    """Alembic announces every migration of a new SQLite store at INFO; users need none of it."""
-    import logging
-
-    for name in ("alembic", "mlflow.store.db.utils", "mlflow.tracking"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-
-
-def search_all(client: Any, experiment_id: str, filter_string: str) -> list[Any]:
-    """Every active run matching ``filter_string``, newest first, across result pages."""
-    from mlflow.entities import ViewType
-
-    runs: list[Any] = []
-    token = None
-    while True:
-        page = client.search_runs(
-            [experiment_id],
-            filter_string=filter_string,
-            run_view_type=ViewType.ACTIVE_ONLY,
-            max_results=1000,
-            order_by=["attributes.start_time DESC"],
-            page_token=token,
-        )
-        runs.extend(page)
-        token = page.token
-        if not token:
-            return runs
 
 
 # -- helpers -------------------------------------------------------------------------------------
@@ -550,9 +583,18 @@ def _param(v: Any) -> str:
     return json.dumps(v) if isinstance(v, list | dict) else str(v)
 
 
-def _int(value: Any) -> int | None:
+def as_int(value: Any) -> int | None:
+    """``value`` as an int (a tag, a JSON field), or None where it is none or not a number."""
     try:
         return int(value)
+    except (TypeError, ValueError, OverflowError):
+        return None
+
+
+def as_float(value: Any) -> float | None:
+    """``value`` as a float (a tag, a JSON field), or None where it is none or not a number."""
+    try:
+        return float(value)
     except (TypeError, ValueError, OverflowError):
         return None
 

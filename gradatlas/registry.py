@@ -50,11 +50,15 @@ class Registry(Generic[F]):
 
     ``fixed`` names the leading positional parameters every builder of this kind receives from
     the framework (e.g. the weight tensor for an init); everything after them is a user option.
+    ``required`` names the metadata every registration of this kind must give (what the rest of
+    the project reads from it, e.g. a dataset's split sizes): a registration without one fails
+    at import, not when the first plan needs it.
     """
 
-    def __init__(self, kind: str, fixed: int = 0):
+    def __init__(self, kind: str, fixed: int = 0, required: tuple[str, ...] = ()):
         self.kind = kind
         self.fixed = fixed
+        self.required = required
         self._entries: dict[str, Entry[F]] = {}
         self._adapters: dict[tuple[str, str], Any] = {}
 
@@ -64,6 +68,12 @@ class Registry(Generic[F]):
             key = name or fn.__name__
             if key in self._entries:
                 raise ValueError(f"{self.kind} {key!r} registered twice")
+            missing = [m for m in self.required if m not in meta]
+            if missing:
+                raise ValueError(
+                    f"{self.kind} {key!r} registered without {', '.join(missing)} "
+                    f"(every {self.kind} declares: {', '.join(self.required)})"
+                )
             params = list(inspect.signature(fn).parameters.values())[self.fixed :]
             options = {
                 p.name: p for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)

@@ -11,7 +11,15 @@ from typing import Any
 from gradatlas.models import cnn as _cnn  # noqa: F401 - registers the family
 from gradatlas.models import mlp as _mlp  # noqa: F401 - registers the family
 from gradatlas.models.activations import ACTIVATIONS, is_relu_family, is_saturating, output_bounds
-from gradatlas.models.families import MODELS, check_model_input, estimate_parameters
+from gradatlas.models.families import (
+    DEFAULT_FAMILY,
+    MODELS,
+    check_family_norm,
+    check_model_input,
+    estimate_parameters,
+    family_title,
+    weight_positions,
+)
 from gradatlas.models.inits import INITS, expected_std
 from gradatlas.models.norms import NORMS
 
@@ -29,15 +37,19 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "ACTIVATIONS",
+    "DEFAULT_FAMILY",
     "INITS",
     "MODELS",
     "NORMS",
     "GradModel",
     "build_model",
+    "check_family_norm",
     "check_model_input",
     "estimate_parameters",
     "expected_std",
+    "family_title",
     "is_relu_family",
     "is_saturating",
     "output_bounds",
+    "weight_positions",
 ]

@@ -68,6 +68,7 @@ class GradModel(nn.Module):
 
     members = 1
     logit_scale = 1.0
+    family = ""  # the registered family it was built as (``build_model`` sets it)
 
     def __init__(
         self,

@@ -23,4 +23,5 @@ def build_model(spec: Any, input_shape: Sequence[int], num_outputs: int) -> Grad
     model = MODELS.build(spec.family, spec, tuple(input_shape), num_outputs, **spec.options)
     # The output's scale is the head's business, not a family's: set once here for every family.
     model.logit_scale = float(spec.logit_scale)
+    model.family = spec.family  # how its seeds stack (``models.stacked``) is the family's trait
     return model

@@ -33,7 +33,7 @@ def _parameters(spec: Any, input_shape: tuple[int, ...], num_outputs: int) -> in
     return dense_parameters(input_shape[0], spec.width, spec.depth, num_outputs, kernel)
 
 
-@MODELS.register(spatial_input=True, parameters=_parameters)
+@MODELS.register(spatial_input=True, parameters=_parameters, batched="grouped_conv", title="CNN")
 def cnn(
     spec: Any, input_shape: tuple[int, ...], num_outputs: int, kernel_size: KernelSize = 3
 ) -> GradModel:

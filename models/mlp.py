@@ -14,7 +14,7 @@ def _parameters(spec: Any, input_shape: tuple[int, ...], num_outputs: int) -> in
     return dense_parameters(flat_size(input_shape), spec.width, spec.depth, num_outputs, 1)
 
 
-@MODELS.register(spatial_input=False, parameters=_parameters)
+@MODELS.register(spatial_input=False, parameters=_parameters, batched="dense", title="MLP")
 def mlp(spec: Any, input_shape: tuple[int, ...], num_outputs: int) -> GradModel:
     """Fully connected net: `depth` hidden layers (linear -> norm -> act -> dropout), linear head.
 

@@ -26,13 +26,15 @@ the instrument and the training module see the same interface as for one model.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
 from gradatlas.models.base import GlobalAvgPool, GradModel, HiddenBlock
+from gradatlas.models.families import MODELS
 
 
 def _stack(tensors: Sequence[Tensor | None]) -> nn.Parameter | None:
@@ -205,37 +207,68 @@ def _stack_layer(layers: Sequence[nn.Module]) -> nn.Module:
     raise NotImplementedError(f"no stacked form of {type(layers[0]).__name__}")
 
 
+@dataclass(frozen=True)
+class StackedForm:
+    """How the K members of one family share a forward pass: the input layout (``prepare``),
+    the read-out before the head (``pool(K)``), and whether the norms see channel-first maps
+    (B, K*C, *spatial) rather than (K, B, features)."""
+
+    prepare: Callable[[], nn.Module]
+    pool: Callable[[int], nn.Module]
+    channels_first: bool
+
+
+# A family's registration names its form (``batched``, ``models.families``).
+STACKED_FORMS = {
+    # members lead: (K, B, features) through batched matmuls
+    "dense": StackedForm(FlattenMembers, lambda k: nn.Identity(), channels_first=False),
+    # members folded into the channels: one grouped convolution per layer
+    "grouped_conv": StackedForm(MembersToChannels, ChannelsToMembers, channels_first=True),
+}
+
+
+def stacked_form(family: str) -> StackedForm:
+    """The stacked form the family's registration names (``ValueError`` for a family without
+    one: its seeds train one at a time, ``runners.batching.unbatchable``)."""
+    name = MODELS.meta(family, "batched")
+    if name is None:
+        raise ValueError(f"model family {family!r} has no stacked form: train its seeds one by one")
+    return STACKED_FORMS[name]
+
+
 def stack_models(models: Sequence[GradModel]) -> GradModel:
     """One ``GradModel`` computing all of ``models`` at once; member k is ``models[k]``.
 
-    The models must share one architecture (the seeds of one cell do). Their tensors are copied,
-    so the originals can be probed or dropped independently.
+    The models must share one architecture (the seeds of one cell do: built by ``build_model``,
+    which records their family). Their tensors are copied, so the originals can be probed or
+    dropped independently.
     """
     if not models:
         raise ValueError("stack_models needs at least one model")
     first = models[0]
     k = len(models)
-    conv = isinstance(first.blocks[0].layer, nn.Conv1d | nn.Conv2d) if first.blocks else False
+    form = stacked_form(first.family)
     blocks = []
     for i, block in enumerate(first.blocks):
         column = [m.blocks[i] for m in models]
         blocks.append(
             HiddenBlock(
                 layer=_stack_layer([b.layer for b in column]),
-                norm=_stack_norm([b.norm for b in column], channels_first=conv),
+                norm=_stack_norm([b.norm for b in column], channels_first=form.channels_first),
                 act=block.act,  # stateless: one module serves every member
                 dropout=block.dropout,  # elementwise masks: each member draws its own
                 residual=block.residual,
             )
         )
     stacked = GradModel(
-        prepare=MembersToChannels() if conv else FlattenMembers(),
+        prepare=form.prepare(),
         blocks=blocks,
-        pool=ChannelsToMembers(k) if conv else nn.Identity(),
+        pool=form.pool(k),
         head=StackedLinear([m.head for m in models]),  # type: ignore[arg-type]
         activation_name=first.activation_name,
     )
     stacked.members = k
+    stacked.family = first.family
     # One scale multiplies every member's (K, B, outputs) slice: the members' own scales, which
     # are one number because the members share one architecture (a cell's seeds do).
     scales = {float(m.logit_scale) for m in models}

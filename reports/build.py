@@ -1,4 +1,4 @@
-"""``build_report``: experiment in MLflow -> ``index.html`` + ``report.pdf``.
+"""``build_report``: experiment in the store -> ``index.html`` + ``report.pdf``.
 
 The only function the CLI needs. It resolves what the user named, reads the store once, builds
 the report's content once, and renders it twice, so the two files always say the same thing.
@@ -25,6 +25,7 @@ from gradatlas.reports.plan_status import PlanStatus, read_plan_status
 from gradatlas.reports.sections import DEFAULT_HEATMAP_FACTORS, build_document
 from gradatlas.reports.steer import Steering
 from gradatlas.reports.worker import drawing_gc
+from gradatlas.store import RecordStore
 
 log = logging.getLogger(__name__)
 WORKER_ARGS = ["-m", "gradatlas.reports.worker"]  # after the interpreter
@@ -33,6 +34,7 @@ WORKER_ARGS = ["-m", "gradatlas.reports.worker"]  # after the interpreter
 def build_report(
     target: str,
     *,
+    store: RecordStore | None = None,
     tracking_uri: str | None = None,
     out_dir: str | Path | None = None,
     heatmap_factors: Sequence[str] = DEFAULT_HEATMAP_FACTORS,
@@ -44,8 +46,9 @@ def build_report(
     """Build the report for ``target`` (an MLflow experiment name, or a suite name/path whose
     ``name`` is the experiment) and return ``(html_path, pdf_path)``.
 
-    ``out_dir`` defaults to ``runs/reports/<experiment>/`` under the current directory;
-    ``tracking_uri`` to ``$MLFLOW_TRACKING_URI`` or the local ``runs/mlflow.db``.
+    ``out_dir`` defaults to ``runs/reports/<experiment>/`` under the current directory. The
+    store is ``store``, else the one at ``tracking_uri`` (default ``$MLFLOW_TRACKING_URI`` or the
+    local ``runs/mlflow.db``), opened for reading: a missing store is an error, never created.
     ``heatmap_factors`` are the (rows, columns) of the outcome heatmaps; ``curve_factor`` the
     factor drawn as one line per level in the convergence curves. With ``parallel`` the PDF is
     drawn by a child process (``PdfWorker``) while this one draws the HTML. ``steering`` is
@@ -54,12 +57,9 @@ def build_report(
     spent per phase: ``load`` (the store, the plan), ``content`` (the document), ``html`` and
     ``pdf`` (with the worker: the wait for it after the HTML).
     """
-    from mlflow.tracking import MlflowClient
-
-    from gradatlas.record import quiet_mlflow
     from gradatlas.reports.html import render_html
     from gradatlas.reports.pdf import render_pdf
-    from gradatlas.runners.tracking import resolve_tracking_uri
+    from gradatlas.store import open_store
 
     clock = PhaseClock(timings)
     # Start the PDF worker first: its imports then overlap with reading the store.
@@ -67,13 +67,11 @@ def build_report(
     frozen = None
     try:
         with clock("load"):
-            uri = resolve_tracking_uri(tracking_uri)
-            require_store(uri)
-            quiet_mlflow()
-            client = MlflowClient(tracking_uri=uri)
-            name = experiment_name(target, client)
-            exp = load_experiment(name, uri)
-            plan = _plan_status(client, exp, steering)
+            if store is None:
+                store = open_store(tracking_uri, create=False)
+            name = experiment_name(target, store)
+            exp = load_experiment(name, store)
+            plan = _plan_status(exp, steering)
         frozen = drawing_gc()
         with clock("content"):
             doc = build_document(
@@ -132,11 +130,11 @@ class PhaseClock:
         return ", ".join(f"{k} {v:.2f}s" for k, v in self.times.items())
 
 
-def _plan_status(client: Any, exp: Any, steering: Steering | None) -> PlanStatus | None:
+def _plan_status(exp: Any, steering: Steering | None) -> PlanStatus | None:
     """The plan's state for the banner; a store that cannot say costs the banner, not the
     report."""
     try:
-        return read_plan_status(client, exp, steering.where_levels() if steering else None)
+        return read_plan_status(exp.store, exp, steering.where_levels() if steering else None)
     except Exception as exc:
         log.warning("could not count the plan's unfinished trials: %s", exc)
         return None
@@ -210,19 +208,6 @@ class PdfWorker:
                 self.proc.wait()
         self.stderr.close()
         shutil.rmtree(self.tmp, ignore_errors=True)
-
-
-def require_store(uri: str) -> None:
-    """A report reads a store; asking for one where none exists must not create an empty one."""
-    from gradatlas.errors import UserInputError
-    from gradatlas.runners.tracking import sqlite_path
-
-    db = sqlite_path(uri)
-    if db is not None and not db.exists():
-        raise UserInputError(
-            f"no MLflow store at {db}; run `gradatlas run SUITE` first, or pass "
-            "--tracking-uri / set MLFLOW_TRACKING_URI to the store that holds the runs"
-        )
 
 
 def safe_name(name: str) -> str:

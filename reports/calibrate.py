@@ -4,8 +4,9 @@ A verdict rule (``claimstats.RULES``) turns one audit's claims into supported / 
 inconclusive / depends / no data. Whether it keeps its promise (at most ``ALPHA`` = 5% chance of
 any wrong verdict in an audit) depends on the design it is applied to, so the honest proof is a
 simulation of null worlds shaped like our audits, pushed through the real code, counting wrong
-verdicts (SCIENCE.md, "Calibration by simulation"). This module does that for the rule before
-issue 17 ("old") and the rule after it ("new"), and measures their power.
+verdicts (SCIENCE.md, "Calibration by simulation"). This module does that for the per-stratum
+rule the verdicts once used ("old", kept to show why it was replaced) and the seed-clustered rule
+they use ("new"), and measures their power.
 
 **A world is one audit**: a family of m claims (m drawn from 5..20, or fixed by the scenario),
 every cell run at seeds 0..n-1 (n drawn per audit from 4..32, or fixed). Each claim has a kind

@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 
 from gradatlas.errors import UserInputError
-from gradatlas.record import OUTCOMES
+from gradatlas.record import OUTCOMES, OutcomeLabel
 from gradatlas.reports import claimstats as cs
 from gradatlas.reports.fmt import join_and, plural
 from gradatlas.reports.load import TUNE_RANK, Experiment, second_best
@@ -821,8 +821,8 @@ def _restricted_steps(t: pd.DataFrame, steps: pd.Series) -> pd.Series:
     if ran is None or not np.isfinite(ran).any():
         raise NoData("these trials recorded no steps_run (needed to count a trial that missed)")
     budget = float(np.nanmax(ran.to_numpy(dtype=float)))
-    out = steps.where(t["outcome"] == "converged")
-    missed = t["outcome"].isin(OUTCOMES) & (t["outcome"] != "converged")
+    out = steps.where(t["outcome"] == OutcomeLabel.CONVERGED)
+    missed = t["outcome"].isin(OUTCOMES) & (t["outcome"] != OutcomeLabel.CONVERGED)
     return out.mask(missed, budget + 1)
 
 

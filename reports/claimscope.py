@@ -22,12 +22,12 @@ from typing import Any
 
 import pandas as pd
 
+from gradatlas.datasets import dataset_title, default_seed
 from gradatlas.errors import UserInputError
+from gradatlas.models import family_title
 from gradatlas.record import FACTOR_PREFIX
 from gradatlas.suites.claims import SEEDS, filter_labels, split_arm
 
-DATASET_NAMES = {"mnist1d": "MNIST-1D", "mnist": "MNIST", "cifar10": "CIFAR-10"}
-FAMILY_NAMES = {"mlp": "MLP", "cnn": "CNN"}
 VERDICT_FIELDS = (
     "id",
     "verdict",
@@ -215,13 +215,9 @@ def _dataset(resolved: Mapping[str, Any], configs: pd.DataFrame | None) -> dict[
         seeds = _unique(mine, "data_seed")
         seed = seeds[0] if len(seeds) == 1 else (seeds or ds.get("seed"))
         if seed == "default":
-            try:
-                from gradatlas.datasets import default_seed
-
+            with contextlib.suppress(KeyError, UserInputError, ValueError):
                 seed = default_seed(str(name))
-            except (KeyError, UserInputError, ValueError):
-                pass
-        per.append({"name": name, "title": DATASET_NAMES.get(str(name), str(name)), "seed": seed})
+        per.append({"name": name, "title": dataset_title(str(name)), "seed": seed})
     if len(per) == 1:
         return per[0]
     title = " + ".join(f"{d['title']} (seed {d['seed']})" for d in per)
@@ -240,7 +236,7 @@ def _model(
         widths = [written["width"]]
     return {
         "family": family,
-        "title": FAMILY_NAMES.get(str(family), str(family)),
+        "title": family_title(str(family)),
         "widths": widths,
         "depths": _unique(configs, "depth"),
     }

@@ -331,7 +331,7 @@ def verdict(
 
 
 # ================================================================================================
-# The seed-clustered rule (issue 17): what the verdicts use now.
+# The seed-clustered rule: what the verdicts use (one sign-flip test over seeds per family).
 # ================================================================================================
 DEPENDS = "depends"
 # the overall verdict of a claim replicated on several datasets whose verdicts differ
@@ -904,14 +904,14 @@ def analyse_family(claims: Sequence[ClaimData], **kw: Any) -> list[SeedAnalysis 
     return out
 
 
-# -- the rule before issue 17, kept so that `gradatlas calibrate` can show the difference --------
+# -- the per-stratum rule it replaced, kept so that `gradatlas calibrate` can show the difference
 def old_rule(
     claims: Sequence[ClaimData],
     *,
     resamples: int = BOOTSTRAP_RESAMPLES,
     permutations: int = PERMUTATIONS,
 ) -> list[str]:
-    """The verdicts of the rule this project used before issue 17 (``VERDICT_RULE``): trials as
+    """The verdicts of the per-stratum rule the seed-clustered one replaced: trials as
     independent (rates: the exact conditional test over strata; continuous: seed pairs within
     strata, sign-flip and a bootstrap over pairs), one-sided p-values in both directions, each
     direction its own Holm family at alpha. Kept only for calibration."""

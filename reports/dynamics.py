@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from gradatlas.identity import canonical_json
-from gradatlas.record import OUTCOMES
+from gradatlas.record import OUTCOMES, OutcomeLabel
 from gradatlas.reports import figures, stats
 from gradatlas.reports.context import ReportContext
 from gradatlas.reports.document import Block, Figure, Para
@@ -118,7 +118,7 @@ def _curve_figure(ctx: ReportContext) -> Figure:
                 label = f"{level} · {outcome}"
                 outcomes_seen.setdefault(outcome, None)
                 styles[label] = OUTCOME_STYLES.get(outcome, (0, (1, 1)))
-                if outcome == "exploded":
+                if outcome == OutcomeLabel.EXPLODED:
                     skip.append(label)
                 b = stats.band(train.get(outcome, []))
                 if b is not None:

@@ -26,7 +26,7 @@ from matplotlib.colors import LinearSegmentedColormap, PowerNorm, to_rgb
 from matplotlib.figure import Figure, SubFigure
 from matplotlib.lines import Line2D
 
-from gradatlas.reports.style import BASE_RC, OUTCOME_COLORS
+from gradatlas.style import BASE_RC, OUTCOME_COLORS
 
 WIDTH = 7.0  # inches: the PDF text width, so charts look the same in both formats
 LINESTYLES = ["-", "--", ":", "-.", (0, (5, 1, 1, 1)), (0, (1, 1))]

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 import pandas as pd
 
+from gradatlas.record import OutcomeLabel
 from gradatlas.reports import litstats
 from gradatlas.reports.document import Block, Cell, Column, Para, Table
 from gradatlas.reports.fmt import num, pct, plural
@@ -102,7 +103,7 @@ class Ratio:
         est = litstats.ratio_estimate(va.to_numpy(float), vb.to_numpy(float))
         if self.metric != "steps_to_target":
             return est
-        reached = [int((t["outcome"] == "converged").sum()) for t in (ta, tb)]
+        reached = [int((t["outcome"] == OutcomeLabel.CONVERGED).sum()) for t in (ta, tb)]
         note = f"; reached the target: {reached[0]}/{len(ta)} vs {reached[1]}/{len(tb)}"
         if reached[1] < len(tb):
             note += " (a miss counted as the budget + 1: the ratio is an upper bound)"

@@ -33,6 +33,7 @@ import pandas as pd
 from matplotlib.figure import Figure as MplFigure
 
 from gradatlas.errors import UserInputError
+from gradatlas.record import OutcomeLabel
 from gradatlas.reports import figures, litstats, meanfield
 from gradatlas.reports.context import ReportContext
 from gradatlas.reports.document import Block, Cell, Column, Figure, Para, Table
@@ -461,7 +462,7 @@ def phase_data(exp: Experiment) -> PhaseData | str:
                 "sw2": round(sw2, 9),
                 "depth": int(model["depth"]),
                 "trained": trial["outcome"] in TRAINED,
-                "converged": trial["outcome"] == "converged",
+                "converged": trial["outcome"] == OutcomeLabel.CONVERGED,
                 "train_acc": trial.get("final_train_acc", np.nan),
                 "test_acc": trial.get("test_acc", np.nan),
             }

@@ -1,19 +1,12 @@
-"""MLflow -> pandas: the only module that reads the store.
+"""The store -> pandas: the reports' one read of the records.
 
-Reports are built from what MLflow holds (docs/record.md is the contract), never from the suite
-file on disk, so a report can be rebuilt for any past experiment, for runs written by many workers
-on many machines, and for runs written by older versions of the runner. The read is one query
-for the finished trial runs plus one ``trial.json`` per kept run (read straight from disk when the
-artifact store is local).
-
-At atlas scale (10,000 trials) MLflow's own ``search_runs`` is most of the read: it builds an ORM
-object for every param, metric and tag of every run (over a million objects), while a report
-needs only each run's id, times, artifact location and tags; the records carry the rest. So for
-a local SQLite store the finished trial runs are read with one read-only SQL query of MLflow's
-``runs`` and ``tags`` tables (the filter ``search_runs`` would apply, in its order), and anything
-else, or any surprise in that schema, goes through ``search_runs`` as before. The garbage
-collector is paused while the records are parsed: they are millions of small lists and dicts
-that hold no cycles, and re-scanning them as they grow was a third of the read.
+Reports are built from what the store holds (docs/record.md is the contract), never from the
+suite file on disk, so a report can be rebuilt for any past experiment, for runs written by many
+workers on many machines, and for runs written by older versions of the runner. The read is
+``RecordStore.load_trials`` (the finished trial runs, newest per trial id, with their records)
+and the sweep runs' archived files; the garbage collector is paused while the records are
+parsed: they are millions of small lists and dicts that hold no cycles, and re-scanning them as
+they grow was a third of the read.
 """
 
 from __future__ import annotations
@@ -21,16 +14,10 @@ from __future__ import annotations
 import gc
 import json
 import re
-import sqlite3
-import tempfile
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
-from urllib.request import url2pathname
 
 import pandas as pd
 
@@ -38,22 +25,14 @@ from gradatlas.record import (
     ENVIRONMENT_ARTIFACT,
     FACTOR_LEVELS_ARTIFACT,
     FACTOR_PREFIX,
-    FINISHED,
-    FINISHED_TRIALS,
-    KIND,
-    KIND_TRIAL,
     OUTCOME,
     SUITE_RESOLVED_ARTIFACT,
     SUITE_YAML_ARTIFACT,
-    SWEEPS,
-    TRIAL_ARTIFACT,
-    TRIAL_ID,
     TUNING_RANK,
+    RunKind,
     TrialRecord,
-    quiet_mlflow,
-    record_from_run_data,
-    search_all,
 )
+from gradatlas.store import RecordStore, StoredRun, as_store
 
 MAX_SWEEPS_READ = 20  # environments shown in the header; older sweeps are only counted
 
@@ -95,6 +74,9 @@ class Experiment:
     without_record: int = 0
     sweeps: list[Sweep] = field(default_factory=list)
     sweep_count: int = 0
+    # The store it was read from (None: records made in memory); sections that read more
+    # (tuning runs, the plan's unfinished runs) read it there.
+    store: RecordStore | None = field(default=None, repr=False, compare=False)
     _rows: tuple[pd.DataFrame, list[dict[str, Any]]] | None = field(
         default=None, init=False, repr=False, compare=False
     )
@@ -123,13 +105,13 @@ def second_best(trials: pd.DataFrame) -> pd.Series:
 
 
 # -- resolving what the user named ---------------------------------------------------------------
-def experiment_name(target: str, client: Any) -> str:
-    """An MLflow experiment name as given, else the ``name`` of the suite ``target`` refers to.
+def experiment_name(target: str, store: RecordStore) -> str:
+    """An experiment name as given, else the ``name`` of the suite ``target`` refers to.
 
     The experiment is tried first so a report never needs the suite file (or the model code that
     validating it imports) when the experiment already says which one is meant.
     """
-    if client.get_experiment_by_name(target) is not None:
+    if store.get_experiment(name=target) is not None:
         return target
     from gradatlas.errors import UserInputError
     from gradatlas.suites import load_suite
@@ -144,40 +126,32 @@ def experiment_name(target: str, client: Any) -> str:
 
 
 # -- reading -------------------------------------------------------------------------------------
-def load_experiment(name: str, tracking_uri: str) -> Experiment:
-    """Read one experiment's finished trial runs and sweep runs from MLflow."""
-    from mlflow.tracking import MlflowClient
-
+def load_experiment(name: str, store: RecordStore | str) -> Experiment:
+    """Read one experiment's finished trial runs and sweep runs (``store``: a store, or the URI
+    of one to open for reading)."""
     from gradatlas.errors import UserInputError
+    from gradatlas.store import redact
 
-    quiet_mlflow()
-    client = MlflowClient(tracking_uri=tracking_uri)
-    exp = client.get_experiment_by_name(name)
+    store = as_store(store)
+    exp = store.get_experiment(name=name)
     if exp is None:
-        raise UserInputError(f"no MLflow experiment named {name!r} in {tracking_uri}")
+        raise UserInputError(f"no MLflow experiment named {name!r} in {redact(store.uri)}")
     with gc_paused():
-        runs = finished_trial_runs(client, exp.experiment_id, tracking_uri)
-        if not runs:
+        loaded = store.load_trials(exp.experiment_id)
+        if not loaded.trials:
             raise UserInputError(
                 f"experiment {name!r} has no finished trial runs yet (run: gradatlas run {name})"
             )
-        kept, set_aside = newest_per_trial(runs)
-        records = _read_records(client, kept, TRIAL_ARTIFACT)
-        entries = []
-        for run in kept:
-            raw = records.get(run.info.run_id)
-            if raw is None:  # trial.json missing: its outcome still counts
-                data = _run_data(client, run)
-                record = record_from_run_data(data.tags, data.params, data.metrics, run.info.run_id)
-            else:
-                record = TrialRecord.from_json(raw)
-            entries.append((_run_meta(run), record))
         experiment = experiment_from_records(
-            entries, name=name, experiment_id=exp.experiment_id, tracking_uri=tracking_uri
+            [(_run_meta(t.run), t.record) for t in loaded.trials],
+            name=name,
+            experiment_id=exp.experiment_id,
+            tracking_uri=store.uri,
         )
-    experiment.set_aside = set_aside
-    experiment.without_record = sum(r is None for r in records.values())
-    experiment.sweeps, experiment.sweep_count = _read_sweeps(client, exp.experiment_id)
+    experiment.store = store
+    experiment.set_aside = loaded.set_aside
+    experiment.without_record = loaded.rebuilt
+    experiment.sweeps, experiment.sweep_count = _read_sweeps(store, exp.experiment_id)
     # The newest sweep that recorded it knows the order the suite author wrote the levels in.
     suite_order = next((s.factor_levels for s in experiment.sweeps if s.factor_levels), None)
     if suite_order:
@@ -210,191 +184,19 @@ def gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-@dataclass
-class _RunInfo:
-    run_id: str
-    start_time: int | None
-    end_time: int | None
-    artifact_uri: str
-    status: str
-
-
-@dataclass
-class _RunData:
-    tags: dict[str, str]
-    params: dict[str, str] | None = None  # None: not read (only tags come with the SQL read)
-    metrics: dict[str, float] | None = None
-
-
-@dataclass
-class _Run:
-    """The part of an ``mlflow.entities.Run`` the report reads (``info`` and ``data.tags``)."""
-
-    info: _RunInfo
-    data: _RunData
-
-
-def finished_trial_runs(client: Any, experiment_id: str, tracking_uri: str) -> list[Any]:
-    """The experiment's active FINISHED trial runs, newest first: what ``search_all(...,
-    FINISHED_TRIALS)`` returns, read with one SQL query when the store is a local SQLite file
-    (see the module docstring), else (or when that read fails) through MLflow."""
-    db = _sqlite_file(tracking_uri)
-    if db is not None:
-        try:
-            return _sqlite_finished_trials(db, experiment_id)
-        except (sqlite3.Error, ValueError, TypeError):
-            pass  # an MLflow schema this version does not know: ask MLflow itself
-    return search_all(client, experiment_id, FINISHED_TRIALS)
-
-
-def _sqlite_file(tracking_uri: str) -> Path | None:
-    """The database file of a ``sqlite:///`` store that exists (its URI's query left off)."""
-    from gradatlas.runners.tracking import sqlite_path
-
-    path = sqlite_path(tracking_uri.split("?", 1)[0])
-    return path if path is not None and path.is_file() else None
-
-
-# FINISHED_TRIALS, as SQL on MLflow's tables (``runs``, ``tags``).
-_FINISHED_TRIALS_FROM = """
-FROM runs AS r JOIN tags AS k ON k.run_uuid = r.run_uuid AND k.key = ? AND k.value = ?
-WHERE r.experiment_id = ? AND r.status = ? AND r.lifecycle_stage = 'active'
-"""
-_RUNS_SQL = (
-    "SELECT r.run_uuid, r.start_time, r.end_time, r.artifact_uri, r.status"
-    + _FINISHED_TRIALS_FROM
-    + "ORDER BY r.start_time IS NULL, r.start_time DESC, r.run_uuid"  # search_runs' order
-)
-_TAGS_SQL = (
-    "SELECT t.run_uuid, t.key, t.value FROM tags AS t WHERE t.run_uuid IN "
-    f"(SELECT r.run_uuid {_FINISHED_TRIALS_FROM})"
-)
-
-
-def _sqlite_finished_trials(db: Path, experiment_id: str) -> list[_Run]:
-    """The finished trial runs of a local SQLite store, with their tags, in two queries on a
-    read-only connection."""
-    args = (KIND, KIND_TRIAL, int(experiment_id), FINISHED)
-    con = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)
-    try:
-        rows = con.execute(_RUNS_SQL, args).fetchall()
-        tags: dict[str, dict[str, str]] = {row[0]: {} for row in rows}
-        for run_id, key, value in con.execute(_TAGS_SQL, args):
-            tags[run_id][key] = value
-    finally:
-        con.close()
-    return [
-        _Run(_RunInfo(rid, start, end, str(uri or ""), status), _RunData(tags[rid]))
-        for rid, start, end, uri, status in rows
-    ]
-
-
-def _run_data(client: Any, run: Any) -> Any:
-    """A run's tags, params and metrics (fetched when the SQL read left them out)."""
-    if getattr(run.data, "params", None) is None:
-        return client.get_run(run.info.run_id).data
-    return run.data
-
-
-def newest_per_trial(runs: Iterable[Any]) -> tuple[list[Any], int]:
-    """Keep the newest finished run of each trial id (re-runs, ``--force``); count the rest."""
-    by_trial: dict[str, Any] = {}
-    total = 0
-    for run in runs:
-        total += 1
-        key = run.data.tags.get(TRIAL_ID) or run.info.run_id
-        best = by_trial.get(key)
-        if best is None or (run.info.start_time or 0) > (best.info.start_time or 0):
-            by_trial[key] = run
-    kept = sorted(by_trial.values(), key=lambda r: r.info.start_time or 0)
-    return kept, total - len(kept)
-
-
-def _local_path(artifact_uri: str) -> Path | None:
-    parsed = urlparse(artifact_uri)
-    if parsed.scheme == "file":
-        return Path(url2pathname(parsed.path))
-    if parsed.scheme == "" or (len(parsed.scheme) == 1 and artifact_uri[1:3] == ":\\"):
-        return Path(artifact_uri)
-    return None
-
-
-def _read_records(client: Any, runs: list[Any], name: str) -> dict[str, dict[str, Any] | None]:
-    """``name`` (a JSON artifact) of each run, or None where missing or unreadable.
-
-    A local artifact store is read straight from disk (one ``open`` per run); anything else goes
-    through ``mlflow.artifacts.download_artifacts`` on a few threads, since those are round trips.
-    """
-    out: dict[str, dict[str, Any] | None] = {}
-    remote = []
-    for run in runs:
-        path = _local_path(run.info.artifact_uri)
-        if path is None:
-            remote.append(run)
-            continue
-        out[run.info.run_id] = _read_json(path / name)
-    if remote:
-        with ThreadPoolExecutor(max_workers=8) as pool:
-            for run_id, record in pool.map(lambda r: _download_json(client, r, name), remote):
-                out[run_id] = record
-    return out
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        with open(path, encoding="utf-8") as fh:
-            data = json.load(fh)
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def _download_json(client: Any, run: Any, name: str) -> tuple[str, dict[str, Any] | None]:
-    import mlflow.artifacts
-
-    with tempfile.TemporaryDirectory(prefix="gradatlas-report-") as tmp:
-        try:
-            path = mlflow.artifacts.download_artifacts(
-                run_id=run.info.run_id,
-                artifact_path=name,
-                dst_path=tmp,
-                tracking_uri=client.tracking_uri,
-            )
-        except Exception:  # a missing artifact: the run falls back to its tags and metrics
-            return run.info.run_id, None
-        return run.info.run_id, _read_json(Path(path))
-
-
-def _read_text(run: Any, client: Any, name: str) -> str | None:
-    path = _local_path(run.info.artifact_uri)
-    if path is not None:
-        try:
-            return (path / name).read_text(encoding="utf-8")
-        except OSError:
-            return None
-    import mlflow.artifacts
-
-    try:
-        return mlflow.artifacts.load_text(f"{run.info.artifact_uri.rstrip('/')}/{name}")
-    except Exception:
-        return None
-
-
-def _read_sweeps(client: Any, experiment_id: str) -> tuple[list[Sweep], int]:
-    runs = search_all(client, experiment_id, SWEEPS)
+def _read_sweeps(store: RecordStore, experiment_id: str) -> tuple[list[Sweep], int]:
+    runs = store.find_runs(experiment_id, kind=RunKind.SWEEP)
     sweeps = []
     for run in runs[:MAX_SWEEPS_READ]:
-        env = _read_text(run, client, ENVIRONMENT_ARTIFACT)
-        resolved = _read_text(run, client, SUITE_RESOLVED_ARTIFACT)
         sweeps.append(
             Sweep(
-                run_id=run.info.run_id,
-                start_time=_timestamp(run.info.start_time),
-                status=run.info.status,
-                environment=_loads(env),
-                suite_yaml=_read_text(run, client, SUITE_YAML_ARTIFACT),
-                resolved=_loads(resolved),
-                factor_levels=_loads(_read_text(run, client, FACTOR_LEVELS_ARTIFACT)),
+                run_id=run.run_id,
+                start_time=_timestamp(run.start_time),
+                status=run.status,
+                environment=_loads(store.artifact_text(run, ENVIRONMENT_ARTIFACT)),
+                suite_yaml=store.artifact_text(run, SUITE_YAML_ARTIFACT),
+                resolved=_loads(store.artifact_text(run, SUITE_RESOLVED_ARTIFACT)),
+                factor_levels=_loads(store.artifact_text(run, FACTOR_LEVELS_ARTIFACT)),
             )
         )
     return sweeps, len(runs)
@@ -414,13 +216,13 @@ def _timestamp(ms: int | None) -> pd.Timestamp | None:
     return pd.Timestamp(ms, unit="ms", tz="UTC") if ms else None
 
 
-def _run_meta(run: Any) -> dict[str, Any]:
+def _run_meta(run: StoredRun) -> dict[str, Any]:
     return {
-        "run_id": run.info.run_id,
-        "start_time": run.info.start_time,
-        "end_time": run.info.end_time,
-        "tag_outcome": run.data.tags.get(OUTCOME),
-        "tag_tune_rank": run.data.tags.get(TUNING_RANK),
+        "run_id": run.run_id,
+        "start_time": run.start_time,
+        "end_time": run.end_time,
+        "tag_outcome": run.tags.get(OUTCOME),
+        "tag_tune_rank": run.tags.get(TUNING_RANK),
     }
 
 
@@ -452,7 +254,7 @@ def experiment_from_records(
     record may be a ``TrialRecord`` or parsed ``trial.json`` of any version (read through
     ``TrialRecord.from_json``).
 
-    Kept apart from the MLflow read so the statistics and the section logic can be exercised on
+    Kept apart from the store's read so the statistics and the section logic can be exercised on
     records made in memory.
     """
     rows: list[dict[str, Any]] = []

@@ -5,7 +5,8 @@ done, or with runs left RUNNING by a sweep that was killed, would read as a comp
 plan is the newest sweep run's ``suite.resolved.json`` re-expanded with ``suites.expand`` (the
 same pure expansion ``gradatlas run`` used, so the same trial ids), else that sweep's
 ``gradatlas.planned_trials`` tag (a count only). The unfinished trial runs (RUNNING, FAILED,
-KILLED) are read here with one search each; the finished ones are the experiment's own.
+KILLED) are read from the store with one ``find_runs`` each; the finished ones are the
+experiment's own.
 
 A trial is *finished* when it has a FINISHED run; otherwise its newest run decides: *running*
 (RUNNING: training now, or left so by a driver that died), *failed* (FAILED: it raised; rerun with
@@ -28,15 +29,8 @@ from gradatlas.record import (
     DRIVER_HEARTBEAT,
     ERROR,
     FACTOR_PREFIX,
-    FAILED_TRIALS,
-    KILLED_STATUS,
-    KIND,
-    KIND_STUDY,
-    KIND_TRIAL,
     PLANNED_TRIALS,
     PURPOSE_STUDY,
-    RUNNING_STATUS,
-    RUNNING_TRIALS,
     SEED,
     TRIAL_ID,
     TUNING_BEST,
@@ -44,15 +38,21 @@ from gradatlas.record import (
     TUNING_GROUP,
     TUNING_PURPOSE,
     TUNING_SECOND,
-    search_all,
+    OutcomeLabel,
+    RunKind,
+    RunStatus,
+    as_float,
+    as_int,
 )
 from gradatlas.reports.document import Cell as C
 from gradatlas.reports.document import Column, Para, Pre, Table
 from gradatlas.reports.fmt import join_and, plural
 from gradatlas.reports.load import Experiment
+from gradatlas.store import RecordStore, StoredRun
 
 log = logging.getLogger(__name__)
-KILLED_TRIALS = f"tags.`{KIND}` = '{KIND_TRIAL}' and attributes.status = '{KILLED_STATUS}'"
+# The states of a trial without a finished run, in the order the table lists them.
+UNFINISHED = (RunStatus.RUNNING, RunStatus.FAILED, RunStatus.KILLED)
 TIME = "%Y-%m-%d %H:%M"
 PLANNED_TAG_SOURCE = f"the newest sweep run's {PLANNED_TRIALS} tag (a count only)"
 
@@ -64,7 +64,7 @@ class Unfinished:
     trial_id: str
     cell: str
     seed: int | None
-    status: str  # "RUNNING" | "FAILED" | "KILLED" | "pending" (no run yet)
+    status: str  # a RunStatus of UNFINISHED, or "pending" (no run yet)
     started: pd.Timestamp | None = None
     error: str = ""
 
@@ -98,7 +98,7 @@ class PlanStatus:
         return self.pending == 0 and self.failed == 0 and self.running == 0
 
     def running_since(self) -> str:
-        running = [u for u in self.unfinished if u.status == RUNNING_STATUS]
+        running = [u for u in self.unfinished if u.status == RunStatus.RUNNING]
         starts = sorted(u.started for u in running if u.started is not None)
         if not starts:
             return ""
@@ -126,55 +126,58 @@ class PlanStatus:
 
 
 def read_plan_status(
-    client: Any, exp: Experiment, where: Mapping[str, set[str]] | None = None
+    store: RecordStore | None, exp: Experiment, where: Mapping[str, set[str]] | None = None
 ) -> PlanStatus | None:
     """Count ``exp``'s plan by state (only trials whose levels ``where`` admits, when given).
     None when there is nothing to say: no plan recorded and no unfinished run."""
     # An unknown factor is the steering's error to report (steer.steer_experiment), not ours.
     where = {f: levels for f, levels in (where or {}).items() if f in exp.factors}
     finished = set(_matching(exp.trials, exp, where)["trial_id"])
-    plan, source = _plan(client, exp)
+    if store is None:  # records made in memory: no store to count the plan in
+        return None
+    plan, source = _plan(store, exp)
     if plan is not None:
         plan = {tid: p for tid, p in plan.items() if _admits(p["factors"], where)}
-    newest: dict[str, Any] = {}
-    for flt in (RUNNING_TRIALS, FAILED_TRIALS, KILLED_TRIALS):
-        for run in search_all(client, exp.experiment_id, flt):
-            tid = run.data.tags.get(TRIAL_ID) or run.info.run_id
+    newest: dict[str, StoredRun] = {}
+    for status in UNFINISHED:
+        for run in store.find_runs(exp.experiment_id, kind=RunKind.TRIAL, status=status):
+            tid = run.tags.get(TRIAL_ID) or run.run_id
             if tid in finished or not _admits(_run_factors(run), where):
                 continue
             if plan is not None and tid not in plan:
                 continue  # a trial of an older grid: not part of what is left to do
             best = newest.get(tid)
-            if best is None or (run.info.start_time or 0) > (best.info.start_time or 0):
+            if best is None or (run.start_time or 0) > (best.start_time or 0):
                 newest[tid] = run
     unfinished = [_unfinished(run, tid) for tid, run in newest.items()]
     if plan is not None:
         unfinished += [
-            Unfinished(tid, p["cell"], p["seed"], "pending")
+            Unfinished(tid, p["cell"], p["seed"], OutcomeLabel.PENDING)
             for tid, p in plan.items()
             if tid not in finished and tid not in newest
         ]
         order = {tid: i for i, tid in enumerate(plan)}
         unfinished.sort(key=lambda u: order.get(u.trial_id, len(order)))
-    counts = {s: sum(u.status == s for u in unfinished) for s in ("RUNNING", "FAILED", "KILLED")}
-    planned = len(plan) if plan is not None else _planned_tag(client, exp, where)
-    if planned is None and not (counts["RUNNING"] or counts["FAILED"]):
+    counts = {s: sum(u.status == s for u in unfinished) for s in UNFINISHED}
+    planned = len(plan) if plan is not None else _planned_tag(store, exp, where)
+    if planned is None and not (counts[RunStatus.RUNNING] or counts[RunStatus.FAILED]):
         return None
     if not source:
         source = PLANNED_TAG_SOURCE if planned is not None else "not recorded by any sweep run"
     in_plan = len(finished & set(plan)) if plan is not None else len(finished)
     sweep = exp.sweeps[0] if exp.sweeps else None
-    heartbeat = _heartbeat(client, sweep) if sweep and sweep.status == RUNNING_STATUS else None
+    running = bool(sweep and sweep.status == RunStatus.RUNNING)
+    heartbeat = _heartbeat(store, sweep.run_id) if sweep and running else None
     return PlanStatus(
         planned=planned,
         finished=in_plan,
-        failed=counts["FAILED"],
-        running=counts["RUNNING"],
-        killed=counts["KILLED"],
+        failed=counts[RunStatus.FAILED],
+        running=counts[RunStatus.RUNNING],
+        killed=counts[RunStatus.KILLED],
         outside=len(finished) - in_plan,
         source=source,
         scope=_scope_text(where),
-        sweep_running=bool(sweep and sweep.status == RUNNING_STATUS),
+        sweep_running=running,
         heartbeat=heartbeat,
         unfinished=unfinished,
     )
@@ -201,7 +204,7 @@ def _scope_text(where: Mapping[str, set[str]]) -> str:
     )
 
 
-def _plan(client: Any, exp: Experiment) -> tuple[dict[str, dict[str, Any]] | None, str]:
+def _plan(store: RecordStore, exp: Experiment) -> tuple[dict[str, dict[str, Any]] | None, str]:
     """trial id -> {factors, cell, seed} of the newest sweep's plan, re-expanded from its
     resolved suite; (None, "") when no sweep archived one or it no longer expands."""
     sweep = next((s for s in exp.sweeps if s.resolved), None)
@@ -216,24 +219,24 @@ def _plan(client: Any, exp: Experiment) -> tuple[dict[str, dict[str, Any]] | Non
         return None, ""
     trials, how = suite.trials, "re-expanded"
     if suite.spec.tune is not None:
-        trials, how = _tuned(client, exp, suite)
+        trials, how = _tuned(store, exp, suite)
     plan = {t.trial_id: {"factors": t.factors, "cell": t.cell, "seed": t.seed} for t in trials}
     return plan, f"suite.resolved.json of sweep run {sweep.run_id}, {how}"
 
 
-def _tuned(client: Any, exp: Experiment, suite: Any) -> tuple[Any, str]:
+def _tuned(store: RecordStore, exp: Experiment, suite: Any) -> tuple[Any, str]:
     """A tuned suite's trials as ``gradatlas run`` ran them: each tuned cell at its study's best
     values (the completed study runs' ``TUNING_BEST`` tags) and, with ``tune.second_best``, at
     its second-best (``TUNING_SECOND``; none where a study had no distinct one). Re-expanding
     the suite alone gives the cells at their untuned values, whose trial ids no run has, and
     called every tuned trial pending. Untuned values where a study has not finished (its cells
     are pending). A horizon check's re-tune (purpose ``horizon``) chooses nothing."""
-    from gradatlas.runners.tuning import evaluation_trials, tuning_plan
+    from gradatlas.runners.tuning.plan import evaluation_trials, tuning_plan
 
-    flt = f"tags.`{KIND}` = '{KIND_STUDY}' and tags.`{TUNING_COMPLETE}` = 'true'"
     best, second = {}, {}
-    for run in search_all(client, exp.experiment_id, flt):
-        tags = run.data.tags
+    complete = {TUNING_COMPLETE: "true"}
+    for run in store.find_runs(exp.experiment_id, kind=RunKind.STUDY, tags=complete):
+        tags = run.tags
         if tags.get(TUNING_PURPOSE, PURPOSE_STUDY) != PURPOSE_STUDY:
             continue
         group, values = tags.get(TUNING_GROUP), tags.get(TUNING_BEST)
@@ -257,44 +260,44 @@ def _tuned(client: Any, exp: Experiment, suite: Any) -> tuple[Any, str]:
         return suite.trials, "re-expanded"
 
 
-def _planned_tag(client: Any, exp: Experiment, where: Mapping[str, set[str]]) -> int | None:
+def _planned_tag(store: RecordStore, exp: Experiment, where: Mapping[str, set[str]]) -> int | None:
     """The newest sweep's planned-trials count, when the plan could not be re-expanded (a count
     of the whole suite, so not usable under ``--where``)."""
     if where or not exp.sweeps:
         return None
     try:
-        tags = client.get_run(exp.sweeps[0].run_id).data.tags
+        run = store.get_run(exp.sweeps[0].run_id)
     except Exception:
         return None
-    value = tags.get(PLANNED_TRIALS)
+    value = run.tags.get(PLANNED_TRIALS) if run is not None else None
     return int(value) if value and value.isdigit() else None
 
 
-def _heartbeat(client: Any, sweep: Any) -> pd.Timestamp | None:
+def _heartbeat(store: RecordStore, sweep_run_id: str) -> pd.Timestamp | None:
     try:
-        value = client.get_run(sweep.run_id).data.tags.get(DRIVER_HEARTBEAT)
-        return pd.Timestamp(float(value), unit="s", tz="UTC") if value else None
+        run = store.get_run(sweep_run_id)
     except Exception:
         return None
+    beat = as_float(run.tags.get(DRIVER_HEARTBEAT)) if run is not None else None
+    return pd.Timestamp(beat, unit="s", tz="UTC") if beat is not None else None
 
 
-def _run_factors(run: Any) -> dict[str, str]:
+def _run_factors(run: StoredRun) -> dict[str, str]:
     return {
         k[len(FACTOR_PREFIX) :]: v
-        for k, v in run.data.params.items()
+        for k, v in (run.params or {}).items()
         if k.startswith(FACTOR_PREFIX)
     }
 
 
-def _unfinished(run: Any, trial_id: str) -> Unfinished:
-    tags = run.data.tags
-    seed = tags.get(SEED)
-    start = run.info.start_time
+def _unfinished(run: StoredRun, trial_id: str) -> Unfinished:
+    tags = run.tags
+    start = run.start_time
     return Unfinished(
         trial_id=trial_id,
         cell=tags.get(CELL, ""),
-        seed=int(seed) if seed and seed.lstrip("-").isdigit() else None,
-        status=run.info.status,
+        seed=as_int(tags.get(SEED)),
+        status=run.status,
         started=pd.Timestamp(start, unit="ms", tz="UTC") if start else None,
         error=tags.get(ERROR, ""),
     )
@@ -391,7 +394,7 @@ class Progress:
 def _unfinished_rows(unfinished: list[Unfinished]) -> tuple[list[list[C]], int]:
     """Table rows: each run that is RUNNING, FAILED or KILLED, then the pending trials one row
     per cell; at most ``UNFINISHED_ROWS``. Also the number of trials the rows cover."""
-    rank = {RUNNING_STATUS: 0, "FAILED": 1, KILLED_STATUS: 2}
+    rank = {status: i for i, status in enumerate(UNFINISHED)}
     runs = sorted((u for u in unfinished if u.status in rank), key=lambda u: rank[u.status])
     pending: dict[str, list[Unfinished]] = {}
     for u in unfinished:
@@ -409,6 +412,6 @@ def _unfinished_rows(unfinished: list[Unfinished]) -> tuple[list[list[C]], int]:
         if len(rows) >= UNFINISHED_ROWS:
             break
         seeds = ", ".join(str(u.seed) for u in members if u.seed is not None) or "–"
-        rows.append([C("pending"), C(cell), C(seeds), C("–"), C("–")])
+        rows.append([C(OutcomeLabel.PENDING), C(cell), C(seeds), C("–"), C("–")])
         listed += len(members)
     return rows, listed

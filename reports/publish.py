@@ -10,34 +10,29 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gradatlas.record import SWEEPS, search_all
+from gradatlas.record import RunKind
+from gradatlas.store import RecordStore, as_store
 
 REPORT_ARTIFACTS = "report"  # the sweep run's artifact folder holding the report
 
 
-def attach_report(tracking_uri: str, target: str, report_dir: Path) -> str | None:
-    """Log ``report_dir`` (index.html, report.pdf and its figures) under ``report/`` of the
+def attach_report(store: RecordStore | str, target: str, report_dir: Path) -> str | None:
+    """Attach ``report_dir`` (index.html, report.pdf and its figures) under ``report/`` of the
     newest sweep run of ``target`` (an experiment or suite name, as ``gradatlas report`` takes
     it); returns that run's id (None: no sweep run to attach to)."""
-    from mlflow.tracking import MlflowClient
-
     from gradatlas.reports.load import experiment_name
 
-    client = MlflowClient(tracking_uri=tracking_uri)
-    exp = client.get_experiment_by_name(experiment_name(target, client))
+    store = as_store(store)
+    exp = store.get_experiment(name=experiment_name(target, store))
     if exp is None:
         return None
-    sweeps = sorted(
-        search_all(client, exp.experiment_id, SWEEPS),
-        key=lambda run: run.info.start_time or 0,
-        reverse=True,
-    )
+    sweeps = store.find_runs(exp.experiment_id, kind=RunKind.SWEEP)
     if not sweeps:
         return None
-    run_id = sweeps[0].info.run_id
+    run_id = max(sweeps, key=lambda run: run.start_time or 0).run_id
     for path in sorted(Path(report_dir).iterdir()):
         if path.is_file() and not path.name.endswith(".tmp"):
-            client.log_artifact(run_id, str(path), REPORT_ARTIFACTS)
+            store.attach_files(run_id, path, REPORT_ARTIFACTS)
         elif path.is_dir():
-            client.log_artifacts(run_id, str(path), f"{REPORT_ARTIFACTS}/{path.name}")
+            store.attach_files(run_id, path, f"{REPORT_ARTIFACTS}/{path.name}")
     return run_id

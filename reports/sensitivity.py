@@ -22,7 +22,7 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from gradatlas.record import OUTCOMES, TrialRecord
+from gradatlas.record import OUTCOMES, OutcomeLabel, TrialRecord
 from gradatlas.reports.document import Block, Cell, Column, Para, Table
 from gradatlas.reports.fmt import pct, plural
 
@@ -76,7 +76,8 @@ class _Judged:
             if isinstance(thresholds.get(name), int | float):
                 thresholds[name] = scaled_value(name, thresholds[name], scale)
         label = classify(self.trace, thresholds).label  # type: ignore[arg-type]
-        if self.label == "exploded" and self.stopped_early and label != "exploded":
+        stopped = self.stopped_early and self.label == OutcomeLabel.EXPLODED
+        if stopped and label != OutcomeLabel.EXPLODED:  # judged past where the trial stopped
             return CENSORED
         return label
 

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from gradatlas.record import OUTCOMES
+from gradatlas.record import OUTCOMES, OutcomeLabel
 from gradatlas.reports.load import Experiment
 
 Z95 = 1.959963984540054  # two-sided 95% normal quantile
@@ -142,8 +142,8 @@ def level_effects(exp: Experiment) -> pd.DataFrame:
         for level in exp.levels[f]:
             g = exp.trials[exp.trials[col] == level]
             n = len(g)
-            conv = int((g["outcome"] == "converged").sum())
-            expl = int((g["outcome"] == "exploded").sum())
+            conv = int((g["outcome"] == OutcomeLabel.CONVERGED).sum())
+            expl = int((g["outcome"] == OutcomeLabel.EXPLODED).sum())
             (clo,), (chi,) = (np.atleast_1d(a) for a in wilson(conv, n))
             (elo,), (ehi,) = (np.atleast_1d(a) for a in wilson(expl, n))
             mean, lo, hi, n_acc = (

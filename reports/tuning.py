@@ -26,20 +26,18 @@ import math
 import re
 from dataclasses import dataclass, field
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from gradatlas.record import (
+    CELL,
     FACTOR_PREFIX,
-    FINISHED_TUNING,
     OUTCOME,
     PRUNED,
     PURPOSE_HORIZON,
     PURPOSE_STUDY,
-    STUDIES,
     STUDY,
     TRIAL_ID,
     TUNING_ARTIFACT,
@@ -48,13 +46,17 @@ from gradatlas.record import (
     TUNING_PARAMS,
     TUNING_PURPOSE,
     TUNING_STOPPED,
-    quiet_mlflow,
-    search_all,
+    OutcomeLabel,
+    RunKind,
+    RunStatus,
+    as_float,
+    as_int,
 )
 from gradatlas.reports import figures
 from gradatlas.reports.context import ReportContext
 from gradatlas.reports.document import Block, Cell, Column, Figure, Para, Table
 from gradatlas.reports.fmt import join_and, num, plural
+from gradatlas.store import RecordStore, StoredRun, as_store
 from gradatlas.suites.tune import distinct
 
 MAX_PANELS = 6  # sensitivity panels shown; more groups are listed in the table only
@@ -79,26 +81,23 @@ class TuningData:
 
 
 # -- reading -------------------------------------------------------------------------------------
-def load_tuning(tracking_uri: str, experiment_id: str) -> TuningData | None:
+def load_tuning(store: RecordStore | str, experiment_id: str) -> TuningData | None:
     """The tuning records of one experiment, or None when it has none."""
-    from mlflow.tracking import MlflowClient
-
-    quiet_mlflow()
-    client = MlflowClient(tracking_uri=tracking_uri)
-    study_runs = search_all(client, experiment_id, STUDIES)
+    store = as_store(store)
+    study_runs = store.find_runs(experiment_id, kind=RunKind.STUDY)
     if not study_runs:
         return None
     studies, seen = [], set()
     for run in study_runs:  # newest first: one per study
-        name = run.data.tags.get(STUDY, "")
+        name = run.tags.get(STUDY, "")
         if name in seen:
             continue
         seen.add(name)
-        info = _read_json(run, TUNING_ARTIFACT)
+        info = _read_json(store, run, TUNING_ARTIFACT)
         if info is not None:
             studies.append(info)
-    runs = tuning_frame(search_all(client, experiment_id, FINISHED_TUNING))
-    return tuning_data(studies, runs)
+    runs = store.find_runs(experiment_id, kind=RunKind.TUNING, status=RunStatus.FINISHED)
+    return tuning_data(studies, tuning_frame(runs))
 
 
 def tuning_data(studies: list[dict[str, Any]], runs: pd.DataFrame) -> TuningData:
@@ -124,14 +123,14 @@ def _stable_row(r: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-def tuning_frame(runs: list[Any]) -> pd.DataFrame:
+def tuning_frame(runs: list[StoredRun]) -> pd.DataFrame:
     """One row per tuning run (the newest run of each trial id): study, group, purpose, trial
     number, cell, outcome, the step a pruner stopped it at, the values it trained at
     (``param.<name>``), its factor levels and summary metrics."""
     rows, seen = [], set()
     for run in runs:  # newest first
-        tags = run.data.tags
-        tid = tags.get(TRIAL_ID) or run.info.run_id
+        tags = run.tags
+        tid = tags.get(TRIAL_ID) or run.run_id
         if tid in seen:
             continue
         seen.add(tid)
@@ -139,52 +138,34 @@ def tuning_frame(runs: list[Any]) -> pd.DataFrame:
             values = json.loads(tags.get(TUNING_PARAMS) or "{}")
         except ValueError:
             values = {}
-        stopped = tags.get(TUNING_STOPPED)
-        params = run.data.params
+        params = run.params or {}
         row = {
-            "run_id": run.info.run_id,
+            "run_id": run.run_id,
             "trial_id": tid,
             "study": tags.get(STUDY, ""),
             "group": tags.get(TUNING_GROUP, ""),
             "purpose": tags.get(TUNING_PURPOSE, PURPOSE_STUDY),
-            "number": _int(tags.get(TUNING_NUMBER)),
-            "cell": tags.get("gradatlas.cell", ""),
+            "number": as_int(tags.get(TUNING_NUMBER)),
+            "cell": tags.get(CELL, ""),
             "outcome": tags.get(OUTCOME, ""),
-            "stopped_at": _int(stopped),
+            "stopped_at": as_int(tags.get(TUNING_STOPPED)),
             "optimizer": params.get(f"{FACTOR_PREFIX}optimizer") or params.get("optim.name", ""),
         }
         row |= {f"param.{k}": float(v) for k, v in values.items()}
         row |= {k: v for k, v in params.items() if k.startswith(FACTOR_PREFIX)}
-        row |= dict(run.data.metrics)
+        row |= dict(run.metrics or {})
         rows.append(row)
     return pd.DataFrame(rows)
 
 
-def _read_json(run: Any, name: str) -> dict[str, Any] | None:
-    """A run's JSON artifact: from disk for a local artifact store, else downloaded."""
-    from urllib.parse import urlparse
-    from urllib.request import url2pathname
-
-    uri = run.info.artifact_uri.rstrip("/")
-    parsed = urlparse(uri)
+def _read_json(store: RecordStore, run: StoredRun, name: str) -> dict[str, Any] | None:
+    """A run's JSON artifact (None: a study run whose driver died before it wrote it)."""
+    text = store.artifact_text(run, name)
     try:
-        if parsed.scheme in ("", "file"):
-            text = (Path(url2pathname(parsed.path)) / name).read_text(encoding="utf-8")
-            data = json.loads(text)
-        else:
-            import mlflow.artifacts
-
-            data = mlflow.artifacts.load_dict(f"{uri}/{name}")
-    except Exception:  # a study run whose driver died before it wrote its summary
+        data = json.loads(text) if text is not None else None
+    except ValueError:
         return None
     return data if isinstance(data, dict) else None
-
-
-def _int(value: Any) -> int | None:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return None
 
 
 # -- the section ---------------------------------------------------------------------------------
@@ -201,8 +182,8 @@ class Tuning:
     def build(self, ctx: ReportContext) -> list[Block]:
         exp = ctx.exp
         data = (
-            load_tuning(exp.tracking_uri, exp.experiment_id)
-            if exp.tracking_uri and exp.experiment_id
+            load_tuning(exp.store, exp.experiment_id)
+            if exp.store is not None and exp.experiment_id
             else None
         )
         return tuning_blocks(data, _tune_block(ctx))
@@ -371,7 +352,7 @@ def sensitivity_figure(data: TuningData, runs: pd.DataFrame, x: str) -> Figure:
             if not len(sub):
                 continue
             state = np.where(
-                sub["outcome"] == "exploded",
+                sub["outcome"] == OutcomeLabel.EXPLODED,
                 "exploded",
                 np.where(sub["outcome"] == PRUNED, "pruned", "complete"),
             )
@@ -634,10 +615,10 @@ NEIGHBOURHOOD_COLUMNS = [
 
 def tuning_neighbourhood(exp: Any) -> pd.DataFrame:
     """``neighbourhood_frame`` of an experiment (a ``reports.load.Experiment``), read from
-    MLflow; empty (with its columns) for one that was not tuned."""
+    its store; empty (with its columns) for one that was not tuned."""
     data = (
-        load_tuning(exp.tracking_uri, exp.experiment_id)
-        if exp.tracking_uri and exp.experiment_id
+        load_tuning(exp.store, exp.experiment_id)
+        if exp.store is not None and exp.experiment_id
         else None
     )
     return neighbourhood_frame(data)
@@ -711,10 +692,8 @@ def _second_status(study: dict[str, Any]) -> str:
 
 
 def _float(value: Any) -> float:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return math.nan
+    number = as_float(value)
+    return math.nan if number is None else number
 
 
 def neighbourhood_blocks(frame: pd.DataFrame) -> list[Block]:

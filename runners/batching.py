@@ -9,7 +9,6 @@ scale would be shared by the members, so one member's overflow would skip every 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -22,8 +21,13 @@ MAX_AUTO = 256  # beyond this the grouped kernels stop getting faster; more seed
 
 def unbatchable(trial: Trial) -> str | None:
     """Why this trial must train on its own, or None."""
+    from gradatlas.models import MODELS
+
     if trial.spec.train.precision == "16-mixed":
         return "16-mixed (one loss scale would couple the seeds)"
+    family = trial.spec.model.family
+    if MODELS.meta(family, "batched") is None:
+        return f"model family {family} has no stacked form (models.stacked)"
     return None
 
 
@@ -31,13 +35,13 @@ def member_bytes(trial: Trial) -> int:
     """A generous estimate of one member's memory: parameters with their gradient and two
     optimizer states, and the activations a training batch and an evaluation chunk keep."""
     from gradatlas.datasets import describe
-    from gradatlas.models import estimate_parameters
+    from gradatlas.models import estimate_parameters, weight_positions
 
     spec = trial.spec
     _, shape, outputs = describe(spec.dataset.name, spec.dataset.options)
     width = 8 if spec.train.precision == "64" else 4
     params = estimate_parameters(spec.model, shape, outputs)
-    positions = math.prod(shape[1:]) if spec.model.family == "cnn" and len(shape) > 1 else 1
+    positions = weight_positions(spec.model.family, shape)
     per_example = spec.model.width * positions * (spec.model.depth + 1)
     activations = 6 * spec.train.batch_size * per_example + 2 * 4096 * per_example
     return width * (4 * params + activations)

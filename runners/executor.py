@@ -1,14 +1,18 @@
 """Where trials train: in this process, or on Ray workers across GPUs and machines.
 
-One interface, two implementations. A work unit is the list of pending trials of one cell (its
-seeds), so a worker builds the data once per unit and the batched-seed mode can later train the
-unit as one stacked model. Executors only *run*: results come back to the driver, which alone
-writes MLflow (one writer keeps the default SQLite store safe with any number of workers).
+A work unit is the list of pending trials of one cell (its seeds), so a worker builds the data
+once per unit and the batched-seed mode can train the unit as one stacked model. Executors only
+*run*: results come back to the driver, which alone writes MLflow (one writer keeps the default
+SQLite store safe with any number of workers).
 
-``InProcessExecutor`` is today's path: no Ray start-up, Ctrl-C stops the trial in progress at
-its next step. ``RayExecutor`` submits units as Ray tasks (one CPU, or a fraction of a GPU,
-each), retries a unit whose worker process or node died (``max_retries``; a trial that raises
-is a result, not a retry), and hands results back the moment each unit returns.
+One way to run units, whatever they are (a sweep's evaluation trials, a tuning phase's study
+trials): an executor opens a ``Pool`` of units in flight, and ``dispatch`` is the one loop that
+feeds it from a phase's ``Work`` and hands each result back, with the same stop handling for
+every phase. ``InProcessExecutor`` runs one unit at a time in the driver (no Ray start-up;
+Ctrl-C stops the trial in progress at its next step). ``RayExecutor`` submits units as Ray
+tasks (one CPU, or a fraction of a GPU, each), retries a unit whose worker process or node died
+(``max_retries``; a trial that raises is a result, not a retry), and hands results back the
+moment each unit returns.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import threading
 import time
 import traceback
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -30,9 +34,9 @@ from gradatlas.suites import Trial
 
 @dataclass(frozen=True)
 class EarlyStop:
-    """A pruner's verdict, decided in advance by the driver (``runners.tuning``), so a worker
-    never reads the study: the run stops at an eval step where its ``metric`` is worse than the
-    threshold given for that step (a NaN is worse than anything)."""
+    """A pruner's verdict, decided in advance by the driver (``runners.tuning.pruning``), so a
+    worker never reads the study: the run stops at an eval step where its ``metric`` is worse
+    than the threshold given for that step (a NaN is worse than anything)."""
 
     metric: str  # "val_acc" | "val_loss"
     maximize: bool
@@ -157,29 +161,28 @@ Deliver = Callable[[list[dict[str, Any]]], None]
 
 
 class Executor(Protocol):
-    """Runs work units; yields each unit's result as soon as it is done (any order). ``live``:
-    where the messages of units with ``live_every_s`` go, each delivered before its unit's
-    result is yielded."""
+    """Where units run. ``pool`` opens one phase's units in flight (a sweep's evaluation, a
+    tuning phase); ``close`` releases the workers at the end of the sweep."""
 
     description: str  # what it runs on, for the user: "2 Ray workers (1 CPU, 1 thread each)"
     workers: int
 
-    def run(
-        self, units: Sequence[WorkUnit], stop: threading.Event, live: Deliver | None = None
-    ) -> Iterator[UnitResult]: ...
-
-    def pool(self, stop: threading.Event) -> Pool: ...
+    def pool(self, stop: threading.Event, live: Deliver | None = None) -> Pool: ...
 
     def close(self) -> None: ...
 
 
 class Pool(Protocol):
-    """Units submitted one at a time, results taken one at a time: for a driver whose next
-    units depend on the results so far (tuning asks its sampler after each result).
+    """Units submitted one at a time, results taken one at a time (any order), so a driver
+    whose next units depend on the results so far (tuning asks its sampler after each result)
+    and one that knows them all in advance (evaluation) drive it alike (``dispatch``).
 
     ``capacity``: units worth keeping in flight; ``busy``: units submitted and not yet taken.
-    ``next_done`` blocks until a unit returns (any order) and gives None once ``stop`` is set
-    and nothing more will come; ``cancel`` drops what is still in flight.
+    ``next_done`` blocks until a unit returns. Once ``stop`` is set, units not yet started are
+    dropped and those running are cancelled: each still comes back, finished if it finished
+    first, else ``lost``; None once nothing is in flight. ``live``: where the messages of units
+    with ``live_every_s`` go, each delivered before its unit's result is returned. ``close``
+    drops what is still in flight.
     """
 
     capacity: int
@@ -191,7 +194,55 @@ class Pool(Protocol):
 
     def next_done(self) -> UnitResult | None: ...
 
-    def cancel(self) -> None: ...
+    def close(self) -> None: ...
+
+
+class Work(Protocol):
+    """One phase of a sweep as ``dispatch`` drives it: the units it wants run, and what it
+    does with each result (record it, count it, tell a study)."""
+
+    def next_unit(self) -> WorkUnit | None:
+        """The next unit to run, or None when there is none to hand out now."""
+        ...
+
+    def take(self, result: UnitResult) -> bool:
+        """A returned unit; False ends the phase (the sweep stopped)."""
+        ...
+
+    def wait(self) -> bool:
+        """Nothing is in flight and ``next_unit`` had none: wait for what may bring more (a
+        study waits for its runs' records before it is told, then asks again); False when
+        the phase is done."""
+        ...
+
+
+def dispatch(
+    executor: Executor, work: Work, stop: threading.Event, live: Deliver | None = None
+) -> None:
+    """The one loop between a phase's work and the executor: keep up to the pool's capacity
+    of units in flight, hand each result to ``work`` as it returns, until the work is done or
+    ``stop`` is set. After a stop nothing new starts; what finished before the cancel is still
+    taken, and the first unit that did not return ends the loop (it was cancelled, not lost:
+    its trials stay pending, as do those of the units still in flight)."""
+    pool = executor.pool(stop, live)
+    try:
+        while True:
+            while not stop.is_set() and pool.busy < pool.capacity:
+                unit = work.next_unit()
+                if unit is None:
+                    break
+                pool.submit(unit)
+            if pool.busy == 0:
+                if stop.is_set() or not work.wait():
+                    return
+                continue
+            result = pool.next_done()
+            if result is None or (result.lost and stop.is_set()):
+                return
+            if not work.take(result):
+                return
+    finally:
+        pool.close()
 
 
 class InProcessExecutor:
@@ -203,30 +254,23 @@ class InProcessExecutor:
         self.accelerator, self.threads = accelerator, threads
         self.description = "this process" + (f" ({threads} torch threads)" if threads else "")
 
-    def run(
-        self, units: Sequence[WorkUnit], stop: threading.Event, live: Deliver | None = None
-    ) -> Iterator[UnitResult]:
-        for unit in units:
-            if stop.is_set():
-                return
-            if live is not None:  # the trial trains in this process: deliver directly
-                unit = dataclasses.replace(unit, live=live)
-            yield run_unit(unit, accelerator=self.accelerator, threads=self.threads, stop=stop)
-
-    def pool(self, stop: threading.Event) -> InProcessPool:
-        return InProcessPool(self, stop)
+    def pool(self, stop: threading.Event, live: Deliver | None = None) -> InProcessPool:
+        return InProcessPool(self, stop, live)
 
     def close(self) -> None:
         pass
 
 
 class InProcessPool:
-    """One unit at a time, run when its result is asked for."""
+    """One unit at a time, run when its result is asked for; Ctrl-C stops it at its next
+    step (its results come back ``interrupted``)."""
 
     capacity = 1
 
-    def __init__(self, executor: InProcessExecutor, stop: threading.Event):
-        self.executor, self.stop = executor, stop
+    def __init__(
+        self, executor: InProcessExecutor, stop: threading.Event, live: Deliver | None = None
+    ):
+        self.executor, self.stop, self.live = executor, stop, live
         self._queue: deque[WorkUnit] = deque()
 
     @property
@@ -234,16 +278,21 @@ class InProcessPool:
         return len(self._queue)
 
     def submit(self, unit: WorkUnit) -> None:
+        if self.live is not None:  # the trial trains in this process: deliver directly
+            unit = dataclasses.replace(unit, live=self.live)
         self._queue.append(unit)
 
     def next_done(self) -> UnitResult | None:
-        if not self._queue or self.stop.is_set():
+        if self.stop.is_set():
+            self._queue.clear()  # not started: nothing to cancel
+            return None
+        if not self._queue:
             return None
         unit = self._queue.popleft()
         ex = self.executor
         return run_unit(unit, accelerator=ex.accelerator, threads=ex.threads, stop=self.stop)
 
-    def cancel(self) -> None:
+    def close(self) -> None:
         self._queue.clear()
 
 
@@ -381,45 +430,8 @@ class RayExecutor:
         warm = ray.remote(_warm_worker).options(num_cpus=plan.num_cpus, num_gpus=plan.num_gpus)
         self._warming = [warm.remote() for _ in range(plan.workers)]
 
-    def run(
-        self, units: Sequence[WorkUnit], stop: threading.Event, live: Deliver | None = None
-    ) -> Iterator[UnitResult]:
-        import ray
-
-        from gradatlas.runners.live import QueueSender, RayFeed
-
-        feed = RayFeed() if live is not None and any(u.live_every_s > 0 for u in units) else None
-        queue = list(units)
-        if feed is not None:
-            queue = [dataclasses.replace(u, live=QueueSender(feed.queue)) for u in queue]
-        in_flight: dict[Any, WorkUnit] = {}
-        limit = max(1, 2 * self.workers)
-        try:
-            while queue or in_flight:
-                while queue and len(in_flight) < limit and not stop.is_set():
-                    unit = queue.pop(0)
-                    in_flight[self.submit(unit)] = unit
-                if stop.is_set() and not in_flight:
-                    return
-                if stop.is_set():
-                    queue.clear()
-                done, _ = ray.wait(list(in_flight), num_returns=1, timeout=0.5)
-                # After the wait: a unit that returned put its messages before it did.
-                if feed is not None and live is not None and (messages := feed.drain()):
-                    live(messages)
-                for ref in done:
-                    yield _ray_result(ref, in_flight.pop(ref))
-                if stop.is_set():
-                    for ref in in_flight:
-                        ray.cancel(ref, force=True)
-        finally:
-            for ref in in_flight:
-                ray.cancel(ref, force=True)
-            if feed is not None:
-                feed.close()
-
-    def pool(self, stop: threading.Event) -> RayPool:
-        return RayPool(self, stop)
+    def pool(self, stop: threading.Event, live: Deliver | None = None) -> RayPool:
+        return RayPool(self, stop, live)
 
     def submit(self, unit: WorkUnit) -> Any:
         return self._remote.remote(unit, self.accelerator, self.plan.threads)
@@ -432,38 +444,56 @@ class RayExecutor:
 
 
 class RayPool:
-    """Units as Ray tasks, at most ``2 x workers`` of them worth keeping in flight."""
+    """Units as Ray tasks, at most ``2 x workers`` of them worth keeping in flight. Live
+    messages travel through a Ray queue (``runners.live.RayFeed``), opened at the first unit
+    that sends any and drained after every wait."""
 
-    def __init__(self, executor: RayExecutor, stop: threading.Event):
-        self.executor, self.stop = executor, stop
+    def __init__(self, executor: RayExecutor, stop: threading.Event, live: Deliver | None = None):
+        self.executor, self.stop, self.live = executor, stop, live
         self.capacity = max(1, 2 * executor.workers)
         self._in_flight: dict[Any, WorkUnit] = {}
+        self._feed: Any = None
+        self._cancelled = False
 
     @property
     def busy(self) -> int:
         return len(self._in_flight)
 
     def submit(self, unit: WorkUnit) -> None:
+        if self.live is not None and unit.live_every_s > 0:
+            from gradatlas.runners.live import QueueSender, RayFeed
+
+            self._feed = self._feed or RayFeed()
+            unit = dataclasses.replace(unit, live=QueueSender(self._feed.queue))
         self._in_flight[self.executor.submit(unit)] = unit
 
     def next_done(self) -> UnitResult | None:
         import ray
 
         while self._in_flight:
-            if self.stop.is_set():
-                self.cancel()
-                return None
+            if self.stop.is_set() and not self._cancelled:
+                self._cancel()  # each still comes back: finished first, or lost
             done, _ = ray.wait(list(self._in_flight), num_returns=1, timeout=0.5)
+            # After the wait: a unit that returned put its messages before it did.
+            if self._feed is not None and self.live is not None and (msgs := self._feed.drain()):
+                self.live(msgs)
             if done:
                 return _ray_result(done[0], self._in_flight.pop(done[0]))
         return None
 
-    def cancel(self) -> None:
+    def _cancel(self) -> None:
         import ray
 
+        self._cancelled = True
         for ref in self._in_flight:
             ray.cancel(ref, force=True)
+
+    def close(self) -> None:
+        self._cancel()
         self._in_flight.clear()
+        if self._feed is not None:
+            self._feed.close()
+            self._feed = None
 
 
 def _ray_result(ref: Any, unit: WorkUnit) -> UnitResult:

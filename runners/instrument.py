@@ -23,7 +23,6 @@ would have stopped; the trainer stops when every member has exploded.
 
 from __future__ import annotations
 
-import threading
 import time
 from typing import Any
 
@@ -38,9 +37,10 @@ from gradatlas.runners.outcome import explosion_mask, explosion_rule
 class GradientInstrument(pl.Callback):
     """Records loss, global grad norm and global update norm every step, per-layer grad norms and
     update/weight ratios every ``every`` steps, validation metrics every ``eval_every`` steps,
-    per member;
-    freezes a member on explosion and stops the trainer when none is left or ``stop`` is set
-    (Ctrl-C).
+    per member; freezes a member on explosion and stops the trainer when none is left.
+
+    What acts on an evaluation (pruning, live flushing: ``runners.callbacks``) is another
+    callback, after this one in the Trainer's list, reading ``step_eval``.
 
     The global gradient norm is recorded twice where the trial clips: raw (before clipping,
     ``step_grad_norm_raw``) and as applied (``step_grad_norm``, what each member's clipping
@@ -59,7 +59,6 @@ class GradientInstrument(pl.Callback):
         eval_every: int,
         evaluate: Any,
         explode_grad_norm: float,
-        stop: threading.Event | None = None,
         grad_overflow_skipped: bool = False,
         *,
         clip_mode: str = "none",
@@ -73,7 +72,6 @@ class GradientInstrument(pl.Callback):
         self.eval_every = eval_every
         self.evaluate = evaluate  # () -> dict of (members,) tensors (val_loss, val_acc, ...)
         self.explode_grad_norm = explode_grad_norm
-        self.stop = stop
         self.grad_overflow_skipped = grad_overflow_skipped  # 16-mixed: see runners/outcome.py
         # How the Trainer (or the batched module, per member) clips after this callback has
         # read the gradient: "none", "norm" or "value", and the bound.
@@ -85,16 +83,15 @@ class GradientInstrument(pl.Callback):
         self.members = int(getattr(model, "members", 1))
         self.seconds = 0.0  # time spent inside this callback: instrumentation's cost
         self.alive = [True] * self.members  # not exploded
-        self.interrupted = False
         self.steps_run = [0] * self.members
         # Layer weights' (members, layers) norms before the step of a layer record, until the
         # update ratio is taken after it; None between records.
         self._weight_norm_before: torch.Tensor | None = None
         self._before_taken = False  # ``_before`` holds this step's parameters, not yet subtracted
         self._checked_upto = 0
-        # Called with the instrument after each evaluation during training (live runs: a worker
-        # sends new points to the driver); its time is its own, not instrumentation's.
-        self.after_eval: Any = None
+        # The evaluation the training step that just ended made, as appended to ``evals``
+        # (step, metrics, alive), or None: what the callbacks after this one act on.
+        self.step_eval: tuple[int, dict[str, torch.Tensor], list[bool]] | None = None
 
     @property
     def exploded(self) -> bool:
@@ -213,14 +210,11 @@ class GradientInstrument(pl.Callback):
             self._check_explosion(trainer, pl_module, step)
         last = step + 1 >= self.max_steps
         evaluated = not self.exploded and ((step + 1) % self.eval_every == 0 or last)
+        self.step_eval = None
         if evaluated:
-            self.evals.append((step + 1, self.evaluate(), list(self.alive)))
-        if self.stop is not None and self.stop.is_set():
-            self.interrupted = True
-            trainer.should_stop = True
+            self.step_eval = (step + 1, self.evaluate(), list(self.alive))
+            self.evals.append(self.step_eval)
         self.seconds += time.perf_counter() - t0
-        if evaluated and self.after_eval is not None and not last:
-            self.after_eval(self)
 
     def _record_update(self, step: int) -> None:
         """The global norm of the update just applied, per member, over every trainable

@@ -94,6 +94,7 @@ from typing import Any
 import numpy as np
 
 from gradatlas.record import OUTCOMES as OUTCOMES  # re-exported; the names live in the record
+from gradatlas.record import OutcomeLabel
 
 
 @dataclass
@@ -259,7 +260,9 @@ def _exploded(trace: Trace, t: Mapping[str, Any]) -> Outcome | None:
         return None
     if first_bad is None or (eval_step is not None and eval_step < first_bad):
         return Outcome(
-            "exploded", f"validation loss not finite at step {eval_step}", explode_step=eval_step
+            OutcomeLabel.EXPLODED,
+            f"validation loss not finite at step {eval_step}",
+            explode_step=eval_step,
         )
     step = first_bad
     value, g = loss[step], gn[step]
@@ -288,7 +291,7 @@ def _exploded(trace: Trace, t: Mapping[str, Any]) -> Outcome | None:
         why = f"gradient norm {g} {applied} at step {step}"
     else:
         why = f"gradient norm {g:.3g} {applied} > {t['explode_grad_norm']:g} at step {step}{raw}"
-    return Outcome("exploded", why, explode_step=step)
+    return Outcome(OutcomeLabel.EXPLODED, why, explode_step=step)
 
 
 def classify(trace: Trace, thresholds: Mapping[str, Any]) -> Outcome:
@@ -328,12 +331,14 @@ def classify(trace: Trace, thresholds: Mapping[str, Any]) -> Outcome:
         if dead and near_initial:
             later.append("the first layer's gradient was then exactly 0 (dead units)")
         note = f"; after it, {' and '.join(later)}" if later else ""
-        return Outcome("converged", f"{target_text} at step {step}{note}", steps_to_target=step)
+        return Outcome(
+            OutcomeLabel.CONVERGED, f"{target_text} at step {step}{note}", steps_to_target=step
+        )
 
     # 3. dead
     if dead and near_initial and f is not None:
         return Outcome(
-            "dead",
+            OutcomeLabel.DEAD,
             f"{_dead_reason(trace, f, t)}; loss {final:.4g} made no lasting progress below its "
             f"reference {reference:.4g}",
         )
@@ -341,7 +346,7 @@ def classify(trace: Trace, thresholds: Mapping[str, Any]) -> Outcome:
     # 4. diverged
     if diverged:
         return Outcome(
-            "diverged",
+            OutcomeLabel.DIVERGED,
             f"final loss {final:.4g} > (1 + {rise:g}) x its start scale {scale:.4g} "
             f"(step-0 loss {start:.4g})",
         )
@@ -351,7 +356,7 @@ def classify(trace: Trace, thresholds: Mapping[str, Any]) -> Outcome:
         vanished = _vanished(trace, f, t)
         if vanished is not None:
             return Outcome(
-                "vanished",
+                OutcomeLabel.VANISHED,
                 f"{vanished}; loss {final:.4g} stayed near its reference {reference:.4g}",
             )
 
@@ -360,18 +365,20 @@ def classify(trace: Trace, thresholds: Mapping[str, Any]) -> Outcome:
         chance_acc = 1.0 / (trace.num_classes or 1)
         if best < chance_acc + t["chance_margin"]:
             return Outcome(
-                "stalled",
+                OutcomeLabel.STALLED,
                 f"best val accuracy {best:.3f} < chance {chance_acc:.3f} + {t['chance_margin']:g}",
             )
     else:
         val_start = float(trace.val_loss[0]) if trace.val_loss.size else float("nan")
         if best > val_start * (1 - t["loss_progress"]):
             return Outcome(
-                "stalled",
+                OutcomeLabel.STALLED,
                 f"best val loss {best:.4g} not below {1 - t['loss_progress']:g} x initial "
                 f"{val_start:.4g}",
             )
-    return Outcome("unconverged", f"learned, but best was {best:.4g}; target {target_text}")
+    return Outcome(
+        OutcomeLabel.UNCONVERGED, f"learned, but best was {best:.4g}; target {target_text}"
+    )
 
 
 @dataclass(frozen=True)

@@ -63,8 +63,8 @@ class Recorder:
         """Hand over a returned unit, as plain records (the recorder never imports torch).
         ``writes``: the unit's records already made (tuning runs: their kind, parent and tags),
         instead of one trial run per result."""
-        from gradatlas.runners.store import StoreWriteError
         from gradatlas.runners.tracking import TrialWrite
+        from gradatlas.store import StoreWriteError
 
         if writes is None:
             writes = [TrialWrite.of(r) for r in unit.results]
@@ -90,7 +90,7 @@ class Recorder:
         out = []
         with contextlib.suppress(EOFError, OSError):
             if wait and not self._reports_r.poll(wait) and self._proc.poll() is not None:
-                from gradatlas.runners.store import StoreWriteError
+                from gradatlas.store import StoreWriteError
 
                 raise StoreWriteError(
                     f"the recorder process ended (exit status {self._proc.poll()}) and cannot write"
@@ -144,12 +144,9 @@ def _recorder_main(
     reports_w = Connection(reports_fd, readable=False)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    from gradatlas.record import quiet_mlflow
-    from gradatlas.runners import store
-    from gradatlas.runners.tracking import Tracker
+    from gradatlas.store import StoreWriteError, classify_write_error, open_store
 
-    quiet_mlflow()
-    tracker = Tracker(tracking_uri)
+    store = open_store(tracking_uri, create=False)  # the driver created and checked it
     inbox: queue.Queue = queue.Queue()
 
     def read() -> None:  # drain the pipe at once, so the driver never waits on a send
@@ -163,7 +160,7 @@ def _recorder_main(
         inbox.put(None)
 
     threading.Thread(target=read, daemon=True).start()
-    live: dict[str, Any] = {}  # trial id -> its RUNNING run (tracking.LiveRun)
+    live: dict[str, Any] = {}  # trial id -> its RUNNING run (store.LiveRun)
     failed = False
     last_beat = time.monotonic()
     while True:
@@ -174,7 +171,7 @@ def _recorder_main(
         if not failed and time.monotonic() - last_beat > HEARTBEAT_S:  # the sweep is alive
             with contextlib.suppress(Exception):
                 # The driver's pid, not ours: a second driver is told whom to wait for.
-                store.heartbeat(tracker.client, sweep_id, pid=driver_pid)
+                store.heartbeat(sweep_id, pid=driver_pid)
             last_beat = time.monotonic()
         if unit is None:
             break
@@ -182,17 +179,17 @@ def _recorder_main(
             continue
         if isinstance(unit, dict):  # live-run messages: nothing to report unless they fail
             try:
-                _write_live(tracker, experiment_id, sweep_id, unit[LIVE], live)
+                write_live(store, experiment_id, sweep_id, unit[LIVE], live)
             except Exception as exc:
                 failed = True
-                why = store.classify_write_error(exc) or f"{type(exc).__name__}: {exc}"
+                why = classify_write_error(exc) or f"{type(exc).__name__}: {exc}"
                 with contextlib.suppress(OSError):
                     reports_w.send({"error": why, "write_error": True})
             continue
         report: dict[str, Any] = {"duplicates": [], "logging_s": 0.0}
         try:
-            _write_unit(tracker, experiment_id, sweep_id, unit, force, report, live)
-        except store.StoreWriteError as exc:
+            _write_unit(store, experiment_id, sweep_id, unit, force, report, live)
+        except StoreWriteError as exc:
             failed, report["error"], report["write_error"] = True, str(exc), True
         except Exception as exc:
             failed = True
@@ -203,7 +200,7 @@ def _recorder_main(
     # driver died. Their trials stay pending (rerun on resume); the runs keep their points.
     for run in live.values():
         with contextlib.suppress(Exception):
-            tracker.kill_live(
+            store.kill_live(
                 run, "the sweep ended before this trial reported (stopped, its worker lost, or "
                 "the driver gone); it is rerun on resume",
             )  # fmt: skip
@@ -211,46 +208,40 @@ def _recorder_main(
         reports_w.send({CLOSED: True})
 
 
-def _write_live(tracker, exp_id, sweep_id, messages, live) -> None:
+def write_live(store, exp_id, sweep_id, messages, live) -> None:
     """Create the RUNNING runs of trials that started; append flushed points to theirs."""
     from gradatlas.runners.live import POINTS, START
 
     for message in messages:
         trial_id = message["trial_id"]
         if message["t"] == START and trial_id not in live:  # a retried unit reuses its run
-            live[trial_id] = tracker.start_live(exp_id, sweep_id, message)
+            live[trial_id] = store.start_live(
+                exp_id,
+                sweep_id,
+                run_name=message["run_name"],
+                tags=message["tags"],
+                params=message["params"],
+                start_ms=message["start_ms"],
+            )
         elif message["t"] == POINTS and trial_id in live:
-            tracker.live_points(live[trial_id], message["points"])
+            store.live_points(live[trial_id], message["points"])
 
 
-def _write_unit(tracker, exp_id, sweep_id, unit, force, report, live=None) -> None:
-    """Everything one returned unit leaves in the store; a failed write says why in one line.
-    A trial with a live run is written into it (tuning runs never have one)."""
+def _write_unit(store, exp_id, sweep_id, unit, force, report, live=None) -> None:
+    """Everything one returned unit leaves in the store, in one ``record_unit``; a failed write
+    raises ``StoreWriteError`` with one line. A trial with a live run is written into it
+    (tuning runs never have one)."""
     from gradatlas.record import KIND_TRIAL
-    from gradatlas.runners import store
+    from gradatlas.runners.tracking import write_unit
 
     live = {} if live is None else live
     writes, failures = unit
-    for write in writes:
-        t0 = time.perf_counter()
-        run = live.pop(write.trial_id, None) if write.kind == KIND_TRIAL else None
-        if not (force or write.interrupted) and tracker.recorded(exp_id, write):
-            report["duplicates"].append(write.label)
-            if run is not None:  # another attempt's run: the record exists once already
-                tracker.client.delete_run(run.run_id)
-            continue
-        try:
-            tracker.write_trial(exp_id, sweep_id, write, live=run)
-        except Exception as exc:
-            why = store.classify_write_error(exc)
-            if why is None:
-                raise
-            raise store.StoreWriteError(why) from exc
-        report["logging_s"] += time.perf_counter() - t0
-    for failure in failures:
-        tracker.record_failure(
-            exp_id, sweep_id, failure, live=live.pop(failure.trial.trial_id, None)
-        )
+    ids = [w.trial_id for w in writes if w.kind == KIND_TRIAL]
+    ids += [f.trial.trial_id for f in failures]
+    mine = {tid: live.pop(tid) for tid in ids if tid in live}
+    written = write_unit(store, exp_id, sweep_id, writes, failures, live=mine, force=force)
+    report["duplicates"] += written.duplicates
+    report["logging_s"] += written.seconds
 
 
 if __name__ == "__main__":

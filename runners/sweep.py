@@ -1,8 +1,8 @@
 """Run a suite: check the store, skip what is done, run the rest on an executor, record each.
 
-"Expand the suite", "run one unit of trials" (``runners.executor``) and "record one trial"
-(``runners.tracking``) stay separate; this module only sequences them on the driver, which alone
-writes MLflow, shows progress, and handles signals:
+"Expand the suite", "run one unit of trials" (``runners.executor``) and "record one unit"
+(``gradatlas.store``, through ``runners.tracking``) stay separate; this module only sequences them
+on the driver, which alone writes the store, shows progress, and handles signals:
 
 - the first Ctrl-C or SIGTERM (what ``timeout``, Slurm and Kubernetes send) stops the trial in
   progress at its next step (in-process: recorded KILLED, rerun on resume) or cancels the units
@@ -24,15 +24,31 @@ import signal
 import sys
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from gradatlas.errors import UserInputError
-from gradatlas.record import FAILED_OUTCOME, OUTCOME, OUTCOME_ORDER, TODO_TRIALS, final_label
-from gradatlas.runners.executor import InProcessExecutor
+from gradatlas.record import (
+    FAILED_OUTCOME,
+    OUTCOME,
+    OUTCOME_ORDER,
+    TODO_TRIALS,
+    OutcomeLabel,
+    RunKind,
+    RunStatus,
+    final_label,
+)
+from gradatlas.runners.executor import (
+    InProcessExecutor,
+    UnitResult,
+    WorkUnit,
+    dispatch,
+    make_units,
+)
 from gradatlas.runners.recorder import Recorder
+from gradatlas.store import RecordStore, StoreWriteError, open_store, redact
 from gradatlas.suites import Suite
 
 
@@ -72,7 +88,7 @@ class SweepSummary:
     logging_s: float = 0.0
     trial_s: float = 0.0
     suite: Any = None  # the suite whose trials were run (a tuned suite: at the best values)
-    tuning: Any = None  # runners.tuning.TuningSummary of a suite with a tune block
+    tuning: Any = None  # runners.tuning.tuner.TuningSummary of a suite with a tune block
 
 
 def _fmt_time(seconds: float) -> str:
@@ -179,7 +195,7 @@ def pending_trials(
 
 def run_suite(
     suite: Suite,
-    tracking_uri: str,
+    store: RecordStore | str,
     *,
     force: bool = False,
     retry_failed: bool = False,
@@ -191,7 +207,8 @@ def run_suite(
     optuna_storage: str | None = None,
 ) -> SweepSummary:
     """Run what is pending of ``suite`` on ``executor`` (default: in this process) and record
-    it in ``tracking_uri``. ``batch_seeds`` (default: the suite's ``execution.batch_seeds``)
+    it in ``store`` (a store this process opened, or a URI to open as the writer).
+    ``batch_seeds`` (default: the suite's ``execution.batch_seeds``)
     says how many seeds of a cell train together. Raises ``UserInputError`` (exit 2) for a
     store that cannot be used or another live driver of this suite, before any trial trains.
 
@@ -199,26 +216,25 @@ def run_suite(
     ``optuna_storage``, default beside a SQLite MLflow store) and its trials then run at each
     group's best values; ``limit`` and ``force`` apply to those trials, never to tuning runs.
     ``summary.suite`` is the suite whose trials were run (the tuned one)."""
-    from gradatlas.runners import store
-    from gradatlas.runners.tracking import Tracker
+    from gradatlas.runners.tracking import start_sweep, suite_experiment
 
-    store.open_store(tracking_uri)  # probes and creates the store once, before anything runs
-    tracker = Tracker(tracking_uri)
-    exp_id = tracker.ensure_experiment(suite.name)
-    closed = store.close_dead_runs(tracker.client, exp_id)
-    others = store.live_drivers(tracker.client, exp_id)
+    if not isinstance(store, RecordStore):
+        store = open_store(store)  # probes and creates the store once, before anything runs
+    exp_id = suite_experiment(store, suite.name)
+    closed = store.close_dead_runs(exp_id)
+    others = store.live_drivers(exp_id)
     if others:
         raise UserInputError(
             f"another gradatlas run of '{suite.name}' is driving this store: "
             + "; ".join(d.describe() for d in others)
             + ". Wait for it to finish or stop it; two drivers of one suite would run the same "
             "trials twice",
-            source=tracking_uri,
+            source=redact(store.uri),
         )
-    tuner = _open_tuner(suite, tracking_uri, optuna_storage, tracker, exp_id, stream)
+    tuner = _open_tuner(suite, store, optuna_storage, exp_id, stream)
     if tuner is not None and tuner.tuned:
         suite = dataclasses.replace(suite, trials=tuner.evaluation_trials())
-    summary = SweepSummary(exp_id, tracking_uri, len(suite.trials), 0, suite=suite)
+    summary = SweepSummary(exp_id, store.uri, len(suite.trials), 0, suite=suite)
     summary.closed_stale = closed
     if closed != (0, 0):
         stream.write(
@@ -226,7 +242,7 @@ def run_suite(
             "that died (now KILLED; their trials run again)\n"
         )
     tuning = tuner is not None and not tuner.complete
-    todo, pending, skipped_failed = _pending(suite, tracker, exp_id, force, retry_failed, limit)
+    todo, pending, skipped_failed = _pending(suite, store, exp_id, force, retry_failed, limit)
     summary.skipped = len(suite.trials) - pending
     if not todo and not tuning:
         if tuner is not None:
@@ -255,17 +271,20 @@ def run_suite(
         )
     else:
         _say_running(stream, suite, todo, pending, summary.skipped, skipped_failed, executor)
-    sweep_id = tracker.start_sweep(exp_id, suite, len(suite.trials), None if tuning else len(todo))
-    store.claim_sweep(tracker.client, sweep_id)  # host, pid, heartbeat: whose sweep this is
+    sweep_id = start_sweep(store, exp_id, suite, len(suite.trials), None if tuning else len(todo))
+    store.claim_sweep(sweep_id)  # host, pid, heartbeat: whose sweep this is
     t0 = time.perf_counter()
-    status = "FINISHED"
+    status = RunStatus.FINISHED
     signals = StopOnSignals(stream)
     batch = batch_seeds or suite.spec.execution.batch_seeds
     try:
         with signals:
             if tuning:
-                summary.tuning = tuner.run(
-                    tracking_uri=tracking_uri,
+                from gradatlas.runners.tuning.driver import run_tuning
+
+                summary.tuning = run_tuning(
+                    tuner,
+                    tracking_uri=store.uri,
                     sweep_id=sweep_id,
                     executor=executor,
                     signals=signals,
@@ -278,7 +297,7 @@ def run_suite(
                     suite = dataclasses.replace(suite, trials=tuner.evaluation_trials())
                     summary.suite = suite
                     todo, pending, skipped_failed = _pending(
-                        suite, tracker, exp_id, force, retry_failed, limit
+                        suite, store, exp_id, force, retry_failed, limit
                     )
                     summary.skipped = len(suite.trials) - pending
                     if todo:
@@ -295,7 +314,7 @@ def run_suite(
                 _evaluate(
                     suite,
                     todo,
-                    tracking_uri,
+                    store.uri,
                     exp_id,
                     sweep_id,
                     force,
@@ -308,41 +327,41 @@ def run_suite(
                 )
             if signals.event.is_set():
                 summary.interrupted = True
-    except store.StoreWriteError as exc:
+    except StoreWriteError as exc:
         summary.write_error = str(exc)
-        status = "KILLED"
+        status = RunStatus.KILLED
     except BaseException:
-        status = "KILLED"
+        status = RunStatus.KILLED
         summary.interrupted = True
         raise
     finally:
         executor.close()
         summary.signal_name = signals.signal_name
         if summary.interrupted:
-            status = "KILLED"
+            status = RunStatus.KILLED
         with contextlib.suppress(Exception):  # the store may be the thing that failed
             if tuning and not summary.interrupted and not summary.write_error:
-                tracker.client.set_tag(sweep_id, TODO_TRIALS, str(len(todo)))
-            tracker.end_sweep(sweep_id, status)
+                store.log(sweep_id, tags={TODO_TRIALS: str(len(todo))})
+            store.set_status(sweep_id, status)
         summary.wall_s = time.perf_counter() - t0
     return summary
 
 
 def _open_tuner(
     suite: Suite,
-    tracking_uri: str,
+    store: RecordStore,
     optuna_storage: str | None,
-    tracker: Any,
     exp_id: str,
     stream: TextIO,
 ) -> Any:
     """The suite's studies, opened (None for a suite without a tune block); what dead drivers
-    left RUNNING in them and in MLflow is closed first (no other driver is alive by now)."""
+    left RUNNING in them and in the store is closed first (no other driver is alive by now)."""
     if suite.spec.tune is None:
         return None
-    from gradatlas.runners import tuning
+    from gradatlas.runners.tuning.storage import default_storage
+    from gradatlas.runners.tuning.tuner import Tuner
 
-    storage = optuna_storage or tuning.default_storage(tracking_uri)
+    storage = optuna_storage or default_storage(store.local_dir)
     if storage is None:
         raise UserInputError(
             "this suite has a tune block and the MLflow store is a server: name the Optuna "
@@ -350,21 +369,21 @@ def _open_tuner(
             "postgresql://HOST/optuna or sqlite:////shared/optuna.db)",
             source=suite.source,
         )
-    tuning.close_dead_tuning_runs(tracker.client, exp_id)
-    return tuning.Tuner.open(suite, storage, tracker.client, exp_id, stream)
+    store.close_running(exp_id, (RunKind.TUNING, RunKind.STUDY))
+    return Tuner.open(suite, storage, store, exp_id, stream)
 
 
 def _pending(
     suite: Suite,
-    tracker: Any,
+    store: RecordStore,
     exp_id: str,
     force: bool,
     retry_failed: bool,
     limit: int | None,
 ) -> tuple[list[Any], int, int]:
     """(the trials to run now, how many are pending, how many are skipped as failed)."""
-    done = set() if force else set(tracker.finished_trials(exp_id))
-    failed = set() if (force or retry_failed) else tracker.failed_trials(exp_id)
+    done = set() if force else set(store.finished_trials(exp_id))
+    failed = set() if (force or retry_failed) else store.failed_trials(exp_id)
     todo, pending = pending_trials(suite, done, failed, limit)
     skipped_failed = len(
         [t for t in suite.trials if t.trial_id in failed and t.trial_id not in done]
@@ -410,29 +429,56 @@ def _evaluate(
 ) -> None:
     """The trials, unit by unit as the executor returns them, each recorded at once.
     ``tags``: trial id -> tags its run gets besides a trial's own (a tuned trial's rank)."""
-    from gradatlas.runners.executor import make_units
-    from gradatlas.runners.tracking import TrialWrite
-
     progress = Progress(len(todo), executor.workers, stream)
     # From here until it closes, only the recorder process writes the store.
     recorder = Recorder(tracking_uri, exp_id, sweep_id, force)
     try:
         every = suite.spec.execution.live_every_s
         units = [dataclasses.replace(u, live_every_s=every) for u in make_units(todo, batch_seeds)]
-        for unit in executor.run(units, signals.event, live=recorder.live if every else None):
-            writes = None
-            if tags:
-                writes = [TrialWrite.of(r) for r in unit.results]
-                writes = [dataclasses.replace(w, tags=tags.get(w.trial_id, {})) for w in writes]
-            with signals.writing():  # a second signal never cuts a unit in half
-                recorder.put(unit, writes=writes)  # written while the next unit trains
-            _account(unit, summary, progress, stream, stopping=signals.event.is_set())
-            _reconcile(recorder.reports(), summary)
-            if summary.interrupted:
-                break
+        work = _Evaluation(units, recorder, tags, signals, summary, progress, stream)
+        dispatch(executor, work, signals.event, live=recorder.live if every else None)
     finally:
         with signals.writing():  # a second signal waits until the queue is written
             _reconcile(recorder.close(), summary)
+
+
+class _Evaluation:
+    """The evaluation trials as ``runners.executor.Work``: their units in plan order, each
+    returned unit handed to the recorder, counted and shown."""
+
+    def __init__(
+        self,
+        units: list[WorkUnit],
+        recorder: Recorder,
+        tags: Mapping[str, dict[str, str]] | None,
+        signals: StopOnSignals,
+        summary: SweepSummary,
+        progress: Progress,
+        stream: TextIO,
+    ):
+        self.units = deque(units)
+        self.recorder, self.tags, self.signals = recorder, tags, signals
+        self.summary, self.progress, self.stream = summary, progress, stream
+
+    def next_unit(self) -> WorkUnit | None:
+        return self.units.popleft() if self.units else None
+
+    def take(self, unit: UnitResult) -> bool:
+        from gradatlas.runners.tracking import TrialWrite
+
+        writes = None
+        if self.tags:
+            writes = [TrialWrite.of(r) for r in unit.results]
+            writes = [dataclasses.replace(w, tags=self.tags.get(w.trial_id, {})) for w in writes]
+        with self.signals.writing():  # a second signal never cuts a unit in half
+            self.recorder.put(unit, writes=writes)  # written while the next unit trains
+        stopping = self.signals.event.is_set()
+        _account(unit, self.summary, self.progress, self.stream, stopping=stopping)
+        _reconcile(self.recorder.reports(), self.summary)
+        return not self.summary.interrupted
+
+    def wait(self) -> bool:
+        return False  # every unit was known from the start: none is in flight, so all are back
 
 
 def _account(
@@ -467,8 +513,6 @@ def _account(
 
 def _reconcile(reports: list[dict[str, Any]], summary: SweepSummary) -> None:
     """Fold the recorder's reports in; a write error ends the sweep (``StoreWriteError``)."""
-    from gradatlas.runners import store
-
     for report in reports:
         summary.logging_s += report.get("logging_s", 0.0)
         for label in report.get("duplicates", ()):  # a retried unit, another driver
@@ -479,18 +523,21 @@ def _reconcile(reports: list[dict[str, Any]], summary: SweepSummary) -> None:
                 del summary.counts[label]
         if report.get("error"):
             if report.get("write_error"):
-                raise store.StoreWriteError(report["error"])
+                raise StoreWriteError(report["error"])
             raise RuntimeError(f"the recorder process failed: {report['error']}")
 
 
-def outcome_table(tracking_uri: str, suite: Suite) -> tuple[list[str], list[tuple[str, Counter]]]:
+def outcome_table(
+    store: RecordStore | str, suite: Suite
+) -> tuple[list[str], list[tuple[str, Counter]]]:
     """Outcome counts per cell over every finished (or failed) trial of this suite's plan."""
-    from gradatlas.runners.tracking import Tracker
+    from gradatlas.runners.tracking import suite_experiment
+    from gradatlas.store import as_store
 
-    tracker = Tracker(tracking_uri)
-    exp_id = tracker.ensure_experiment(suite.name)
-    finished = tracker.finished_trials(exp_id)
-    failed = tracker.failed_trials(exp_id)
+    store = as_store(store)
+    exp_id = suite_experiment(store, suite.name)
+    finished = store.finished_trials(exp_id)
+    failed = store.failed_trials(exp_id)
     cells: dict[str, Counter] = {}
     for trial in suite.trials:
         counter = cells.setdefault(trial.cell, Counter())
@@ -498,7 +545,7 @@ def outcome_table(tracking_uri: str, suite: Suite) -> tuple[list[str], list[tupl
         if tags:
             counter[tags[OUTCOME]] += 1
         else:
-            counter[FAILED_OUTCOME if trial.trial_id in failed else "pending"] += 1
-    order = (*OUTCOME_ORDER, FAILED_OUTCOME, "pending")
+            counter[FAILED_OUTCOME if trial.trial_id in failed else OutcomeLabel.PENDING] += 1
+    order = (*OUTCOME_ORDER, FAILED_OUTCOME, OutcomeLabel.PENDING)
     columns = [k for k in order if any(c[k] for c in cells.values())]
     return columns, list(cells.items())

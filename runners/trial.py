@@ -1,8 +1,9 @@
 """One trial's whole life, top to bottom.
 
 resolve config -> build data, model, optimizer -> probe at init -> train under Lightning with the
-instrument callback (validation split) -> classify the outcome -> score the test split once ->
-return a ``TrialResult``. A probe-only trial (``train.steps: 0``) stops after the probe.
+instrument callback (validation split) and the callbacks that act on its evaluations and on stop
+requests (``runners.callbacks``) -> classify the outcome -> score the test split once -> return a
+``TrialResult``. A probe-only trial (``train.steps: 0``) stops after the probe.
 Recording it (MLflow) is someone else's job (``gradatlas.runners.tracking``), so this function
 can run anywhere: in a sweep, in a worker claiming trials from a queue, or in a test.
 
@@ -20,7 +21,7 @@ import math
 import threading
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +32,14 @@ import torch
 from gradatlas.models import build_model
 from gradatlas.models.stacked import stack_models
 from gradatlas.record import PROBE
+from gradatlas.runners.callbacks import (
+    EarlyStopRule,
+    KeepSignalHandlers,
+    LiveFlushCallback,
+    PruningCallback,
+    StopRequestCallback,
+    fit,
+)
 from gradatlas.runners.instrument import GradientInstrument
 from gradatlas.runners.loader import StackedBatches, TensorBatches, trial_data
 from gradatlas.runners.module import StackedTrialModule, TrialModule, loss_for
@@ -201,22 +210,25 @@ def run_trials(
         eval_every=eval_every,
         evaluate=evaluate,
         explode_grad_norm=spec.outcomes.explode_grad_norm,
-        stop=stop,
         grad_overflow_skipped=train.precision == "16-mixed",
         clip_mode=clip.mode,
         clip_max=clip.max if clip.mode != "none" else None,
         thresholds=dataclasses.asdict(spec.outcomes),
         chance_loss=chance,
     )
-    stopped_at: list[int] = []  # tuning: the eval step at which ``early_stop`` ended the fit
-    if early_stop is not None:
-        instrument.evaluate = _stopping(instrument, module, early_stop, stopped_at)
+    # The instrument first: the callbacks after it act on the evaluation it has just made.
+    callbacks: list[pl.Callback] = [instrument, KeepSignalHandlers()]
+    pruning = PruningCallback(instrument, early_stop) if early_stop is not None else None
+    stop_request = StopRequestCallback(stop) if stop is not None else None
+    if pruning is not None:
+        callbacks.append(pruning)
     if live is not None:  # runners.live: the run exists (RUNNING) from here, with its curves
         live.started(
             trials, started_at=started_at, device=str(device), threads=torch.get_num_threads()
         )
-        max_points = spec.instrument.max_points
-        instrument.after_eval = lambda inst: live.tick(inst, max_points)
+        callbacks.append(LiveFlushCallback(instrument, live, spec.instrument.max_points))
+    if stop_request is not None:
+        callbacks.append(stop_request)
     trainer = pl.Trainer(
         accelerator="gpu" if device.type == "cuda" else "cpu",
         devices=1,
@@ -224,7 +236,7 @@ def run_trials(
         max_steps=max_steps,
         max_epochs=-1,
         logger=False,
-        callbacks=[instrument],
+        callbacks=callbacks,
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
@@ -234,11 +246,6 @@ def run_trials(
         gradient_clip_val=clip.max if clip.mode != "none" else None,
         gradient_clip_algorithm=clip.mode if clip.mode != "none" else None,
     )
-    # The sweep owns SIGINT/SIGTERM (first: stop at the next step and record; second: abort).
-    # Lightning's own SIGTERM handler would end the whole process with exit status 0 (its
-    # SIGTERMException is a SystemExit), so a scheduler would take a stopped sweep for a
-    # finished one: keep it from installing handlers for this Trainer.
-    trainer._signal_connector.register_signal_handlers = lambda: None
     t_fit = time.perf_counter()
     with warnings.catch_warnings():
         # Our TensorBatches is not a torch DataLoader, so Lightning's advice about DataLoader
@@ -249,7 +256,7 @@ def run_trials(
         # Lightning 2.6's own _pytree helper uses a torch API deprecated in torch 2.14; nothing
         # in gradatlas calls it, and it says nothing about the trial.
         warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\).*")
-        trainer.fit(module, train_dataloaders=loader)
+        fit(trainer, module, loader, stop_request)
     fit_time = time.perf_counter() - t_fit
     # The test split, scored once after training and never looked at before: the accuracies a
     # report quotes were not used to label, tune or stop anything.
@@ -298,6 +305,8 @@ def run_trials(
     if live is not None:  # what being live cost this trial's worker (share of wall_time_s)
         timing["live_time_s"] = live.seconds / members
     ended_at = time.time()
+    stopped_at = pruning.stopped_at if pruning is not None else None
+    early_stop_extra = {"early_stop_step": stopped_at} if stopped_at is not None else {}
     results = []
     for trial, (outcome, summary, curves, trace), profile in zip(
         trials, judged, profiles, strict=True
@@ -313,10 +322,10 @@ def run_trials(
                 profiles=profile,
                 timing=dict(timing),
                 device=str(device),
-                interrupted=instrument.interrupted,
+                interrupted=stop_request is not None and stop_request.stopped,
                 started_at=started_at,
                 ended_at=ended_at,
-                extra={"early_stop_step": stopped_at[0]} if stopped_at else {},
+                extra=early_stop_extra,
                 environment=worker_environment(),
                 batch_members=[t.trial_id for t in trials] if stacked else [],
                 trace=trace,
@@ -334,34 +343,6 @@ def chance_loss(data: Any, loss: str = "cross_entropy") -> float | None:
         return chance_level(data.num_classes, loss)
     y = data.y_train.double()
     return float(((y - y.mean(dim=0)) ** 2).mean())
-
-
-# -- early stop (tuning's pruners) --------------------------------------------------------------
-# (eval step, each member's validation metrics or None for a member no longer training) -> stop?
-EarlyStopRule = Callable[[int, list[dict[str, float] | None]], bool]
-
-
-def _stopping(
-    instrument: GradientInstrument, module: Any, rule: EarlyStopRule, stopped_at: list[int]
-) -> Any:
-    """The instrument's ``evaluate``, asking ``rule`` after each evaluation during training
-    whether to stop there (a pruned tuning trial: the compute it would still take is saved)."""
-    evaluate = instrument.evaluate
-
-    def evaluate_then_ask() -> dict[str, torch.Tensor]:
-        metrics = evaluate()
-        step = module.trainer.global_step
-        if step > 0 and not stopped_at:
-            values = [
-                {k: float(v[i]) for k, v in metrics.items()} if alive else None
-                for i, alive in enumerate(instrument.alive)
-            ]
-            if rule(step, values):
-                stopped_at.append(step)
-                module.trainer.should_stop = True
-        return metrics
-
-    return evaluate_then_ask
 
 
 def _probe_only(

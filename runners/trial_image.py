@@ -28,13 +28,13 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullLocator
 
 from gradatlas.record import KILLED, PROBE, TrialRecord
-from gradatlas.reports.style import BASE_RC
-from gradatlas.reports.style import OUTCOME_COLORS as VERDICT_COLORS
+from gradatlas.style import BASE_RC
+from gradatlas.style import OUTCOME_COLORS as VERDICT_COLORS
 
 ARTIFACT = "trial.png"  # its artifact name on the trial run (at the root)
 SIZE_IN = (8.0, 3.2)  # inches; at DPI: 800 x 320 px
 DPI = 100
-# The report's outcome colours (reports/style.py: no report stack imported in the recorder),
+# The report's outcome colours (gradatlas/style.py: no report stack imported in the recorder),
 # and the two labels a picture can have that the report never colours.
 OUTCOME_COLORS = VERDICT_COLORS | {PROBE: "#6c757d", KILLED: "#444444"}
 TRAIN_COLOR, VAL_COLOR, BAD_COLOR = "#1f77b4", "#e07b00", OUTCOME_COLORS["exploded"]

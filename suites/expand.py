@@ -195,7 +195,7 @@ class _Expander:
 
     def __init__(self, spec: SuiteSpec, errors: list[UserInputError], partial: bool = False):
         self.spec, self.errors, self.partial = spec, errors, partial
-        self._described: dict[Any, tuple[tuple[int, ...], int, int | None]] = {}
+        self._described: dict[Any, tuple[tuple[int, ...], int, int]] = {}
 
     def error(self, message: str, field: str | None) -> None:
         self.errors.append(UserInputError(message, field=field))
@@ -486,28 +486,22 @@ class _Expander:
         # seed, so the trial config (the identity) holds the number that was used.
         return DatasetDefaults(ds.name, ds.seed, options)
 
-    def _describe(self, ds: DatasetSpec) -> tuple[tuple[int, ...], int, int | None]:
-        """(input shape, outputs, training examples or None when unknown) of one cell's
-        dataset, from its registration alone; the plan's few datasets are described once."""
-        from gradatlas.cost import split_sizes
-        from gradatlas.datasets import describe
+    def _describe(self, ds: DatasetSpec) -> tuple[tuple[int, ...], int, int]:
+        """(input shape, outputs, training examples) of one cell's dataset, from its
+        registration alone; the plan's few datasets are described once."""
+        from gradatlas.datasets import describe, split_sizes
 
         key = (ds.name, tuple(sorted((k, repr(v)) for k, v in ds.options.items())))
         if key not in self._described:
             _, shape, outputs = describe(ds.name, ds.options)
-            try:
-                n_train: int | None = split_sizes(ds.name, ds.options)[0]
-            except ValueError:
-                n_train = None
-            self._described[key] = (shape, outputs, n_train)
+            self._described[key] = (shape, outputs, split_sizes(ds.name, ds.options)[0])
         return self._described[key]
 
     def _check_cell(self, trial: TrialSpec, origin: dict[str, str]) -> bool:
         """Model x dataset, norm x family, the training subset against the training split, and
         the size limits, each against the cell's own dataset and located at the level that
         caused the problem (or the fixed setting when no grid level did)."""
-        from gradatlas.models import check_model_input, estimate_parameters
-        from gradatlas.models.norms import check_norm_family
+        from gradatlas.models import check_family_norm, check_model_input, estimate_parameters
 
         model, limits = trial.model, self.spec.limits
         where = {f: origin.get(f, f"model.{f}") for f in ("depth", "width", "norm", "family")}
@@ -520,7 +514,7 @@ class _Expander:
             blame = origin.get("dataset", "model.family")
             problems.append(UserInputError(exc.message, field=blame))
         subset = trial.train.train_subset
-        if n_train is not None and subset > n_train:
+        if subset > n_train:
             problems.append(
                 UserInputError(
                     f"train_subset {subset:,} exceeds the {n_train:,} training examples of "
@@ -529,7 +523,7 @@ class _Expander:
                 )
             )
         try:
-            check_norm_family(model.norm.name, 0 if model.family == "mlp" else 1)
+            check_family_norm(model.family, model.norm.name)
         except UserInputError as exc:
             problems.append(UserInputError(exc.message, field=where["norm"]))
         if model.depth > limits.max_depth:
@@ -581,7 +575,7 @@ def fixed_model_settings(
 ) -> tuple[dict[str, Any], str, dict[str, Any]]:
     """A suite's ``model`` block -> (model factor values, family, the family's own options).
     Error fields are relative to the block (``depth``, ``init.std``)."""
-    from gradatlas.models import MODELS
+    from gradatlas.models import DEFAULT_FAMILY, MODELS
 
     model = dict(block) if isinstance(block, dict) else {}
     fixed = {
@@ -589,12 +583,12 @@ def fixed_model_settings(
         for name, factor in FACTORS.items()
         if factor.section == "model"
     }
-    family = model.pop("family", "mlp")
+    family = model.pop("family", DEFAULT_FAMILY)
     try:
         MODELS.check_name(family)
     except UserInputError as exc:
         errors.append(exc.located(prefix="family"))
-        return fixed, "mlp", {}
+        return fixed, DEFAULT_FAMILY, {}
     try:
         family_options = MODELS.check_options(family, model)
     except UserInputError as exc:
@@ -615,13 +609,13 @@ def resolve_model(block: dict[str, Any]) -> ModelSpec:
     """A model block as a suite writes it -> the resolved ``ModelSpec``, by the same resolvers
     validation uses (for scripts, notebooks and tests). Raises ``SuiteErrors`` with fields
     relative to the block; the norm is checked against the family."""
-    from gradatlas.models.norms import check_norm_family
+    from gradatlas.models import check_family_norm
 
     errors: list[UserInputError] = []
     fixed, family, options = fixed_model_settings(block, errors)
     if not errors:
         try:
-            check_norm_family(fixed["norm"].name, 0 if family == "mlp" else 1)
+            check_family_norm(family, fixed["norm"].name)
         except UserInputError as exc:
             errors.append(exc.located(prefix="norm"))
     if errors:

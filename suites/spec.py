@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
-from gradatlas.identity import cell_id, trial_id
+from gradatlas.identity import cell_id, config_hash
 from gradatlas.suites import levels as lv
 from gradatlas.suites.levels import Clip, Named, WeightDecay
 from gradatlas.suites.schema import OutcomeSection
@@ -244,7 +244,7 @@ class TrialSpec:
 
     @cached_property
     def trial_id(self) -> str:
-        return trial_id(self.to_config())
+        return config_hash(self.to_config())
 
     @cached_property
     def cell_id(self) -> str:

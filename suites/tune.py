@@ -97,7 +97,7 @@ def budget_steps(spec: Any) -> int | None:
     train = spec.train
     if train.steps is not None:
         return int(train.steps)
-    from gradatlas.cost import split_sizes
+    from gradatlas.datasets import split_sizes
 
     try:
         n_train, _ = split_sizes(spec.dataset.name, spec.dataset.options)

@@ -18,7 +18,7 @@ from gradatlas.runners.executor import InProcessExecutor, make_units, run_unit
 from gradatlas.runners.parity import compare
 from gradatlas.runners.sweep import run_suite
 from gradatlas.suites import load_suite
-from tests.conftest import run_cli
+from tests.conftest import new_store, run_cli
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 _spec = importlib.util.spec_from_file_location("batched_parity", BENCH / "batched_parity.py")
@@ -81,6 +81,7 @@ def test_parity_detects_a_different_trial(tmp_path):
     assert worst_rel(other.curves["train"]["loss"], batched[0].curves["train"]["loss"]) > 1e-3
 
 
+@pytest.mark.e2e  # 108 trainings: the whole quickstart twice
 def test_quickstart_labels_are_the_same_batched_and_alone():
     """Every quickstart cell (budget cut to 2 epochs): the same label per trial id."""
     suite = load_suite("quickstart", ["train.epochs=2"])
@@ -147,20 +148,21 @@ def test_a_group_that_raises_is_retried_one_trial_at_a_time(write, monkeypatch):
 def test_sweep_records_each_member_as_its_own_trial_and_resumes_missing_seeds(tiny_suite, tmp_path):
     from mlflow import MlflowClient
 
-    from gradatlas.record import BATCH_SEEDS, FINISHED_TRIALS, TRIAL_ID
-    from gradatlas.runners import store
+    from gradatlas.record import BATCH_SEEDS, TRIAL_ID
+    from gradatlas.store import open_store
 
     suite = load_suite(str(tiny_suite))
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    uri = new_store(tmp_path / "mlflow.db")
     executor = InProcessExecutor(accelerator="cpu", threads=1)
     first = run_suite(suite, uri, limit=1, executor=executor)  # half of the first cell
     assert first.ran == 1
     rest = run_suite(suite, uri, executor=InProcessExecutor(accelerator="cpu", threads=1))
     assert rest.ran == len(suite.trials) - 1 and not rest.failures
-    store.open_store(uri)
+    open_store(uri)
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name("tiny")
-    runs = client.search_runs([exp.experiment_id], FINISHED_TRIALS, max_results=100)
+    finished = "tags.`gradatlas.kind` = 'trial' and attributes.status = 'FINISHED'"
+    runs = client.search_runs([exp.experiment_id], finished, max_results=100)
     ids = [r.data.tags[TRIAL_ID] for r in runs]
     assert sorted(ids) == sorted(t.trial_id for t in suite.trials)  # once each, same ids
     batch = {r.data.tags[TRIAL_ID]: r.data.tags[BATCH_SEEDS] for r in runs}
@@ -202,7 +204,7 @@ def test_a_killed_recorder_ends_the_sweep_with_a_write_error(tiny_suite, tmp_pat
 
     monkeypatch.setattr(recorder_module.Recorder, "put", put_then_kill)
     suite = load_suite(str(tiny_suite))
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    uri = new_store(tmp_path / "mlflow.db")
     summary = run_suite(suite, uri, executor=InProcessExecutor(accelerator="cpu", threads=1))
     assert summary.write_error and "recorder" in summary.write_error
     monkeypatch.undo()

@@ -214,7 +214,7 @@ def test_quick_run_writes_the_files(tmp_path, capsys):
 
 
 def test_cli_runs_the_real_rules(tmp_path, capsys):
-    from gradatlas.cli import main
+    from gradatlas.app.cli import main
 
     code = main(
         [

@@ -13,9 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gradatlas.cli import main
+from gradatlas.app.cli import main
 from gradatlas.errors import SuiteErrors, UserInputError
-from gradatlas.record import SWEEPS, search_all
 from gradatlas.reports.claimscope import (
     VERDICT_FIELDS,
     claim_scope,
@@ -261,10 +260,12 @@ def test_verdicts_command_prints_rows_and_attaches_them(
     """8 trials on digits (about 20 s), then the command on them."""
     from mlflow.tracking import MlflowClient
 
+    from tests.conftest import new_store
+
     suite = tmp_path / "tiny.yaml"
     suite.write_text(TINY_CLAIMS)
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    assert main(["run", str(suite), "--tracking-uri", uri]) == 0
+    uri = new_store(tmp_path / "mlflow.db")
+    assert main(["run", str(suite), "--tracking-uri", uri, "--threads", "1"]) == 0
     capsys.readouterr()
     assert main(["verdicts", str(suite), "--tracking-uri", uri, "--json"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
@@ -277,7 +278,7 @@ def test_verdicts_command_prints_rows_and_attaches_them(
     assert rows[0]["scope"].startswith("digits (seed 0), MLP width 16, 20 steps x batch 64")
     client = MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name("verdicts-tiny")
-    (sweep,) = search_all(client, exp.experiment_id, SWEEPS)
+    (sweep,) = client.search_runs([exp.experiment_id], "tags.`gradatlas.kind` = 'sweep'")
     path = client.download_artifacts(sweep.info.run_id, "verdicts.json", str(tmp_path))
     assert json.loads(Path(path).read_text()) == rows
     assert main(["verdicts", str(suite), "--tracking-uri", uri]) == 0

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.e2e
 
 
 def test_run_prints_summary_and_second_run_adds_nothing(tiny_suite: Path, tmp_path: Path):
-    first = run_cli("run", str(tiny_suite), cwd=tmp_path)
+    first = run_cli("run", str(tiny_suite), "--threads", "1", cwd=tmp_path)
     assert first.returncode == 0, first.stderr
     assert "Running 8 of 8 trials of 'tiny'" in first.stderr
     assert "[8/8]" in first.stderr and "ETA" in first.stderr
@@ -43,7 +43,7 @@ def test_ctrl_c_marks_the_current_trial_killed_and_resume_finishes(tmp_path: Pat
     suite = tmp_path / "slow.yaml"
     suite.write_text(slow)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "gradatlas", "run", str(suite)],
+        [sys.executable, "-m", "gradatlas", "run", str(suite), "--threads", "1"],
         cwd=tmp_path,
         env=cli_env(),
         stdout=subprocess.PIPE,
@@ -79,7 +79,7 @@ def test_ctrl_c_marks_the_current_trial_killed_and_resume_finishes(tmp_path: Pat
     (sweep,) = client.search_runs([exp.experiment_id], "tags.`gradatlas.kind` = 'sweep'")
     assert sweep.info.status == "KILLED"
 
-    resumed = run_cli("run", str(suite), "--limit", "1", cwd=tmp_path)
+    resumed = run_cli("run", str(suite), "--limit", "1", "--threads", "1", cwd=tmp_path)
     assert resumed.returncode == 0
     done = len(status) - len(killed)
     assert (

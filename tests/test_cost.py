@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from gradatlas.cost import CostEstimate, estimate_cost, format_cost, split_sizes, trial_cost
+from gradatlas.app.cost import CostEstimate, estimate_cost, format_cost, trial_cost
 from gradatlas.suites import load_suite
 
 SMOKE = [
@@ -94,25 +94,6 @@ def test_the_atlas_smoke_slice_is_small_and_the_full_atlas_is_a_cluster_job():
     assert est.gpu_hours > 100  # sized for a cluster, not a workstation
 
 
-def test_split_sizes_follow_the_dataset_options():
-    assert split_sizes("mnist1d", {"num_samples": 5000, "train_split": 0.8}) == (3200, 800)
-    assert split_sizes("digits", {"val_fraction": 0.2}) == (1079, 359)
-    assert split_sizes("mnist", {"limit_train": 0}) == (55_000, 5000)
-    assert split_sizes("fashion_mnist", {"limit_train": 5000, "val_size": 1000}) == (5000, 1000)
-    assert split_sizes("cifar10", {}) == (45_000, 5000)
-    assert split_sizes("teacher", {"n_train": 300, "n_val": 50}) == (300, 50)
-    with pytest.raises(ValueError, match="SPLIT_SIZES"):
-        split_sizes("imagenet", {})
-
-
-def test_every_registered_dataset_has_split_sizes():
-    from gradatlas.datasets import DATASETS
-
-    for name in DATASETS.names():
-        n_train, n_val = split_sizes(name, DATASETS.check_options(name, {}))
-        assert n_train > 0 and n_val > 0
-
-
 def test_the_line_plan_prints_states_its_assumptions():
     est = cost()
     line = format_cost(est, gpus=4)
@@ -123,7 +104,7 @@ def test_the_line_plan_prints_states_its_assumptions():
 
 def test_the_cost_module_imports_no_torch():
     code = (
-        "import sys; from gradatlas.cost import estimate_cost; "
+        "import sys; from gradatlas.app.cost import estimate_cost; "
         "from gradatlas.suites import load_suite; estimate_cost(load_suite('quickstart').trials); "
         "print('torch' in sys.modules)"
     )

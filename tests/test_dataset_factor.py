@@ -259,7 +259,7 @@ def test_a_subset_larger_than_a_cells_training_split_is_refused():
 
 
 def test_the_cost_estimate_reads_each_trials_dataset_and_subset():
-    from gradatlas.cost import estimate_cost
+    from gradatlas.app.cost import estimate_cost
 
     suite = expand(
         grid={"dataset": ["mnist1d", "digits"], "train_subset": [0, 64]},
@@ -273,7 +273,7 @@ def test_the_cost_estimate_reads_each_trials_dataset_and_subset():
 def test_the_training_subset_is_fixed_by_the_data_seed(monkeypatch, tmp_path):
     import torch
 
-    from gradatlas.cost import split_sizes
+    from gradatlas.datasets import split_sizes
     from gradatlas.runners.loader import trial_data
 
     monkeypatch.setenv("GRADATLAS_CACHE", str(tmp_path / "cache"))
@@ -330,7 +330,7 @@ def test_stacked_seeds_train_on_the_same_subset_as_alone():
 
 
 def test_mnist1d_split_sizes_match_the_loaded_data(monkeypatch, tmp_path):
-    from gradatlas.cost import split_sizes
+    from gradatlas.datasets import split_sizes
     from gradatlas.runners.loader import trial_data
 
     monkeypatch.setenv("GRADATLAS_CACHE", str(tmp_path / "cache"))
@@ -408,12 +408,13 @@ def test_a_sweep_over_datasets_and_subsets_records_both(tmp_path, monkeypatch):
     from gradatlas.reports.overview import _dataset_text
     from gradatlas.runners.sweep import run_suite
     from gradatlas.suites.claims import check_claims
+    from tests.conftest import new_store
 
     monkeypatch.setenv("GRADATLAS_CACHE", str(tmp_path / "cache"))
     path = tmp_path / "suite.yaml"
     path.write_text(SWEEP)
     suite = load_suite(str(path))
-    uri = f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}"
+    uri = new_store(tmp_path / "runs" / "mlflow.db")
     summary = run_suite(suite, uri, accelerator="cpu", stream=io.StringIO())
     assert summary.ran == 8
 

@@ -20,10 +20,13 @@ from gradatlas.datasets import (
     DATASETS,
     DataSplits,
     clear_cache,
+    dataset_title,
     load_dataset,
     mnist1d_cache_path,
+    split_sizes,
 )
 from gradatlas.errors import UserInputError
+from gradatlas.registry import Registry
 
 SMALL_MNIST1D = {"num_samples": 500}
 
@@ -332,3 +335,53 @@ def test_unknown_dataset_and_bad_seed() -> None:
         load_dataset("mnsit", 0, {})
     with pytest.raises(UserInputError, match="data_seed"):
         load_dataset("digits", -1, {})
+
+
+# -- what the registration says without loading: split sizes, the title -------------------------
+def test_split_sizes_follow_the_dataset_options() -> None:
+    assert split_sizes("mnist1d", {"num_samples": 5000, "train_split": 0.8}) == (3200, 800)
+    assert split_sizes("digits", {"val_fraction": 0.2}) == (1079, 359)
+    assert split_sizes("mnist", {"limit_train": 0}) == (55_000, 5000)
+    assert split_sizes("fashion_mnist", {"limit_train": 5000, "val_size": 1000}) == (5000, 1000)
+    assert split_sizes("cifar10", {}) == (45_000, 5000)
+    assert split_sizes("teacher", {"n_train": 300, "n_val": 50}) == (300, 50)
+    with pytest.raises(UserInputError, match="unknown dataset 'imagenet'"):
+        split_sizes("imagenet", {})
+
+
+def test_every_registered_dataset_has_split_sizes() -> None:
+    for name in DATASETS.names():
+        n_train, n_val = split_sizes(name, DATASETS.check_options(name, {}))
+        assert n_train > 0 and n_val > 0
+
+
+@pytest.mark.parametrize(
+    ("name", "options"),
+    [
+        ("digits", {"val_fraction": 0.1, "test_fraction": 0.3}),
+        ("teacher", {"n_train": 64, "n_val": 16, "n_test": 8}),
+        ("mnist1d", {"num_samples": 1000, "train_split": 0.7, "val_fraction": 0.25}),
+    ],
+)
+def test_registered_split_sizes_are_the_loaded_ones(name: str, options: dict) -> None:
+    data = load_dataset(name, 0, options)
+    resolved = DATASETS.check_options(name, options)
+    assert split_sizes(name, resolved) == (len(data.x_train), len(data.x_val))
+
+
+def test_a_dataset_registered_without_split_sizes_fails_at_registration() -> None:
+    reg: Registry = Registry("dataset", fixed=1, required=DATASETS.required)
+    shape = {"input_shape": lambda o: (3,), "num_outputs": lambda o: 1}
+    with pytest.raises(ValueError, match="'bare' registered without split_sizes"):
+
+        @reg.register("bare", task="regression", **shape)
+        def bare(data_seed: int = 0) -> None:
+            """No split sizes."""
+
+    assert "split_sizes" in DATASETS.required and "bare" not in reg
+
+
+def test_titles_are_on_the_registration() -> None:
+    assert dataset_title("mnist1d") == "MNIST-1D" and dataset_title("cifar10") == "CIFAR-10"
+    assert dataset_title("digits") == "digits"  # no title: the registered name
+    assert dataset_title("not-registered") == "not-registered"

@@ -27,7 +27,7 @@ from gradatlas.runners.executor import (
 )
 from gradatlas.runners.sweep import run_suite
 from gradatlas.suites import load_suite
-from tests.conftest import cli_env
+from tests.conftest import cli_env, new_store
 
 TINY = """
 name: {name}
@@ -57,11 +57,11 @@ def _suite(tmp_path: Path, name: str = "tiny", steps: int = 40) -> Path:
 def _runs(uri: str, name: str) -> list:
     from mlflow.tracking import MlflowClient
 
-    from gradatlas.runners import store
+    from gradatlas.store import open_store
 
     # Open it as gradatlas does (under the store's lock): a bare MlflowClient on a fresh SQLite
     # file would race the driver's schema creation, as any second process would.
-    store.open_store(uri)
+    open_store(uri)
     client = MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name(name)
     return client.search_runs([exp.experiment_id], max_results=5000) if exp else []
@@ -129,7 +129,7 @@ def _cli(*args: str, cwd: Path) -> _Cli:
     out_path, err_path = cwd / f"cli-{n}.out", cwd / f"cli-{n}.err"
     with open(out_path, "w") as out, open(err_path, "w") as err:
         proc = _Cli(
-            [sys.executable, "-m", "gradatlas.cli", *args],
+            [sys.executable, "-m", "gradatlas.app.cli", *args],
             cwd=cwd,
             env=cli_env(),
             stdout=out,
@@ -156,7 +156,7 @@ def test_a_raising_trial_is_recorded_failed_once_and_the_sweep_goes_on(tmp_path)
     unit = run_unit(make_units(suite.trials)[0], accelerator="cpu")
     assert not unit.results and len(unit.failures) == 1
     assert "MNIST not found" in unit.failures[0].error
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    uri = new_store(tmp_path / "mlflow.db")
     summary = run_suite(suite, uri, executor=InProcessExecutor(accelerator="cpu", threads=1))
     assert len(summary.failures) == 1 and summary.ran == 0
     again = run_suite(suite, uri, executor=InProcessExecutor(accelerator="cpu", threads=1))
@@ -240,7 +240,7 @@ def test_driver_sigkill_then_resume(tmp_path):
         proc.wait(timeout=60)
     left = [r for r in _runs(uri, "killdriver") if r.info.status == "RUNNING"]
     assert left  # the dead driver's sweep run (and maybe a trial run) are still RUNNING
-    again = _cli("run", str(path), "--tracking-uri", uri, cwd=tmp_path)
+    again = _cli("run", str(path), "--tracking-uri", uri, "--threads", "1", cwd=tmp_path)
     _, err = again.communicate(timeout=600)
     assert again.returncode == 0, err[-3000:]
     assert "left RUNNING by a driver that died" in err
@@ -262,7 +262,7 @@ def test_sigterm_stops_like_ctrl_c_and_exits_143(tmp_path):
     assert not [r for r in runs if r.info.status == "RUNNING"]
     sweep = [r for r in runs if r.data.tags.get("gradatlas.kind") == "sweep"]
     assert [r.info.status for r in sweep] == ["KILLED"]
-    again = _cli("run", str(path), "--tracking-uri", uri, cwd=tmp_path)
+    again = _cli("run", str(path), "--tracking-uri", uri, "--threads", "1", cwd=tmp_path)
     _, err = again.communicate(timeout=600)
     assert again.returncode == 0, err[-2000:]
     _guarantee(uri, path)
@@ -289,7 +289,9 @@ def test_a_second_driver_of_the_same_suite_is_refused(tmp_path):
 def test_two_drivers_of_different_suites_share_a_fresh_sqlite_store(tmp_path):
     uri = f"sqlite:///{tmp_path}/store/mlflow.db"
     paths = [_suite(tmp_path, f"s{i}", steps=60) for i in range(2)]
-    procs = [_cli("run", str(p), "--tracking-uri", uri, cwd=tmp_path) for p in paths]
+    procs = [
+        _cli("run", str(p), "--tracking-uri", uri, "--threads", "1", cwd=tmp_path) for p in paths
+    ]
     for proc in procs:
         _, err = proc.communicate(timeout=600)
         assert proc.returncode == 0, err[-3000:]

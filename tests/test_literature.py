@@ -361,12 +361,13 @@ def test_a_real_probe_only_run_of_yang2019(tmp_path: Path) -> None:
     from gradatlas.reports.load import load_experiment
     from gradatlas.runners.sweep import run_suite
     from gradatlas.runners.trial import set_threads
+    from tests.conftest import new_store
 
     set_threads(1)
     # The claims name depths 16, 32 and 64: an override must keep them (or drop the claims).
     overrides = ["grid.depth=[16,32,64]", "grid.activation=[relu]", "seeds=1", "model.width=64"]
     suite = load_suite("yang2019", overrides)
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = new_store(tmp_path / "mlflow.db")
     run_suite(suite, uri, accelerator="cpu", stream=io.StringIO())
     exp = load_experiment("yang2019", uri)
     assert set(exp.trials["outcome"]) == {"probe"} and len(exp.trials) == 6

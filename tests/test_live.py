@@ -16,10 +16,11 @@ import pytest
 from gradatlas.record import KILLED, OUTCOME, RUNNING_OUTCOME, TRIAL_ID
 from gradatlas.runners.executor import InProcessExecutor
 from gradatlas.runners.live import POINTS, START
-from gradatlas.runners.recorder import _write_live
+from gradatlas.runners.recorder import write_live
 from gradatlas.runners.sweep import run_suite
-from gradatlas.runners.tracking import LiveRun, Tracker
+from gradatlas.store import LiveRun, open_store
 from gradatlas.suites import load_suite
+from tests.conftest import new_store
 from tests.test_execution import _cli, _guarantee, _runs, _wait_for
 
 LIVE = """
@@ -61,16 +62,16 @@ def test_a_flushed_trial_is_one_run_with_every_point_once(tmp_path):
     record), its evaluation history has each step once and all of them, its Duration is the
     trial's, and the trial says what being live cost it."""
     path = _suite(tmp_path, "flushed", steps=60, every=1e-6)
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    uri = new_store(tmp_path / "mlflow.db")
     suite = load_suite(str(path))
     summary = run_suite(suite, uri, executor=InProcessExecutor(threads=1))
     assert summary.ran == 4 and not summary.failures
     _guarantee(uri, path)
     runs = _trial_runs(uri, "flushed")
     assert len(runs) == 4
-    client = Tracker(uri).client
+    store = open_store(uri, create=False)
     for run in runs:
-        steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_loss")]
+        steps = [step for step, _ in store.metric_history(run.info.run_id, "val_loss")]
         assert steps == [0, 20, 40, 60]
         metrics = run.data.metrics
         assert 0 < metrics["live_time_s"] < metrics["wall_time_s"]
@@ -83,8 +84,8 @@ def test_a_retried_start_reuses_the_live_run(tmp_path):
     """A unit retried after its worker died starts its trials again: the recorder keeps one
     run per trial and appends only the points past what it holds."""
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    tracker = Tracker(uri)
-    exp = tracker.ensure_experiment("retry")
+    store = open_store(uri)
+    exp = store.open_experiment("retry")
     start = {
         "t": START,
         "trial_id": "abc",
@@ -99,12 +100,11 @@ def test_a_retried_start_reuses_the_live_run(tmp_path):
         "points": [("val_loss", 2.0, 0), ("val_loss", 1.5, 20)],
     }
     live: dict = {}
-    _write_live(tracker, exp, None, [start, points], live)
-    _write_live(tracker, exp, None, [start, points], live)  # the retry: same start, same points
-    runs = tracker.client.search_runs([exp])
-    assert len(runs) == 1 and runs[0].info.status == "RUNNING"
-    history = tracker.client.get_metric_history(runs[0].info.run_id, "val_loss")
-    assert [(m.step, m.value) for m in history] == [(0, 2.0), (20, 1.5)]
+    write_live(store, exp, None, [start, points], live)
+    write_live(store, exp, None, [start, points], live)  # the retry: same start, same points
+    runs = store.find_runs(exp)
+    assert len(runs) == 1 and runs[0].status == "RUNNING"
+    assert store.metric_history(runs[0].run_id, "val_loss") == [(0, 2.0), (20, 1.5)]
 
 
 @pytest.mark.e2e

@@ -16,6 +16,7 @@ from gradatlas.models import (
     MODELS,
     NORMS,
     check_model_input,
+    estimate_parameters,
     is_relu_family,
     is_saturating,
     output_bounds,
@@ -349,3 +350,62 @@ def test_bias_false_builds_hidden_layers_without_biases():
         assert all(layer.bias is None for _, layer in layers[:-1])
         assert layers[-1][1].bias is not None  # the head keeps its bias
         assert _forward(model, shape).shape == (4, 2)
+
+
+# -- a family's traits, on its registration -----------------------------------------------------
+@pytest.mark.parametrize(("family", "shape", "conv"), SHAPES)
+def test_every_family_declares_its_traits_and_they_hold(family, shape, conv):
+    """Spatial input, parameter count, batched form and title are the registration's, and each
+    says what the built model does."""
+    from gradatlas.models import family_title, weight_positions
+    from gradatlas.models.stacked import STACKED_FORMS, stack_models
+
+    meta = MODELS.entry(family).meta
+    assert set(MODELS.required) <= set(meta)
+    assert meta["spatial_input"] == (conv is not None)  # takes positions, weights at each
+    assert weight_positions(family, shape) == (math.prod(shape[1:]) if conv else 1)
+    assert family_title(family) == meta["title"] and meta["title"]
+    spec = resolve_model({"family": family, "depth": 3, "width": 8, "norm": "batchnorm"})
+    models = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        models.append(build_from_spec(spec, shape, NUM_OUTPUTS).eval())
+    # With a norm of two affine vectors per layer the estimate is the exact count.
+    built = sum(p.numel() for p in models[0].parameters())
+    assert estimate_parameters(spec, shape, NUM_OUTPUTS) == built
+    # The batched form names a stacked form whose members compute the models they came from.
+    assert meta["batched"] in STACKED_FORMS
+    stacked = stack_models(models).eval()
+    x = torch.randn(2, 5, *shape)
+    with torch.no_grad():
+        out = stacked(x)
+        for k, model in enumerate(models):
+            torch.testing.assert_close(out[k], model(x[k]), rtol=1e-5, atol=1e-6)
+
+
+def test_a_family_registered_without_its_traits_fails_at_registration():
+    from gradatlas.registry import Registry
+
+    reg = Registry("model", fixed=3, required=MODELS.required)
+    with pytest.raises(ValueError, match="'bare' registered without batched, title"):
+
+        @reg.register("bare", spatial_input=False, parameters=lambda *a: 0)
+        def bare(spec, input_shape, num_outputs):
+            """No batched form, no title."""
+
+
+def test_no_family_name_is_tested_outside_models():
+    """What a family is lives on its registration: no module outside ``models/`` compares or
+    looks up a family by its name (a string literal equal to a registered family's name)."""
+    import ast
+    from pathlib import Path
+
+    root, families = Path(__file__).resolve().parents[1], set(MODELS)
+    found = [
+        f"{path.relative_to(root)}:{node.lineno}: {node.value!r}"
+        for folder in ("gradatlas", "suites", "runners", "reports")
+        for path in sorted((root / folder).rglob("*.py"))
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Constant) and node.value in families
+    ]
+    assert not found, "use the registration's traits instead:\n" + "\n".join(found)

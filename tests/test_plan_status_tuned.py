@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import run_cli
+from tests.conftest import new_store, run_cli
 
 pytestmark = pytest.mark.e2e
 
@@ -51,8 +51,6 @@ def tiny_suite(second_best: bool) -> dict:
 def test_a_finished_tuned_suite_reports_finished_and_reruns_nothing(
     tmp_path: Path, second_best: bool
 ) -> None:
-    from mlflow.tracking import MlflowClient
-
     from gradatlas.reports.load import load_experiment
     from gradatlas.reports.plan_status import Progress, read_plan_status
     from gradatlas.reports.sections import build_document
@@ -64,8 +62,7 @@ def test_a_finished_tuned_suite_reports_finished_and_reruns_nothing(
     path = tmp_path / "tuned-status.yaml"
     path.write_text(yaml.safe_dump(tiny_suite(second_best)), encoding="utf-8")
     store = tmp_path / "runs"  # where `gradatlas run` in tmp_path puts both stores
-    store.mkdir()
-    uri = f"sqlite:///{store / 'mlflow.db'}"
+    uri = new_store(store / "mlflow.db")
     set_threads(1)
     summary = run_suite(
         load_suite(str(path)),
@@ -78,7 +75,7 @@ def test_a_finished_tuned_suite_reports_finished_and_reruns_nothing(
     assert summary.tuning.complete and not summary.failures and summary.ran == trials
 
     exp = load_experiment("tuned-status", uri)
-    status = read_plan_status(MlflowClient(tracking_uri=uri), exp)
+    status = read_plan_status(exp.store, exp)
     # 3 cells at 1 seed; with second_best each tuned cell also runs at its second-best lr
     # (where its study found one distinct enough), so at most 2 trials more.
     assert status is not None and status.complete, status.banner()

@@ -28,7 +28,7 @@ def test_quickstart_covers_converged_vanished_exploded_and_resumes(tmp_path: Pat
     planned = {json.loads(line)["trial_id"] for line in plan.stdout.splitlines()}
     assert len(planned) == TRIALS
 
-    run = run_cli("run", "quickstart", cwd=tmp_path, timeout=900)
+    run = run_cli("run", "quickstart", "--threads", "1", cwd=tmp_path, timeout=900)
     assert run.returncode == 0, run.stderr[-3000:]
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}")
     exp = client.get_experiment_by_name("quickstart")

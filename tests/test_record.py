@@ -161,9 +161,7 @@ def test_a_small_synthetic_store_loads_as_written(synth, tmp_path: Path) -> None
     from gradatlas.reports.load import load_experiment
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    info = synth.write_store(
-        uri, (tmp_path / "art").as_uri(), name="syn", limit=6, reruns=2, killed=1
-    )
+    info = synth.write_store(uri, name="syn", limit=6, reruns=2, killed=1)
     assert (info["trials"], info["set_aside"], info["killed"]) == (6, 2, 1)
     exp = load_experiment("syn", uri)
     assert len(exp.trials) == 6 and exp.set_aside == 2 and exp.without_record == 0

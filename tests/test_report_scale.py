@@ -19,9 +19,10 @@ import pandas as pd
 import pytest
 
 from gradatlas import record as R
-from gradatlas.record import FINISHED_TRIALS, TrialRecord, search_all
+from gradatlas.record import RunKind, RunStatus, TrialRecord
 from gradatlas.reports import figures, load, pdf
 from gradatlas.reports.document import Cell, Column, Document, NumberedSection, Para, Table
+from gradatlas.store import open_store
 
 BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
 
@@ -40,36 +41,32 @@ def synth():
 def store(synth, tmp_path_factory) -> tuple[str, str]:
     tmp = tmp_path_factory.mktemp("store")
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
-    synth.write_store(uri, (tmp / "art").as_uri(), name="syn", limit=8, reruns=3, killed=2)
+    synth.write_store(uri, name="syn", limit=8, reruns=3, killed=2)
     return uri, "syn"
 
 
 def test_the_sql_read_returns_what_search_runs_returns(store) -> None:
-    from mlflow.tracking import MlflowClient
-
     uri, name = store
-    client = MlflowClient(tracking_uri=uri)
-    exp_id = client.get_experiment_by_name(name).experiment_id
-    fast = load.finished_trial_runs(client, exp_id, uri)
-    slow = search_all(client, exp_id, FINISHED_TRIALS)
-    assert fast and all(isinstance(r, load._Run) for r in fast)  # the SQL path was taken
-    assert [r.info.run_id for r in fast] == [r.info.run_id for r in slow]
+    mlflow = open_store(uri, create=False)
+    exp_id = mlflow.get_experiment(name=name).experiment_id
+    fast = mlflow.finished_trial_runs(exp_id)
+    slow = mlflow.find_runs(exp_id, kind=RunKind.TRIAL, status=RunStatus.FINISHED)
+    assert fast and all(r.params is None for r in fast)  # the SQL path was taken (tags only)
+    assert [r.run_id for r in fast] == [r.run_id for r in slow]
     for a, b in zip(fast, slow, strict=True):
-        assert a.data.tags == b.data.tags
-        for key in ("start_time", "end_time", "artifact_uri", "status"):
-            assert getattr(a.info, key) == getattr(b.info, key)
+        for key in ("tags", "run_name", "start_time", "end_time", "artifact_uri", "status"):
+            assert getattr(a, key) == getattr(b, key)
 
 
 def test_a_store_the_sql_read_cannot_parse_goes_through_mlflow(store, tmp_path: Path) -> None:
-    from mlflow.tracking import MlflowClient
-
     uri, name = store
-    client = MlflowClient(tracking_uri=uri)
-    exp_id = client.get_experiment_by_name(name).experiment_id
+    mlflow = open_store(uri, create=False)
+    exp_id = mlflow.get_experiment(name=name).experiment_id
     not_a_db = tmp_path / "mlflow.db"
     not_a_db.write_text("not sqlite")
-    runs = load.finished_trial_runs(client, exp_id, f"sqlite:///{not_a_db}")
-    assert runs and not isinstance(runs[0], load._Run)
+    mlflow._db = not_a_db  # the SQL read meets a file it cannot parse
+    runs = mlflow.finished_trial_runs(exp_id)
+    assert runs and runs[0].params is not None  # read through MLflow's search instead
 
 
 def test_loading_leaves_the_collector_as_it_was(store) -> None:

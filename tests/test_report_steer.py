@@ -247,7 +247,6 @@ def partial_store(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         SweepRecord,
         TrialRecord,
         factor_levels,
-        quiet_mlflow,
         trial_params,
         trial_tags,
     )
@@ -258,7 +257,6 @@ def partial_store(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     path.write_text(TINY_SUITE.format(name="tiny"))
     suite = load_suite(str(path))
     uri = f"sqlite:///{root / 'mlflow.db'}"
-    quiet_mlflow()
     client = MlflowClient(tracking_uri=uri)
     eid = client.create_experiment("tiny", artifact_location=(root / "artifacts").as_uri())
     sweep = client.create_run(eid, tags=SweepRecord("tiny", planned=8, todo=8).tags()).info.run_id
@@ -300,14 +298,11 @@ def partial_store(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 
 def test_banner_counts_finished_pending_failed_and_running(partial_store) -> None:
-    from mlflow.tracking import MlflowClient
-
     from gradatlas.reports.load import load_experiment
     from gradatlas.reports.plan_status import read_plan_status
 
-    client = MlflowClient(tracking_uri=partial_store["uri"])
     exp = load_experiment("tiny", partial_store["uri"])
-    plan = read_plan_status(client, exp)
+    plan = read_plan_status(exp.store, exp)
     assert (plan.planned, plan.finished, plan.pending, plan.failed, plan.running) == (8, 4, 2, 1, 1)
     assert plan.killed == 1 and not plan.complete
     assert re.match(
@@ -318,7 +313,7 @@ def test_banner_counts_finished_pending_failed_and_running(partial_store) -> Non
     # Where the counted part of the plan is all finished there is nothing to say.
     first = partial_store["trials"][0].factors  # 4 finished = the first two cells
     done = read_plan_status(
-        client, exp, {"depth": {first["depth"]}, "activation": {first["activation"]}}
+        exp.store, exp, {"depth": {first["depth"]}, "activation": {first["activation"]}}
     )
     assert done.complete and (done.planned, done.finished) == (2, 2)
 
@@ -342,7 +337,7 @@ def test_report_of_a_partly_run_plan_opens_with_the_banner(partial_store) -> Non
 
 
 def test_cli_steering_errors_exit_2_and_write_nothing(partial_store, capsys, monkeypatch) -> None:
-    from gradatlas.cli import main
+    from gradatlas.app.cli import main
     from gradatlas.reports import build
 
     monkeypatch.setattr(build.PdfWorker, "start", classmethod(lambda cls: None))  # no child
@@ -359,7 +354,7 @@ def test_cli_steering_errors_exit_2_and_write_nothing(partial_store, capsys, mon
 
 
 def test_cli_steered_report_says_what_it_was_steered_by(partial_store, monkeypatch) -> None:
-    from gradatlas.cli import main
+    from gradatlas.app.cli import main
     from gradatlas.reports import build, pdf
 
     monkeypatch.setattr(build.PdfWorker, "start", classmethod(lambda cls: None))

@@ -32,7 +32,6 @@ from gradatlas.reports.html import render_html
 from gradatlas.reports.load import (
     experiment_from_records,
     in_suite_order,
-    newest_per_trial,
     order_levels,
 )
 from gradatlas.reports.pdf import render_pdf
@@ -76,11 +75,12 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     so the store holds an older finished run the report must set aside."""
     from gradatlas.runners.sweep import run_suite
     from gradatlas.suites import load_suite
+    from tests.conftest import new_store
 
     root = tmp_path_factory.mktemp("report-store")
     suite_path = root / "report-test.yaml"
     suite_path.write_text(SUITE)
-    uri = f"sqlite:///{root / 'mlflow.db'}"
+    uri = new_store(root / "mlflow.db")
     suite = load_suite(str(suite_path))
     run_suite(suite, uri, stream=io.StringIO())
     time.sleep(0.01)  # the re-run must start in a later millisecond than the original
@@ -421,7 +421,7 @@ def test_pdf_renders_to_pages_and_its_text_extracts(report, store, tmp_path: Pat
 
 @pytest.mark.e2e
 def test_cli_report_writes_to_the_default_folder(store, tmp_path, monkeypatch, capsys) -> None:
-    from gradatlas.cli import main
+    from gradatlas.app.cli import main
 
     monkeypatch.chdir(tmp_path)
     assert main(["report", store["name"], "--tracking-uri", store["uri"]]) == 0
@@ -434,14 +434,14 @@ def test_cli_report_writes_to_the_default_folder(store, tmp_path, monkeypatch, c
 
 @pytest.mark.e2e
 def test_unknown_target_is_a_clean_usage_error(store, capsys) -> None:
-    from gradatlas.cli import main
+    from gradatlas.app.cli import main
 
     assert main(["report", "no-such-suite", "--tracking-uri", store["uri"]]) == 2
     assert "no MLflow experiment named 'no-such-suite'" in capsys.readouterr().err
 
 
 def test_missing_store_is_a_usage_error_and_is_not_created(tmp_path, monkeypatch, capsys) -> None:
-    from gradatlas.cli import main
+    from gradatlas.app.cli import main
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
@@ -511,15 +511,16 @@ def test_level_order_is_numeric_when_levels_are_numbered() -> None:
 
 
 def test_newest_finished_run_per_trial_is_kept() -> None:
-    from types import SimpleNamespace as NS
+    from gradatlas.store import StoredRun
+    from gradatlas.store.base import newest_per_trial
 
-    def run(rid: str, tid: str, start: int) -> NS:
-        return NS(info=NS(run_id=rid, start_time=start), data=NS(tags={"gradatlas.trial_id": tid}))
+    def run(rid: str, tid: str, start: int) -> StoredRun:
+        return StoredRun(rid, start_time=start, tags={"gradatlas.trial_id": tid})
 
     kept, aside = newest_per_trial(
         [run("a", "t1", 5), run("b", "t1", 9), run("c", "t2", 1), run("d", "t1", 7)]
     )
-    assert [r.info.run_id for r in kept] == ["c", "b"] and aside == 2
+    assert [r.run_id for r in kept] == ["c", "b"] and aside == 2
 
 
 # -- fast: sections on records made in memory ----------------------------------------------------

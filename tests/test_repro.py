@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from gradatlas.cli import main
+from gradatlas.app.cli import main
+from gradatlas.app.repro import compare, load_recorded, rel_diff, reproduce
 from gradatlas.record import TRIAL_ARTIFACT, TrialRecord
-from gradatlas.repro import compare, load_recorded, rel_diff, reproduce
-from tests.conftest import write_suite
+from tests.conftest import new_store, write_suite
 
 SUITE = """
 name: {name}
@@ -34,13 +34,12 @@ def store(tmp_path_factory) -> dict:
     batched (``repro-batched``), through the sweep's own writers, at one torch thread."""
     from mlflow import MlflowClient
 
-    from gradatlas.record import FINISHED_TRIALS
     from gradatlas.runners.executor import InProcessExecutor
     from gradatlas.runners.sweep import run_suite
     from gradatlas.suites import load_suite
 
     root = tmp_path_factory.mktemp("repro")
-    uri = f"sqlite:///{root}/mlflow.db"
+    uri = new_store(root / "mlflow.db")
     out: dict = {"uri": uri}
     for name, batch in (("repro-alone", 1), ("repro-batched", 2)):
         suite = load_suite(str(write_suite(root, SUITE.format(name=name), f"{name}.yaml")))
@@ -49,7 +48,8 @@ def store(tmp_path_factory) -> dict:
         assert summary.ran == 2 and not summary.failures
         client = MlflowClient(uri)
         exp = client.get_experiment_by_name(name)
-        runs = client.search_runs([exp.experiment_id], FINISHED_TRIALS, max_results=10)
+        finished = "tags.`gradatlas.kind` = 'trial' and attributes.status = 'FINISHED'"
+        runs = client.search_runs([exp.experiment_id], finished, max_results=10)
         out[name] = sorted(runs, key=lambda r: r.data.tags["gradatlas.seed"])
     return out
 

@@ -19,8 +19,8 @@ import pandas as pd
 import pytest
 
 import gradatlas
-from gradatlas import dataframe
-from gradatlas.cli import main
+from gradatlas.app import results as dataframe
+from gradatlas.app.cli import main
 from gradatlas.errors import UserInputError
 from gradatlas.record import OUTCOME_ORDER, OUTCOMES, RecordedOutcome, TrialRecord
 from gradatlas.reports.load import experiment_from_records
@@ -51,11 +51,12 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     then the first two trials again with ``force``: two older finished runs to set aside."""
     from gradatlas.runners.sweep import run_suite
     from gradatlas.suites import load_suite
+    from tests.conftest import new_store
 
     root = tmp_path_factory.mktemp("results-store")
     suite_path = root / "results-test.yaml"
     suite_path.write_text(SUITE)
-    uri = f"sqlite:///{root / 'runs' / 'mlflow.db'}"
+    uri = new_store(root / "runs" / "mlflow.db")
     suite = load_suite(str(suite_path))
     run_suite(suite, uri, accelerator="cpu", stream=io.StringIO())
     forced = run_suite(suite, uri, accelerator="cpu", force=True, limit=2, stream=io.StringIO())
@@ -263,9 +264,9 @@ def test_import_gradatlas_stays_light_and_the_api_is_the_functions():
         "heavy = [m for m in ('pandas', 'mlflow', 'torch') if m in sys.modules]\n"
         "assert not heavy, heavy\n"
         "assert {'results', 'rates'} <= set(dir(gradatlas))\n"
-        "import gradatlas.dataframe\n"
+        "import gradatlas.app.results\n"
         "assert callable(gradatlas.results) and callable(gradatlas.rates)\n"
-        "assert gradatlas.results is gradatlas.dataframe.results\n"
+        "assert gradatlas.results is gradatlas.app.results.results\n"
         "print('ok')\n"
     )
     proc = subprocess.run(

@@ -87,7 +87,7 @@ def test_lr_precedence_level_then_factor_then_train_then_default():
 
 def test_validate_and_plan_import_no_torch():
     code = (
-        "import sys; from gradatlas.cli import main; main(['validate', 'quickstart']); "
+        "import sys; from gradatlas.app.cli import main; main(['validate', 'quickstart']); "
         "main(['plan', 'quickstart']); assert 'torch' not in sys.modules, 'torch imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)

@@ -1,24 +1,21 @@
 """The store side of a sweep on real parts: SQLite files, MLflow stores, processes, HTTP servers,
-and (e2e) an MLflow server on a private PostgreSQL cluster."""
+and (e2e) an MLflow server on a private PostgreSQL cluster. (The contract every backend keeps,
+clause by clause, is tests/test_store_conformance.py.)"""
 
 from __future__ import annotations
 
 import contextlib
 import errno
-import glob
 import http.server
 import os
 import random
 import shutil
-import signal
 import socket
 import sqlite3
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-import urllib.request
 from collections import Counter
 from pathlib import Path
 
@@ -27,43 +24,44 @@ from mlflow.tracking import MlflowClient
 
 from gradatlas import record as R
 from gradatlas.errors import UserInputError
-from gradatlas.runners import store
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from gradatlas.record import TrialRecord
+from gradatlas.store import (
+    RecordStore,
+    StoreWriteError,
+    TrialWrite,
+    classify_write_error,
+    open_store,
+)
+from tests.conftest import cli_env, free_port
 
 
 @pytest.fixture(scope="module")
 def template_db(tmp_path_factory) -> Path:
     """One real MLflow SQLite store, created once (MLflow's migrations take seconds)."""
     db = tmp_path_factory.mktemp("template") / "mlflow.db"
-    store.open_store(f"sqlite:///{db}")
+    open_store(f"sqlite:///{db}")
     return db
 
 
 @pytest.fixture
-def client_exp(tmp_path: Path, template_db: Path) -> tuple[MlflowClient, str]:
-    """A client on a private copy of the template store, and a fresh experiment in it."""
+def store_exp(tmp_path: Path, template_db: Path) -> tuple[RecordStore, str]:
+    """The store on a private copy of the template store, and a fresh experiment in it."""
     db = tmp_path / "store" / "mlflow.db"
     db.parent.mkdir()
     shutil.copy(template_db, db)
-    client = MlflowClient(f"sqlite:///{db}")
-    exp = client.create_experiment("s", artifact_location=(tmp_path / "art").as_uri())
-    return client, exp
+    store = open_store(f"sqlite:///{db}")
+    return store, store.open_experiment("s")
 
 
-def _status(client: MlflowClient, run_id: str) -> str:
-    return client.get_run(run_id).info.status
+def _status(store: RecordStore, run_id: str) -> str:
+    return store.get_run(run_id).status
 
 
 # -- open_store ----------------------------------------------------------------------------------
 RACE_CHILD = """
 import pathlib, sys, time
 from mlflow.tracking import MlflowClient
-from gradatlas.runners.store import open_store
+from gradatlas.store import open_store
 uri, go, i = sys.argv[1], pathlib.Path(sys.argv[2]), sys.argv[3]
 (go.parent / f"ready-{i}").touch()
 while not go.exists():  # everything imported: all four open the fresh store at once
@@ -75,12 +73,13 @@ client.create_run(exp, tags={"i": i})
 """
 
 
+@pytest.mark.e2e  # four interpreters that import MLflow
 def test_fresh_store_race_four_processes(tmp_path: Path):
     """Four processes open one fresh SQLite store at the same moment, then write: none crashes
     (without the lock, MLflow's concurrent first migrations fail: duplicate column name)."""
     uri = f"sqlite:///{tmp_path / 'x' / 'mlflow.db'}"
     go = tmp_path / "go"
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env = cli_env()
     procs = [
         subprocess.Popen(
             [sys.executable, "-c", RACE_CHILD, uri, str(go), str(i)],
@@ -108,13 +107,13 @@ def test_fresh_store_race_four_processes(tmp_path: Path):
 
 
 def test_unreachable_server_is_one_user_error():
-    port = _free_port()  # bound and released: nobody listens there now
+    port = free_port()  # bound and released: nobody listens there now
     uri = f"http://127.0.0.1:{port}"
     with pytest.raises(UserInputError) as err:
-        store.open_store(uri, probe_timeout=2)
+        open_store(uri, probe_timeout=2)
     assert uri in str(err.value) and "/health" in str(err.value)
     with pytest.raises(UserInputError) as err:  # a password in the URI is never echoed
-        store.open_store(f"http://me:s3cret@127.0.0.1:{port}", probe_timeout=2)
+        open_store(f"http://me:s3cret@127.0.0.1:{port}", probe_timeout=2)
     assert "s3cret" not in str(err.value) and "me:***@127.0.0.1" in str(err.value)
 
 
@@ -124,7 +123,7 @@ def test_any_http_answer_counts_as_reachable():
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        store.open_store(f"http://127.0.0.1:{server.server_address[1]}/", probe_timeout=2)
+        open_store(f"http://127.0.0.1:{server.server_address[1]}/", probe_timeout=2)
     finally:
         server.shutdown()
         server.server_close()
@@ -135,7 +134,7 @@ def test_store_under_a_regular_file_cannot_be_created(tmp_path: Path):
     (tmp_path / "afile").write_text("not a directory")
     db = tmp_path / "afile" / "sub" / "mlflow.db"
     with pytest.raises(UserInputError) as err:
-        store.open_store(f"sqlite:///{db}")
+        open_store(f"sqlite:///{db}")
     assert str(db) in str(err.value) and "not a directory" in str(err.value)
 
 
@@ -152,7 +151,7 @@ def test_read_only_store(tmp_path: Path, template_db: Path, what: str):
         if os.access(target, os.W_OK):
             pytest.skip(f"running as root: a read-only {what} is still writable, nothing to test")
         with pytest.raises(UserInputError) as err:
-            store.open_store(f"sqlite:///{db}")
+            open_store(f"sqlite:///{db}")
         assert str(db) in str(err.value)
         assert ("read-only" if what == "file" else "not writable") in str(err.value)
     finally:
@@ -163,7 +162,7 @@ def test_random_bytes_are_not_a_store(tmp_path: Path):
     db = tmp_path / "mlflow.db"
     db.write_bytes(random.Random(0).randbytes(64 * 1024))
     with pytest.raises(UserInputError) as err:
-        store.open_store(f"sqlite:///{db}")
+        open_store(f"sqlite:///{db}")
     assert str(db) in str(err.value) and "not an MLflow store or corrupted" in str(err.value)
 
 
@@ -176,7 +175,7 @@ def test_a_damaged_mlflow_store_is_corrupted(tmp_path: Path, template_db: Path):
     db = tmp_path / "mlflow.db"
     db.write_bytes(bytes(data))
     with pytest.raises(UserInputError) as err:
-        store.open_store(f"sqlite:///{db}")
+        open_store(f"sqlite:///{db}")
     assert str(db) in str(err.value) and "corrupted" in str(err.value)
 
 
@@ -186,92 +185,91 @@ def test_a_sqlite_file_of_something_else_is_not_a_store(tmp_path: Path):
         con.execute("CREATE TABLE notes (text TEXT)")
         con.commit()
     with pytest.raises(UserInputError) as err:
-        store.open_store(f"sqlite:///{db}")
+        open_store(f"sqlite:///{db}")
     assert str(db) in str(err.value) and "not an MLflow store" in str(err.value)
 
 
 # -- driver ownership ----------------------------------------------------------------------------
-def _sweep(client, exp, host=None, pid=None, beat=None, start_ms=None) -> str:
+def _sweep(store, exp, host=None, pid=None, beat=None, start_ms=None) -> str:
     tags = {R.KIND: R.KIND_SWEEP}
     for key, value in ((R.DRIVER_HOST, host), (R.DRIVER_PID, pid), (R.DRIVER_HEARTBEAT, beat)):
         if value is not None:
             tags[key] = str(value)
-    return client.create_run(exp, tags=tags, start_time=start_ms).info.run_id
+    return store.create_run(exp, run_name="sweep", tags=tags, start_ms=start_ms)
 
 
-def _trial(client, exp, sweep_id: str, trial_id: str = "t0") -> str:
+def _trial(store, exp, sweep_id: str, trial_id: str = "t0") -> str:
     tags = {R.KIND: R.KIND_TRIAL, R.PARENT_RUN: sweep_id, R.TRIAL_ID: trial_id}
-    return client.create_run(exp, tags=tags).info.run_id
+    return store.create_run(exp, run_name=trial_id, tags=tags)
 
 
-def test_same_host_drivers_are_judged_by_pid(client_exp):
-    client, exp = client_exp
+def test_same_host_drivers_are_judged_by_pid(store_exp):
+    store, exp = store_exp
     host, now = socket.gethostname(), time.time()
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()  # reaped: its pid names no process now
     live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        live_sweep = _sweep(client, exp, host, live.pid, now)
-        dead_sweep = _sweep(client, exp, host, dead.pid, now)  # a fresh heartbeat, but dead
-        live_trial = _trial(client, exp, live_sweep)
-        dead_trial = _trial(client, exp, dead_sweep)
-        done_trial = _trial(client, exp, dead_sweep, "t1")
-        client.set_terminated(done_trial, "FINISHED")
+        live_sweep = _sweep(store, exp, host, live.pid, now)
+        dead_sweep = _sweep(store, exp, host, dead.pid, now)  # a fresh heartbeat, but dead
+        live_trial = _trial(store, exp, live_sweep)
+        dead_trial = _trial(store, exp, dead_sweep)
+        done_trial = _trial(store, exp, dead_sweep, "t1")
+        store.set_status(done_trial, R.RunStatus.FINISHED)
 
-        drivers = store.live_drivers(client, exp)
+        drivers = store.live_drivers(exp)
         assert [(d.sweep_run_id, d.pid) for d in drivers] == [(live_sweep, live.pid)]
         assert f"pid {live.pid} on {host}" in drivers[0].describe()
-        assert store.close_dead_runs(client, exp) == (1, 1)
-        assert _status(client, live_sweep) == _status(client, live_trial) == "RUNNING"
-        assert _status(client, dead_sweep) == _status(client, dead_trial) == "KILLED"
-        assert client.get_run(dead_trial).data.tags[R.OUTCOME] == R.KILLED
-        assert _status(client, done_trial) == "FINISHED"
-        assert store.close_dead_runs(client, exp) == (0, 0)
+        assert store.close_dead_runs(exp) == (1, 1)
+        assert _status(store, live_sweep) == _status(store, live_trial) == "RUNNING"
+        assert _status(store, dead_sweep) == _status(store, dead_trial) == "KILLED"
+        assert store.get_run(dead_trial).tags[R.OUTCOME] == R.KILLED
+        assert _status(store, done_trial) == "FINISHED"
+        assert store.close_dead_runs(exp) == (0, 0)
     finally:
         live.kill()
         live.wait()
 
 
-def test_other_host_drivers_are_judged_by_heartbeat(client_exp):
-    client, exp = client_exp
+def test_other_host_drivers_are_judged_by_heartbeat(store_exp):
+    store, exp = store_exp
     now = time.time()
-    fresh = _sweep(client, exp, "elsewhere.invalid", 7, now - 5)
-    stale = _sweep(client, exp, "elsewhere.invalid", 7, now - 1000)
-    unclaimed_new = _sweep(client, exp)  # created an instant ago, not yet claimed
-    unclaimed_old = _sweep(client, exp, start_ms=int((now - 1000) * 1000))  # an older version's
-    orphan = _trial(client, exp, stale)
-    assert {d.sweep_run_id for d in store.live_drivers(client, exp)} == {fresh, unclaimed_new}
-    assert store.close_dead_runs(client, exp) == (2, 1)
-    assert {_status(client, r) for r in (stale, unclaimed_old, orphan)} == {"KILLED"}
-    assert _status(client, fresh) == _status(client, unclaimed_new) == "RUNNING"
+    fresh = _sweep(store, exp, "elsewhere.invalid", 7, now - 5)
+    stale = _sweep(store, exp, "elsewhere.invalid", 7, now - 1000)
+    unclaimed_new = _sweep(store, exp)  # created an instant ago, not yet claimed
+    unclaimed_old = _sweep(store, exp, start_ms=int((now - 1000) * 1000))  # an older version's
+    orphan = _trial(store, exp, stale)
+    assert {d.sweep_run_id for d in store.live_drivers(exp)} == {fresh, unclaimed_new}
+    assert store.close_dead_runs(exp) == (2, 1)
+    assert {_status(store, r) for r in (stale, unclaimed_old, orphan)} == {"KILLED"}
+    assert _status(store, fresh) == _status(store, unclaimed_new) == "RUNNING"
 
 
-def test_our_own_pid_counts_only_for_the_sweep_we_claimed(client_exp):
+def test_our_own_pid_counts_only_for_the_sweep_we_claimed(store_exp):
     """A run tagged with this host and pid that this process did not claim was written by an
     earlier process with our pid (a container's pid 1): dead."""
-    client, exp = client_exp
-    earlier = _sweep(client, exp, socket.gethostname(), os.getpid(), time.time())
-    ours = _sweep(client, exp)
-    info = store.claim_sweep(client, ours)
+    store, exp = store_exp
+    earlier = _sweep(store, exp, socket.gethostname(), os.getpid(), time.time())
+    ours = _sweep(store, exp)
+    info = store.claim_sweep(ours)
     assert (info.host, info.pid) == (socket.gethostname(), os.getpid())
-    tags = client.get_run(ours).data.tags
+    tags = store.get_run(ours).tags
     assert tags[R.DRIVER_PID] == str(os.getpid()) and float(tags[R.DRIVER_HEARTBEAT]) > 0
-    assert [d.sweep_run_id for d in store.live_drivers(client, exp)] == [ours]
-    assert store.heartbeat(client, ours) >= info.heartbeat
-    assert store.close_dead_runs(client, exp) == (1, 0)
-    assert _status(client, earlier) == "KILLED" and _status(client, ours) == "RUNNING"
+    assert [d.sweep_run_id for d in store.live_drivers(exp)] == [ours]
+    assert store.heartbeat(ours) >= info.heartbeat
+    assert store.close_dead_runs(exp) == (1, 0)
+    assert _status(store, earlier) == "KILLED" and _status(store, ours) == "RUNNING"
 
 
-def test_already_recorded(client_exp):
-    client, exp = client_exp
-    sweep = _sweep(client, exp)
-    client.set_terminated(_trial(client, exp, sweep, "aaaa"), "FINISHED")
-    client.set_terminated(_trial(client, exp, sweep, "bbbb"), "KILLED")
-    assert store.already_recorded(client, exp, "aaaa")
-    assert not store.already_recorded(client, exp, "bbbb")  # killed: rerun, not recorded
-    assert not store.already_recorded(client, exp, "cccc")
+def test_recorded(store_exp):
+    store, exp = store_exp
+    sweep = _sweep(store, exp)
+    store.set_status(_trial(store, exp, sweep, "aaaa"), R.RunStatus.FINISHED)
+    store.set_status(_trial(store, exp, sweep, "bbbb"), R.RunStatus.KILLED)
+    # killed: rerun, not recorded; cccc: no run at all
+    assert store.recorded(exp, ["aaaa", "bbbb", "cccc"]) == {"aaaa"}
     with pytest.raises(ValueError):
-        store.already_recorded(client, exp, "x' or '1'='1")
+        store.recorded(exp, ["x' or '1'='1"])
 
 
 # -- failed writes -------------------------------------------------------------------------------
@@ -322,7 +320,7 @@ def _dev_full(_: Path) -> None:
     ],
 )
 def test_classify_real_write_failures(tmp_path: Path, make, expected: str):
-    line = store.classify_write_error(_raised(lambda: make(tmp_path / "x.db")), store="x.db")
+    line = classify_write_error(_raised(lambda: make(tmp_path / "x.db")), store="x.db")
     assert line is not None and expected in line and "(x.db)" in line and "\n" not in line
 
 
@@ -337,7 +335,21 @@ def test_classify_mlflow_wrapped_failure(tmp_path: Path, template_db: Path):
     client = MlflowClient(f"sqlite:///file:{db}?mode=ro&uri=true")
     exc = _raised(lambda: client.create_run(exp))
     assert type(exc).__name__ == "MlflowException"
-    assert "read-only" in (store.classify_write_error(exc) or "")
+    assert "read-only" in (classify_write_error(exc) or "")
+
+
+def test_a_unit_the_store_cannot_take_is_one_line(tmp_path: Path, template_db: Path):
+    """record_unit on a store that became read-only: ``StoreWriteError`` (exit 2) with one line
+    that says what to do, not MLflow's traceback."""
+    db = tmp_path / "mlflow.db"
+    shutil.copy(template_db, db)
+    exp = open_store(f"sqlite:///{db}").open_experiment("e")
+    read_only = open_store(f"sqlite:///file:{db}?mode=ro&uri=true", create=False)
+    unit = [TrialWrite(TrialRecord(trial_id="ab" * 8, config={"seed": 0}), "r")]
+    with pytest.raises(StoreWriteError) as err:
+        read_only.record_unit(exp, None, unit)
+    line = str(err.value)
+    assert "read-only" in line and "rerun the same command" in line and "\n" not in line
 
 
 @pytest.mark.parametrize(
@@ -352,157 +364,15 @@ def test_classify_mlflow_wrapped_failure(tmp_path: Path, template_db: Path):
     ],
 )
 def test_classify_constructed_exceptions(exc: BaseException, expected: str | None):
-    line = store.classify_write_error(exc)
+    line = classify_write_error(exc)
     assert line is None if expected is None else (line is not None and expected in line)
 
 
-# -- e2e: an MLflow server on PostgreSQL ---------------------------------------------------------
-def _pg_bin() -> Path | None:
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: p.split("/")[3])
-    return Path(found[-1]).parent if found else None
-
-
-def _pg_driver() -> str | None:
-    """The SQLAlchemy dialect+driver MLflow can use here (SQLAlchemy 2.1's plain
-    ``postgresql://`` means psycopg 3)."""
-    for module, dialect in (("psycopg", "postgresql+psycopg"), ("psycopg2", "postgresql+psycopg2")):
-        with contextlib.suppress(ImportError):
-            __import__(module)
-            return dialect
-    return None
-
-
-def _as_postgres(*cmd: str) -> list[str]:
-    return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else list(cmd)
-
-
-def _stop_group(proc: subprocess.Popen) -> None:
-    """Stop a process we started in its own session, with whatever it forked."""
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-
-
-@pytest.fixture
-def postgres_mlflow_server():
-    """A private PostgreSQL cluster on 127.0.0.1 and an MLflow server on it: yields its URI."""
-    pg, dialect = _pg_bin(), _pg_driver()
-    if pg is None:
-        pytest.skip("PostgreSQL binaries missing (/usr/lib/postgresql/*/bin; .ci/postgres.sh)")
-    if dialect is None:
-        pytest.skip("no PostgreSQL driver for SQLAlchemy: pip install 'psycopg[binary]'")
-    if os.geteuid() == 0 and (shutil.which("runuser") is None or _no_user("postgres")):
-        pytest.skip("running as root without a 'postgres' user to run the cluster as")
-    mlflow_exe = Path(sys.executable).with_name("mlflow")
-    root = Path(tempfile.mkdtemp(prefix="gapg-"))  # short path: it holds the unix socket
-    if os.geteuid() == 0:
-        shutil.chown(root, "postgres")
-    data, pg_port, port = root / "data", _free_port(), _free_port()
-    server, log = None, None
-    try:
-        run = dict(check=True, capture_output=True, timeout=120)
-        subprocess.run(
-            _as_postgres(str(pg / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust"),
-            **run,
-        )
-        options = f"-k {root} -p {pg_port} -c listen_addresses=127.0.0.1"
-        subprocess.run(
-            _as_postgres(
-                str(pg / "pg_ctl"),
-                "-D",
-                str(data),
-                "-o",
-                options,
-                "-l",
-                str(root / "pg.log"),
-                "-w",
-                "start",
-            ),
-            **run,
-        )
-        subprocess.run(
-            _as_postgres(
-                str(pg / "createdb"),
-                "-h",
-                "127.0.0.1",
-                "-p",
-                str(pg_port),
-                "-U",
-                "postgres",
-                "mlflow",
-            ),
-            **run,
-        )
-        log = open(root / "mlflow.log", "wb")  # noqa: SIM115 - closed with the server below
-        env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-        server = subprocess.Popen(
-            [
-                str(mlflow_exe),
-                "server",
-                "--backend-store-uri",
-                f"{dialect}://postgres@127.0.0.1:{pg_port}/mlflow",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--workers",
-                "2",
-                "--default-artifact-root",
-                (root / "artifacts").as_uri(),
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,
-        )
-        uri = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 180  # a bound against hanging, not a timing assertion
-        while True:
-            with (
-                contextlib.suppress(OSError),
-                urllib.request.urlopen(f"{uri}/health", timeout=2) as r,
-            ):
-                if r.status == 200:
-                    break
-            if server.poll() is not None or time.monotonic() > deadline:
-                tail = (root / "mlflow.log").read_text(errors="replace")[-3000:]
-                pytest.fail(f"mlflow server did not come up:\n{tail}")
-            time.sleep(0.5)
-        yield uri
-    finally:
-        if server is not None:
-            _stop_group(server)
-        if log is not None:
-            log.close()
-        if (data / "postmaster.pid").exists():
-            subprocess.run(
-                _as_postgres(str(pg / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"),
-                capture_output=True,
-                timeout=60,
-            )
-        shutil.rmtree(root, ignore_errors=True)
-
-
-def _no_user(name: str) -> bool:
-    import pwd
-
-    try:
-        pwd.getpwnam(name)
-    except KeyError:
-        return True
-    return False
-
-
+# -- e2e: an MLflow server on PostgreSQL (tests/conftest.py: postgres_mlflow_server) ----------
 @pytest.mark.e2e
 def test_postgres_server_two_writers_lose_nothing(postgres_mlflow_server: str):
     uri = postgres_mlflow_server
-    store.open_store(uri)
+    open_store(uri)
     client = MlflowClient(uri)
     exp = client.create_experiment("pg")
     errors: list[BaseException] = []
@@ -536,7 +406,6 @@ def test_two_gradatlas_drivers_of_different_suites_on_a_postgres_server(
     """The team setup: two `gradatlas run` of different suites at once against one tracking
     server with a PostgreSQL backend; every planned trial id gets exactly one FINISHED run."""
     from gradatlas.suites import load_suite
-    from tests.conftest import cli_env
 
     uri = postgres_mlflow_server
     body = (
@@ -548,9 +417,10 @@ def test_two_gradatlas_drivers_of_different_suites_on_a_postgres_server(
     for name in ("pg-a", "pg-b"):
         paths.append(tmp_path / f"{name}.yaml")
         paths[-1].write_text(f"name: {name}\n{body}")
+    options = ("--tracking-uri", uri, "--threads", "1")
     procs = [
         subprocess.Popen(
-            [sys.executable, "-m", "gradatlas.cli", "run", str(p), "--tracking-uri", uri],
+            [sys.executable, "-m", "gradatlas.app.cli", "run", str(p), *options],
             cwd=tmp_path,
             env=cli_env(),
             stdout=subprocess.PIPE,

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from gradatlas.cli import main
+from gradatlas.app.cli import main
 from gradatlas.errors import UserInputError
-from gradatlas.identity import cell_id, trial_id
+from gradatlas.identity import cell_id, config_hash
 from gradatlas.suites import load_suite
 
 
@@ -22,7 +22,7 @@ def test_quickstart_expands_to_a_full_cross_with_stable_ids():
     again = load_suite("quickstart")
     assert [t.trial_id for t in again.trials] == [t.trial_id for t in suite.trials]
     t = suite.trials[0]
-    assert t.trial_id == trial_id(t.config) and t.cell_id == cell_id(t.config)
+    assert t.trial_id == config_hash(t.config) and t.cell_id == cell_id(t.config)
     assert t.run_name == "d3-relu-kaiming_normal-s0"
     # Resolved config is explicit: defaults are filled in, so the id says everything.
     assert t.config["model"]["init"] == {"name": "kaiming_normal", "gain": 1.0, "mode": "fan_in"}
@@ -188,7 +188,7 @@ def test_plan_json_prints_one_line_per_trial(capsys):
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 54
     rows = [json.loads(line) for line in lines]
-    assert rows[0]["trial_id"] == trial_id(rows[0]["config"])
+    assert rows[0]["trial_id"] == config_hash(rows[0]["config"])
     assert {r["name"] for r in rows} >= {"d20-sigmoid-xavier_normal-s1"}
 
 
@@ -210,7 +210,7 @@ def test_builtin_suites_all_validate():
 
 
 def test_run_without_env_uses_local_sqlite(monkeypatch, tmp_path):
-    from gradatlas.runners.tracking import resolve_tracking_uri
+    from gradatlas.store import resolve_tracking_uri
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)

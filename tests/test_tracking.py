@@ -11,8 +11,10 @@ from mlflow.tracking import MlflowClient
 from gradatlas import record as R
 from gradatlas.record import TrialRecord
 from gradatlas.runners.sweep import outcome_table, run_suite
-from gradatlas.runners.tracking import Tracker
+from gradatlas.runners.tracking import TrialWrite, suite_experiment, write_unit
+from gradatlas.store import open_store
 from gradatlas.suites import load_suite
+from tests.conftest import new_store
 
 
 def _trial_runs(client: MlflowClient, exp_id: str, status: str = "FINISHED"):
@@ -127,7 +129,7 @@ def test_sweep_records_every_trial_and_resumes(tiny_suite: Path, tmp_path: Path)
 
 
 def test_partial_sweep_resumes_where_it_stopped(tiny_suite: Path, tmp_path: Path):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = new_store(tmp_path / "mlflow.db")
     assert run_suite(load_suite(str(tiny_suite)), uri, limit=3).ran == 3
     rest = run_suite(load_suite(str(tiny_suite)), uri)
     assert (rest.ran, rest.skipped) == (5, 3)
@@ -136,7 +138,7 @@ def test_partial_sweep_resumes_where_it_stopped(tiny_suite: Path, tmp_path: Path
 
 
 def test_an_interrupted_trial_is_recorded_killed(tiny_suite: Path, tmp_path: Path):
-    """record_trial on a result the user interrupted: outcome ``killed``, status KILLED, and the
+    """The record of a result the user interrupted: outcome ``killed``, status KILLED, and the
     run is not one resume counts as done."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     trial = load_suite(str(tiny_suite)).trials[0]
@@ -157,14 +159,16 @@ def test_an_interrupted_trial_is_recorded_killed(tiny_suite: Path, tmp_path: Pat
         device="cpu",
         interrupted=True,
     )
-    tracker = Tracker(uri)
-    exp_id = tracker.ensure_experiment("tiny")
-    rid = tracker.record_trial(exp_id, None, result)
-    run = tracker.client.get_run(rid)
+    store = open_store(uri)
+    exp_id = suite_experiment(store, "tiny")
+    report = write_unit(store, exp_id, None, [TrialWrite.of(result)])
+    rid = report.run_ids[trial.trial_id]
+    client = MlflowClient(tracking_uri=uri)  # read back independently of the store
+    run = client.get_run(rid)
     assert run.info.status == "KILLED" and run.data.tags[R.OUTCOME] == R.KILLED
     assert R.PARENT_RUN not in run.data.tags
     assert run.info.end_time - run.info.start_time >= 3000 - 2
-    rec = TrialRecord.from_json(_read(tracker.client, rid, "trial.json", tmp_path))
+    rec = TrialRecord.from_json(_read(client, rid, "trial.json", tmp_path))
     assert rec.outcome.label == "killed" and rec.outcome.reason == "learned, but not enough"
     assert rec.summary["final_val_loss"] is None and "final_val_loss" not in run.data.metrics
-    assert tracker.finished_trials(exp_id) == {}
+    assert store.finished_trials(exp_id) == {}

@@ -29,10 +29,11 @@ from gradatlas.errors import SuiteErrors, UserInputError
 from gradatlas.runners.executor import EarlyStop, InProcessExecutor, MemberRules
 from gradatlas.runners.sweep import run_suite
 from gradatlas.runners.trial import run_trial, set_threads
-from gradatlas.runners.tuning import COMPLETE, PRUNED_STATE, Finished, thresholds, tuning_plan
+from gradatlas.runners.tuning.plan import tuning_plan
+from gradatlas.runners.tuning.pruning import COMPLETE, PRUNED_STATE, Finished, thresholds
 from gradatlas.suites import expand_suite
 from gradatlas.suites.schema import TunePruner
-from tests.conftest import cli_env
+from tests.conftest import cli_env, new_store
 
 TUNED = {
     "name": "tuned",
@@ -80,9 +81,9 @@ def run(suite, root: Path):
 def mlflow_runs(uri: str, name: str) -> list:
     from mlflow.tracking import MlflowClient
 
-    from gradatlas.runners import store
+    from gradatlas.store import open_store
 
-    store.open_store(uri)
+    open_store(uri)
     client = MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name(name)
     return client.search_runs([exp.experiment_id], max_results=5000) if exp else []
@@ -101,7 +102,9 @@ def studies(optuna_uri: str) -> dict:
 @pytest.fixture(scope="module")
 def root(tmp_path_factory) -> Path:
     """One MLflow and one Optuna store for the module (a new MLflow store costs seconds)."""
-    return tmp_path_factory.mktemp("stores")
+    root = tmp_path_factory.mktemp("stores")
+    new_store(root / "mlflow.db")
+    return root
 
 
 @pytest.fixture(scope="module")
@@ -237,6 +240,7 @@ def test_thresholds_follow_the_pruner() -> None:
 
 
 # -- resume after a kill --------------------------------------------------------------------------
+@pytest.mark.e2e  # two CLI drivers, the first SIGKILLed mid-tuning
 def test_killed_tuning_resumes_without_retraining(root: Path, tmp_path: Path) -> None:
     data = json.loads(json.dumps(TUNED))
     data["name"] = "killed"
@@ -353,7 +357,7 @@ def test_where_leaves_other_cells_as_written() -> None:
     suite = expand_suite(with_tune(per=["optimizer"], where={"optimizer": "adam"}), source="s")
     plan = tuning_plan(suite)
     assert [g.label for g in plan.groups] == ["adam"]
-    from gradatlas.runners.tuning import evaluation_trials
+    from gradatlas.runners.tuning.plan import evaluation_trials
 
     tuned = evaluation_trials(suite, plan, {"adam": {"lr": 0.0123}})
     assert [t.spec.optim.lr for t in tuned] == [suite.trials[0].spec.optim.lr, 0.0123]

@@ -26,7 +26,7 @@ import pytest
 from gradatlas.runners.executor import InProcessExecutor
 from gradatlas.runners.sweep import run_suite
 from gradatlas.runners.trial import set_threads
-from gradatlas.runners.tuning import (
+from gradatlas.runners.tuning.plan import (
     fingerprint,
     ranked_trials,
     second_best,
@@ -103,9 +103,11 @@ def store(tmp_path_factory):
     the evaluation trials at each best and at sgd's second-best."""
     import optuna
 
+    from tests.conftest import new_store
+
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     root = tmp_path_factory.mktemp("robust")
-    mlflow_uri, optuna_uri = f"sqlite:///{root / 'mlflow.db'}", f"sqlite:///{root / 'optuna.db'}"
+    mlflow_uri, optuna_uri = new_store(root / "mlflow.db"), f"sqlite:///{root / 'optuna.db'}"
     for group, values in (("sgd", SGD), ("adam", ADAM)):
         study = optuna.create_study(
             study_name=f"{NAME}/{group}", storage=optuna_uri, direction="maximize"
@@ -193,14 +195,12 @@ def test_a_rerun_adds_nothing(store) -> None:
 
 
 def test_plan_status_counts_the_rank_two_trials(store) -> None:
-    from mlflow.tracking import MlflowClient
-
     from gradatlas.reports.load import load_experiment
     from gradatlas.reports.plan_status import read_plan_status
 
     _, mlflow_uri, _ = store
     exp = load_experiment(NAME, mlflow_uri)
-    status = read_plan_status(MlflowClient(tracking_uri=mlflow_uri), exp)
+    status = read_plan_status(exp.store, exp)
     assert status.planned == 3 and status.finished == 3 and status.complete, status.banner()
     assert "second-best" in status.source
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from gradatlas.runners.tracking import Tracker
+from gradatlas.store import open_store
 from tests.conftest import cli_env
 
 
@@ -48,7 +48,7 @@ def _ui(*args: str, cwd: Path) -> subprocess.Popen:
 @pytest.mark.e2e
 def test_ui_serves_the_store_on_localhost_until_stopped_by_pid(tmp_path):
     uri = f"sqlite:///{tmp_path}/runs/mlflow.db"
-    exp_id = Tracker(uri).ensure_experiment("shown")
+    exp_id = open_store(uri).open_experiment("shown")
     port = _free_port()
     proc = _ui("shown", "--port", str(port), "--tracking-uri", uri, cwd=tmp_path)
     try:
@@ -83,7 +83,7 @@ def test_ui_without_a_store_says_so_and_creates_nothing(tmp_path):
 
 def test_ui_on_a_taken_port_is_one_line_and_exit_2(tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    Tracker(uri).ensure_experiment("x")
+    open_store(uri).open_experiment("x")
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         sock.listen()

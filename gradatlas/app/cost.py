@@ -4,7 +4,8 @@
 its wall time before a single trial is launched. Per trial:
 
     steps    = train.steps, else epochs x ceil(train examples / batch size)
-               (train examples: the trial's dataset's train split, or its train_subset)
+               (train examples: the trial's dataset's train split, or its train_subset;
+               the split sizes are on the dataset's registration, ``datasets.split_sizes``)
     flops    = 6 x P x batch x steps            (forward + backward, Kaplan et al.'s 6N rule)
              + 2 x P x evaluated examples       (the val split and as many train examples,
                                                  once per epoch or every eval_every steps)
@@ -24,7 +25,7 @@ second.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -48,49 +49,6 @@ LAYER_STEP_S = 0.16e-3
 # conservative figure for fp32 convs with their elementwise (norm, activation, dropout) traffic.
 EFFECTIVE_FLOPS = 50e12
 GPU = "H200-class GPU"
-
-
-# -- the size of one epoch, per dataset --------------------------------------------------------
-def _mnist1d_sizes(o: Mapping[str, Any]) -> tuple[int, int]:
-    n = int(o.get("num_samples", 5000)) // 10 * 10  # mnist1d splits the classes evenly
-    n_train = int(n * float(o.get("train_split", 0.8)))
-    n_val = round(n_train * float(o.get("val_fraction", 0.2)))  # held out of its train split
-    return n_train - n_val, n_val
-
-
-def _digits_sizes(o: Mapping[str, Any]) -> tuple[int, int]:
-    n_val = max(1, round(1797 * float(o.get("val_fraction", 0.2))))
-    n_test = max(1, round(1797 * float(o.get("test_fraction", 0.2))))
-    return 1797 - n_val - n_test, n_val
-
-
-def _images(n_train: int) -> Callable[[Mapping[str, Any]], tuple[int, int]]:
-    def sizes(o: Mapping[str, Any]) -> tuple[int, int]:
-        n_val = int(o.get("val_size", 5000))  # held out of the official train split
-        return int(o.get("limit_train") or n_train - n_val), n_val
-
-    return sizes
-
-
-# (train examples, validation examples) from a dataset's resolved options, without reading data.
-SPLIT_SIZES: dict[str, Callable[[Mapping[str, Any]], tuple[int, int]]] = {
-    "mnist1d": _mnist1d_sizes,
-    "digits": _digits_sizes,
-    "teacher": lambda o: (int(o.get("n_train", 4000)), int(o.get("n_val", 1000))),
-    "mnist": _images(60_000),
-    "fashion_mnist": _images(60_000),
-    "cifar10": _images(50_000),
-}
-
-
-def split_sizes(name: str, options: Mapping[str, Any]) -> tuple[int, int]:
-    """(train examples, validation examples) of dataset ``name`` with these options."""
-    if name not in SPLIT_SIZES:
-        raise ValueError(
-            f"no split sizes for dataset {name!r}: add it to gradatlas.cost.SPLIT_SIZES "
-            f"(known: {', '.join(SPLIT_SIZES)})"
-        )
-    return SPLIT_SIZES[name](options)
 
 
 # -- the estimate ------------------------------------------------------------------------------
@@ -127,8 +85,8 @@ ASSUMPTIONS = (
 
 def trial_cost(spec: Any) -> tuple[int, float, float]:
     """(steps, FLOPs, GPU-seconds) of one resolved trial (a ``TrialSpec``)."""
-    from gradatlas.datasets import describe
-    from gradatlas.models import MODELS, estimate_parameters
+    from gradatlas.datasets import describe, split_sizes
+    from gradatlas.models import estimate_parameters, weight_positions
 
     ds, model, train = spec.dataset, spec.model, spec.train
     _, shape, outputs = describe(ds.name, ds.options)
@@ -137,9 +95,7 @@ def trial_cost(spec: Any) -> tuple[int, float, float]:
     batch = min(train.batch_size, n_train)
     steps_per_epoch = math.ceil(n_train / batch)
     steps = train.steps or (train.epochs or 0) * steps_per_epoch
-    weights = estimate_parameters(model, shape, outputs)
-    if MODELS.meta(model.family, "spatial_input", False):
-        weights *= math.prod(shape[1:])
+    weights = estimate_parameters(model, shape, outputs) * weight_positions(model.family, shape)
     evaluations = math.ceil(steps / (train.eval_every or steps_per_epoch))
     evaluated = evaluations * (n_val + min(n_val, n_train))
     flops = 6.0 * weights * batch * steps + 2.0 * weights * evaluated

@@ -18,7 +18,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from gradatlas.errors import UserInputError
-from gradatlas.record import OUTCOME_ORDER, OUTCOMES
+from gradatlas.record import OUTCOME_ORDER as _ORDER
+from gradatlas.record import OUTCOMES as _VERDICTS
+
+# The labels as plain strings: the frames a user gets hold ``str`` categories and columns, as
+# the stored labels are (the record's enum members compare equal to them).
+OUTCOME_ORDER = tuple(str(label) for label in _ORDER)
+OUTCOMES = tuple(str(label) for label in _VERDICTS)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -215,15 +221,8 @@ def export(
 
 def _load(target: str, tracking_uri: str | None) -> Experiment:
     """The experiment ``target`` names, read as the report reads it (never creating a store)."""
-    from mlflow.tracking import MlflowClient
-
-    from gradatlas.record import quiet_mlflow
-    from gradatlas.reports.build import require_store
     from gradatlas.reports.load import experiment_name, load_experiment
-    from gradatlas.runners.tracking import resolve_tracking_uri
+    from gradatlas.store import open_store
 
-    uri = resolve_tracking_uri(tracking_uri)
-    require_store(uri)
-    quiet_mlflow()
-    name = experiment_name(target, MlflowClient(tracking_uri=uri))
-    return load_experiment(name, uri)
+    store = open_store(tracking_uri, create=False)
+    return load_experiment(experiment_name(target, store), store)

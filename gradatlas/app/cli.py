@@ -453,12 +453,12 @@ def cmd_plan(args: argparse.Namespace) -> int:
             levels = list(dict.fromkeys(t.factors.get(name, "-") for t in cells.values()))
             print(f"  {name:<13} {len(levels):>3} levels: {', '.join(levels)}")
     if suite.spec.tune is not None:
-        from gradatlas.runners.tuning import tuning_plan
+        from gradatlas.runners.tuning.plan import tuning_plan
 
         print("")
         for line in tuning_plan(suite).describe():
             print(line)
-    from gradatlas.cost import estimate_cost, format_cost
+    from gradatlas.app.cost import estimate_cost, format_cost
 
     print(f"\n{format_cost(estimate_cost(suite.trials))}")
     shown = list(cells.values())
@@ -582,7 +582,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from gradatlas.record import ui_runs_path
     from gradatlas.runners.sweep import outcome_table, raise_interrupted, run_suite
-    from gradatlas.runners.tracking import resolve_tracking_uri
+    from gradatlas.store import open_store, resolve_tracking_uri
     from gradatlas.suites import load_suite
 
     # Everything is validated before anything is written.
@@ -592,15 +592,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     uri = resolve_tracking_uri(args.tracking_uri)
     executor = None
     try:
-        from gradatlas.runners import store
-
-        store.open_store(uri)  # a store that cannot be used is said before Ray starts
+        store = open_store(uri)  # a store that cannot be used is said before Ray starts
         # SIGTERM during start-up (Ray, imports) ends like Ctrl-C: one line, exit 143.
         signal.signal(signal.SIGTERM, raise_interrupted)
         executor = _make_executor(args)
         summary = run_suite(
             suite,
-            uri,
+            store,
             force=args.force,
             retry_failed=args.retry_failed,
             accelerator=args.accelerator,
@@ -622,7 +620,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if summary.tuning is not None:
         _print_tuning(summary.tuning)
     if summary.tuning is None or summary.tuning.complete:
-        columns, rows = outcome_table(uri, summary.suite or suite)
+        columns, rows = outcome_table(store, summary.suite or suite)
         _print_table(suite.name, columns, rows)
     print(f"\nMLflow store: {uri}  (experiment '{suite.name}', id {summary.experiment_id})")
     where = "" if args.tracking_uri is None else f" --tracking-uri {uri}"
@@ -713,7 +711,7 @@ def _print_table(name: str, columns: list[str], rows: list) -> None:
 def cmd_report(args: argparse.Namespace) -> int:
     from gradatlas.reports import build_report
     from gradatlas.reports.steer import Steering, parse_where
-    from gradatlas.runners.tracking import resolve_tracking_uri
+    from gradatlas.store import open_store
 
     steering = Steering(
         by=args.by,
@@ -722,21 +720,21 @@ def cmd_report(args: argparse.Namespace) -> int:
         cells=tuple(args.cells),
         limit=args.limit,
     )
-    uri = resolve_tracking_uri(args.tracking_uri)
-    html, pdf = build_report(args.target, tracking_uri=uri, out_dir=args.out, steering=steering)
+    store = open_store(args.tracking_uri, create=False)  # a report never creates a store
+    html, pdf = build_report(args.target, store=store, out_dir=args.out, steering=steering)
     print(f"HTML report: {html}")
     print(f"PDF report:  {pdf}")
     if not steering.active:  # the suite's own report goes where MLflow users look: its sweep
         from gradatlas.reports.publish import attach_report
 
-        attached = attach_report(uri, args.target, html.parent)
+        attached = attach_report(store, args.target, html.parent)
         if attached:
             print(f"In MLflow:   the sweep run {attached[:8]}'s artifacts, report/index.html")
     return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from gradatlas.dataframe import export
+    from gradatlas.app.results import export
 
     fmt = args.fmt
     if fmt is None:
@@ -748,14 +746,13 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
+    from gradatlas.app.ui import serve
     from gradatlas.record import ui_runs_path
-    from gradatlas.reports.build import require_store
-    from gradatlas.runners.tracking import resolve_tracking_uri
-    from gradatlas.ui import serve
+    from gradatlas.store import open_store
 
-    uri = resolve_tracking_uri(args.tracking_uri)
-    require_store(uri)  # a missing local store is said, never created (a server: no check)
-    experiment_id = _experiment_id(uri, args.target) if args.target else None
+    store = open_store(args.tracking_uri, create=False)  # a missing local store is said
+    uri = store.uri
+    experiment_id = _experiment_id(store, args.target) if args.target else None
     if uri.startswith(("http://", "https://")):  # a tracking server serves its own UI
         page = ui_runs_path(experiment_id) if experiment_id else ""
         print(f"The store is a tracking server: its UI is {uri.rstrip('/')}/{page}")
@@ -764,28 +761,29 @@ def cmd_ui(args: argparse.Namespace) -> int:
     return 0  # not reached: serve replaces this process with the server
 
 
-def _experiment_id(uri: str, target: str) -> str:
+def _experiment_id(store: Any, target: str) -> str:
     """The experiment of a suite (or experiment) name in an existing store, else exit 2."""
     from gradatlas.reports.load import experiment_name
-    from gradatlas.runners.tracking import Tracker
+    from gradatlas.store import redact
 
-    client = Tracker(uri).client
-    name = experiment_name(target, client)
-    exp = client.get_experiment_by_name(name)
+    name = experiment_name(target, store)
+    exp = store.get_experiment(name=name)
     if exp is None:
-        raise UserInputError(f"no experiment '{name}' in {uri} yet: run `gradatlas run {target}`")
+        raise UserInputError(
+            f"no experiment '{name}' in {redact(store.uri)} yet: run `gradatlas run {target}`"
+        )
     return exp.experiment_id
 
 
 def cmd_repro(args: argparse.Namespace) -> int:
-    from gradatlas.repro import DEFAULT_TOLERANCE, render, reproduce
-    from gradatlas.runners.tracking import resolve_tracking_uri
+    from gradatlas.app.repro import DEFAULT_TOLERANCE, render, reproduce
+    from gradatlas.store import open_store
 
     tolerance = DEFAULT_TOLERANCE if args.tolerance is None else args.tolerance
     if not tolerance >= 0:
         raise UserInputError("--tolerance must be a relative difference >= 0")
     verdict = reproduce(
-        resolve_tracking_uri(args.tracking_uri),
+        open_store(args.tracking_uri, create=False),
         args.target,
         experiment=args.experiment,
         device=args.device,
@@ -803,17 +801,13 @@ VERDICTS_ARTIFACT = "verdicts.json"  # on the newest sweep run: the rows `verdic
 def _claims_experiment(target: str, tracking_uri: str | None) -> tuple[Any, list[Any]]:
     """The experiment of a suite (or experiment name) and its declared claims; exit 2 when the
     store, the experiment or its claims are missing."""
-    from mlflow.tracking import MlflowClient
-
-    from gradatlas.reports.build import require_store
     from gradatlas.reports.claimeval import declared_claims
     from gradatlas.reports.load import experiment_name, load_experiment
-    from gradatlas.runners.tracking import resolve_tracking_uri
+    from gradatlas.store import open_store
 
-    uri = resolve_tracking_uri(tracking_uri)
-    require_store(uri)
-    name = experiment_name(target, MlflowClient(tracking_uri=uri))
-    exp = load_experiment(name, uri)
+    store = open_store(tracking_uri, create=False)
+    name = experiment_name(target, store)
+    exp = load_experiment(name, store)
     claims = declared_claims(exp)
     if not claims:
         raise UserInputError(
@@ -824,12 +818,9 @@ def _claims_experiment(target: str, tracking_uri: str | None) -> tuple[Any, list
 
 
 def cmd_verdicts(args: argparse.Namespace) -> int:
-    from mlflow.tracking import MlflowClient
-
     from gradatlas.reports.claimeval import evaluate_claims, verdict_rows
 
     exp, claims = _claims_experiment(args.target, args.tracking_uri)
-    uri = exp.tracking_uri
     rows = verdict_rows(evaluate_claims(exp, claims), exp)
     if args.json:
         for row in rows:
@@ -839,7 +830,7 @@ def cmd_verdicts(args: argparse.Namespace) -> int:
     sweeps = [s for s in exp.sweeps if s.run_id]
     if sweeps:
         newest = max(sweeps, key=lambda s: s.start_time.value if s.start_time is not None else 0)
-        MlflowClient(tracking_uri=uri).log_dict(newest.run_id, rows, VERDICTS_ARTIFACT)
+        exp.store.attach(newest.run_id, VERDICTS_ARTIFACT, rows)
         if not args.json:
             print(
                 f"\nIn MLflow: the sweep run {newest.run_id[:8]}'s artifacts, {VERDICTS_ARTIFACT}"

@@ -1,8 +1,8 @@
 """The look the report and each trial's picture share: outcome colours and base text sizes.
 
-Pure data, no imports: the recorder draws a trial's picture
-(``runners/trial_image.py``) without importing the report stack (seaborn, pandas), and the report's
-charts (``reports/figures.py``) add their own settings on top.
+Pure data, no imports, in the core layer because two layers draw: the recorder draws a trial's
+picture (``runners/trial_image.py``) and must not import the report stack above it (seaborn,
+pandas); the report's charts (``reports/figures.py``) add their own settings on top.
 """
 
 from __future__ import annotations

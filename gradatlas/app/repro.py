@@ -25,16 +25,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
-import urllib.parse
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from gradatlas.errors import UserInputError
-from gradatlas.identity import trial_id as hash_config
+from gradatlas.identity import config_hash as hash_config
 from gradatlas.record import (
     BATCH_SEEDS,
     CELL_ID,
@@ -49,10 +46,13 @@ from gradatlas.record import (
     TRIAL_ARTIFACT,
     TRIAL_ID,
     TUNING_STOPPED,
+    RunKind,
+    RunStatus,
     TrialRecord,
-    quiet_mlflow,
+    as_int,
     sweep_of,
 )
+from gradatlas.store import RecordStore, StoredRun, as_store
 
 DEFAULT_TOLERANCE = 1e-5  # relative; float32 round-off is ~6e-8, thread counts move curves ~2e-7
 RUN_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -105,19 +105,15 @@ class Recorded:
     group_note: str = ""  # why it is rerun alone although the record was batched
 
 
-def find_run(client: Any, target: str, experiment: str | None = None) -> Any:
-    """The MLflow run ``target`` names: a run id, or a trial id (the newest FINISHED trial run
-    of that id, in ``experiment`` or in every experiment). Raises ``UserInputError``."""
-    from mlflow.entities import ViewType
-    from mlflow.exceptions import MlflowException
-
+def find_run(store: RecordStore, target: str, experiment: str | None = None) -> StoredRun:
+    """The run ``target`` names: a run id, or a trial id (the newest FINISHED trial run of that
+    id, in ``experiment`` or in every experiment). Raises ``UserInputError``."""
     target = target.strip()
-    exp_ids = _experiment_ids(client, experiment)
+    exp_ids = _experiment_ids(store, experiment)
     if RUN_ID.match(target):
-        try:
-            return client.get_run(target)
-        except MlflowException:
-            pass  # not a run id after all: try it as a trial id below, then say neither
+        run = store.get_run(target)
+        if run is not None:
+            return run  # else not a run id after all: try it as a trial id, then say neither
     if not TRIAL_ID_FORM.match(target) and not RUN_ID.match(target):
         raise UserInputError(
             "not a run id (32 hex digits) or a trial id (16 hex digits); find one with "
@@ -125,20 +121,14 @@ def find_run(client: Any, target: str, experiment: str | None = None) -> Any:
             source=target,
         )
     where = f"experiment {experiment!r}" if experiment else "any experiment"
-    base = f"tags.`{TRIAL_ID}` = '{target}'"
-    runs = client.search_runs(
-        exp_ids,
-        filter_string=f"{base} and tags.`{KIND}` = '{KIND_TRIAL}' and attributes.status = "
-        f"'{FINISHED}'",
-        run_view_type=ViewType.ACTIVE_ONLY,
-        max_results=1,
-        order_by=["attributes.start_time DESC"],
+    runs = store.find_runs(
+        exp_ids, kind=RunKind.TRIAL, status=RunStatus.FINISHED, tags={TRIAL_ID: target}, limit=1
     )
     if runs:
         return runs[0]
-    others = client.search_runs(exp_ids, filter_string=base, max_results=20)
+    others = store.find_runs(exp_ids, tags={TRIAL_ID: target}, limit=20)
     if others:
-        seen = sorted({f"{r.data.tags.get(KIND, '?')} {r.info.status}" for r in others})
+        seen = sorted({f"{r.tags.get(KIND, '?')} {r.status}" for r in others})
         raise UserInputError(
             f"no FINISHED trial run of this trial id in {where} (its runs: {', '.join(seen)}); "
             "pass a run id to rerun one of them",
@@ -147,103 +137,95 @@ def find_run(client: Any, target: str, experiment: str | None = None) -> Any:
     raise UserInputError(f"no run or trial with this id in {where}", source=target)
 
 
-def _experiment_ids(client: Any, name: str | None) -> list[str]:
-    from mlflow.entities import ViewType
-
+def _experiment_ids(store: RecordStore, name: str | None) -> list[str]:
     if name:
-        exp = client.get_experiment_by_name(name)
+        exp = store.get_experiment(name=name)
         if exp is None:
             raise UserInputError("no such MLflow experiment", source=name)
         return [exp.experiment_id]
-    exps = client.search_experiments(view_type=ViewType.ACTIVE_ONLY)
-    return [e.experiment_id for e in exps] or ["0"]
+    return [e.experiment_id for e in store.experiments()] or ["0"]
 
 
 def load_recorded(
-    tracking_uri: str, target: str, experiment: str | None = None, alone: bool = False
+    store: RecordStore | str, target: str, experiment: str | None = None, alone: bool = False
 ) -> Recorded:
-    """Find ``target``'s run and read what a rerun needs. Raises ``UserInputError`` for a run
-    that is no finished trial or has no ``trial.json`` to rerun from."""
-    quiet_mlflow()
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=tracking_uri)
-    run = find_run(client, target, experiment)
-    tags = dict(run.data.tags)
-    rid = run.info.run_id
+    """Find ``target``'s run and read what a rerun needs (``store``: a store, or the URI of one
+    to open for reading). Raises ``UserInputError`` for a run that is no finished trial or has no
+    ``trial.json`` to rerun from."""
+    store = as_store(store)
+    run = find_run(store, target, experiment)
+    tags = dict(run.tags)
+    rid = run.run_id
     kind = tags.get(KIND)
     if kind not in (KIND_TRIAL, KIND_TUNING):
         raise UserInputError(f"run {rid} is a {kind or 'non-gradatlas'} run, not a trial run")
-    if run.info.status != FINISHED:
+    if run.status != FINISHED:
         raise UserInputError(
-            f"run {rid} is {run.info.status}: only a FINISHED trial has a complete record to "
+            f"run {rid} is {run.status}: only a FINISHED trial has a complete record to "
             "compare with (a killed trial is rerun by resuming its sweep)"
         )
     if tags.get(TUNING_STOPPED):
         raise UserInputError(f"run {rid} was stopped early by a tuning pruner: no full record")
-    text = _artifact_text(client, run, TRIAL_ARTIFACT)
+    text = store.artifact_text(run, TRIAL_ARTIFACT)
     record = TrialRecord.from_json(text) if text is not None else None
     if record is None or not record.config:
         raise UserInputError(
             f"run {rid} has no readable {TRIAL_ARTIFACT} with a config: nothing to rerun from"
         )
-    exp = client.get_experiment(run.info.experiment_id)
+    exp = store.get_experiment(experiment_id=run.experiment_id)
     out = Recorded(
         run_id=rid,
-        experiment=exp.name if exp else run.info.experiment_id,
-        run_name=run.info.run_name or "",
+        experiment=exp.name if exp else run.experiment_id,
+        run_name=run.run_name,
         record=record,
         tags=tags,
-        environment=_with_worker(_sweep_environment(client, tags), record),
+        environment=_with_worker(_sweep_environment(store, tags), record),
     )
-    batched = _int(tags.get(BATCH_SEEDS)) or int(record.timing.get("batch_seeds") or 1)
+    batched = as_int(tags.get(BATCH_SEEDS)) or int(record.timing.get("batch_seeds") or 1)
     if batched > 1:
         if alone:
             out.group_note = f"rerun alone (--alone); it trained batched with {batched} seeds"
         else:
-            out.group, out.group_note = _batch_group(client, run, record, batched)
+            out.group, out.group_note = _batch_group(store, run, record, batched)
     return out
 
 
 def _batch_group(
-    client: Any, run: Any, record: TrialRecord, size: int
+    store: RecordStore, run: StoredRun, record: TrialRecord, size: int
 ) -> tuple[list[TrialRecord], str]:
     """The records of the seeds ``run`` trained with (itself included), in seed order: the runs
     of its sweep and cell that started with it (one stacked model shares one start time)."""
-    tags = run.data.tags
+    tags = run.tags
     parent = sweep_of(tags)
     if not parent:
         return [], f"rerun alone: it trained batched with {size} seeds, but has no sweep run"
     key = SWEEP_RUN if tags.get(SWEEP_RUN) else PARENT_RUN  # older trial runs nest instead
-    filt = (
-        f"tags.`{key}` = '{parent}' and tags.`{CELL_ID}` = '{tags.get(CELL_ID, '')}' "
-        f"and tags.`{KIND}` = '{tags.get(KIND, KIND_TRIAL)}' and attributes.status = '{FINISHED}'"
+    runs = store.find_runs(
+        run.experiment_id,
+        kind=tags.get(KIND, KIND_TRIAL),
+        status=RunStatus.FINISHED,
+        tags={key: parent, CELL_ID: tags.get(CELL_ID, "")},
+        limit=1000,
     )
-    runs = client.search_runs(
-        [run.info.experiment_id],
-        filter_string=filt,
-        max_results=1000,
-        order_by=["attributes.start_time DESC"],
-    )
-    runs = [r for r in runs if r.data.tags.get(BATCH_SEEDS) == str(size)]
-    same = [r for r in runs if r.info.start_time == run.info.start_time]
+    runs = [r for r in runs if r.tags.get(BATCH_SEEDS) == str(size)]
+    same = [r for r in runs if r.start_time == run.start_time]
     if record.batch_members:  # recorded since the record carries them: no guessing by time
         members = set(record.batch_members)
-        same = [r for r in same if r.data.tags.get(TRIAL_ID) in members] or [
-            r for r in runs if r.data.tags.get(TRIAL_ID) in members
+        same = [r for r in same if r.tags.get(TRIAL_ID) in members] or [
+            r for r in runs if r.tags.get(TRIAL_ID) in members
         ]
-    if len({r.data.tags.get(TRIAL_ID) for r in same}) != size:
+    if len({r.tags.get(TRIAL_ID) for r in same}) != size:
         # Start times that differ by the writer's clock: the cell's batched runs in this sweep,
         # if they are exactly one group (the newest run of each trial id).
-        newest = {r.data.tags.get(TRIAL_ID): r for r in reversed(runs)}
-        if len(newest) == size and run.info.run_id in {r.info.run_id for r in newest.values()}:
+        newest = {r.tags.get(TRIAL_ID): r for r in reversed(runs)}
+        if len(newest) == size and run.run_id in {r.run_id for r in newest.values()}:
             same = list(newest.values())
     records = []
     for r in same:
-        if r.info.run_id == run.info.run_id:
+        if r.run_id == run.run_id:
             records.append(record)
             continue
-        text = _artifact_text(client, r, TRIAL_ARTIFACT)
+        text = store.artifact_text(r, TRIAL_ARTIFACT)
         sib = TrialRecord.from_json(text) if text is not None else None
         if sib is not None and sib.config:
             records.append(sib)
@@ -271,7 +253,7 @@ def _with_worker(sweep_env: dict[str, Any], record: TrialRecord) -> dict[str, An
     return env
 
 
-def _sweep_environment(client: Any, tags: Mapping[str, str]) -> dict[str, Any]:
+def _sweep_environment(store: RecordStore, tags: Mapping[str, str]) -> dict[str, Any]:
     """``environment.json`` of the sweep the run nests under (a tuning run's study nests under
     the sweep: up to three parents are tried)."""
     parent = sweep_of(tags)
@@ -279,37 +261,20 @@ def _sweep_environment(client: Any, tags: Mapping[str, str]) -> dict[str, Any]:
         if not parent:
             return {}
         try:
-            run = client.get_run(parent)
+            run = store.get_run(parent)
         except Exception:
             return {}
-        text = _artifact_text(client, run, ENVIRONMENT_ARTIFACT)
+        if run is None:
+            return {}
+        text = store.artifact_text(run, ENVIRONMENT_ARTIFACT)
         if text is not None:
             try:
                 env = json.loads(text)
             except ValueError:
                 return {}
             return env if isinstance(env, dict) else {}
-        parent = run.data.tags.get(PARENT_RUN)
+        parent = run.tags.get(PARENT_RUN)
     return {}
-
-
-def _artifact_text(client: Any, run: Any, name: str) -> str | None:
-    """A run's text artifact: read from disk for a local artifact store, else through MLflow
-    (without its progress bar); None when missing or unreadable."""
-    uri = run.info.artifact_uri.rstrip("/")
-    parsed = urllib.parse.urlparse(uri)
-    if parsed.scheme in ("", "file"):
-        try:
-            return (Path(urllib.parse.unquote(parsed.path)) / name).read_text(encoding="utf-8")
-        except OSError:
-            return None
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    import mlflow.artifacts
-
-    try:
-        return mlflow.artifacts.load_text(f"{uri}/{name}")
-    except Exception:  # missing or unreadable: the caller says what that means
-        return None
 
 
 # -- 2. the rerun --------------------------------------------------------------------------------
@@ -327,8 +292,8 @@ def recorded_environment(rec: Recorded) -> dict[str, Any]:
     packages = env.get("packages") or {}
     threads = rec.record.timing.get("torch_threads")
     if threads is None:
-        threads = _int(rec.tags.get(TORCH_THREADS))
-    batch = _int(rec.tags.get(BATCH_SEEDS)) or rec.record.timing.get("batch_seeds")
+        threads = as_int(rec.tags.get(TORCH_THREADS))
+    batch = as_int(rec.tags.get(BATCH_SEEDS)) or rec.record.timing.get("batch_seeds")
     return {
         "device": _device_type(rec.record.device),
         "torch_threads": None if threads is None else int(threads),
@@ -703,7 +668,7 @@ def judge(rec: Recorded, again: Rerun | None, tolerance: float = DEFAULT_TOLERAN
 
 
 def reproduce(
-    tracking_uri: str,
+    store: RecordStore | str,
     target: str,
     *,
     experiment: str | None = None,
@@ -713,7 +678,7 @@ def reproduce(
     alone: bool = False,
 ) -> Verdict:
     """The whole of ``gradatlas repro``: find, rerun, compare, judge."""
-    rec = load_recorded(tracking_uri, target, experiment, alone=alone)
+    rec = load_recorded(store, target, experiment, alone=alone)
     if hash_config(rec.record.config) != rec.record.trial_id:
         return judge(rec, None, tolerance)  # not this trial's config: nothing to rerun
     return judge(rec, rerun(rec, device=device, threads=threads), tolerance)
@@ -817,13 +782,6 @@ def _fmt(v: Any) -> str:
 
 def _json_float(x: float) -> float | str:
     return x if math.isfinite(x) else "inf"
-
-
-def _int(value: Any) -> int | None:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return None
 
 
 def _device_type(device: str | None) -> str | None:
