@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# One short session on a lent GPU machine (see /work/.library/device): installs the carried
-# wheels, places gradatlas on the path, runs the GPU tests, the quickstart on the GPU and the
-# runner and batched-seed benchmarks. Results land in $OUT. Usage (device tool): bash benchmarks/gpu_check.sh
+# One short session (<= 8 min) on a lent GPU machine (see /work/.library/device): installs the
+# carried wheels, places gradatlas on the path, runs the GPU tests (fused parity included), the
+# quickstart on the GPU (fused, and --no-fuse for the before figure), the fused-trials
+# benchmark and the runner and batched-seed benchmarks. Results land in $OUT.
+# Usage (device tool): bash benchmarks/gpu_check.sh   (ACCEL=cpu runs the same steps on a CPU)
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
@@ -13,9 +15,11 @@ export PYTHONPATH=$PWD:/tmp/site
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
   python3 -c "import torch, pytorch_lightning as pl, mlflow; print('torch', torch.__version__, 'lightning', pl.__version__, 'mlflow', mlflow.__version__, torch.cuda.get_device_name(0))"
 } 2>&1 | tee "$OUT/env.txt"
-timeout 200 python3 -m pytest -q -p no:cacheprovider tests/test_gpu.py tests/test_runner.py 2>&1 | tail -15 | tee "$OUT/pytest_gpu.txt"
+ACCEL=${ACCEL:-gpu}
+timeout 150 python3 -m pytest -q -p no:cacheprovider tests/test_gpu.py tests/test_runner.py 2>&1 | tail -15 | tee "$OUT/pytest_$ACCEL.txt"
 work=$(mktemp -d); root=$PWD
-( cd "$work" && /usr/bin/time -v python3 -m gradatlas run quickstart --accelerator gpu ) > "$OUT/quickstart_gpu.txt" 2>&1
-tail -30 "$OUT/quickstart_gpu.txt"
-timeout 200 python3 "$root/benchmarks/runner_overhead.py" --accelerator gpu --repeats 3 --json "$OUT/runner_overhead_gpu.json" 2>&1 | tail -6
-timeout 240 python3 "$root/benchmarks/batched_seeds.py" --accelerator gpu --one-cell --depths 3,20 --ks 1,8,64 --repeats 1 --epochs 4 --json "$OUT/batched_seeds_gpu.json" --markdown "$OUT/batched_seeds_gpu.md" 2>&1 | tail -22
+( cd "$work" && /usr/bin/time -v python3 -m gradatlas run quickstart --accelerator "$ACCEL" ) > "$OUT/quickstart_$ACCEL.txt" 2>&1
+( cd "$work" && /usr/bin/time -v python3 -m gradatlas run quickstart --accelerator "$ACCEL" --no-fuse --set name=quickstart-nofuse ) > "$OUT/quickstart_nofuse_$ACCEL.txt" 2>&1
+tail -12 "$OUT/quickstart_$ACCEL.txt" "$OUT/quickstart_nofuse_$ACCEL.txt"
+timeout 200 python3 "$root/benchmarks/fused.py" --accelerator "$ACCEL" --workload slice --json "$OUT/fused_$ACCEL.json" --markdown "$OUT/fused_$ACCEL.md" 2>&1 | tail -8
+timeout 90 python3 "$root/benchmarks/runner_overhead.py" --accelerator "$ACCEL" --repeats 3 --json "$OUT/runner_overhead_$ACCEL.json" 2>&1 | tail -6

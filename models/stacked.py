@@ -14,8 +14,8 @@ member from that member's slice only:
 - convolutions are one grouped convolution (``groups=K``) over (B, K*C, *spatial) maps;
 - BatchNorm keeps per-member batch statistics and running buffers, LayerNorm/GroupNorm
   per-member affine parameters (GroupNorm with K*g groups is exactly g groups per member);
-- dropout draws one mask per element, so each member has its own masks (not the unbatched
-  trial's masks: they come from a different random stream);
+- dropout runs per member, with that member's probability, drawing from that member's own
+  random stream: the masks its unbatched trial draws (``MemberDropout``);
 - the logit scale (``GradModel.logit_scale``) multiplies each member's outputs as it does the
   unbatched model's (one number: the members of a cell share it).
 
@@ -186,6 +186,86 @@ class ChannelsToMembers(nn.Module):
         return pooled.view(pooled.shape[0], self.members, -1).transpose(0, 1)
 
 
+class MemberStreams:
+    """Each member's own random stream for dropout: the state the global generator of the
+    training device had when that member's trial would have started training alone (after its
+    seeded build and init probe), advanced by its own draws only.
+
+    Why not one mask tensor for all members: masks drawn together come from one stream, so a
+    member's masks would differ from its unbatched trial's and so would its whole trajectory.
+    Swapping the generator's state per member costs a host-side copy per member and dropout
+    layer; what it buys is that member k draws exactly the masks trial k draws alone.
+    """
+
+    def __init__(self, states: Sequence[Tensor], device: torch.device):
+        self.states = list(states)
+        self.device = device
+
+    def run(self, k: int, fn: Callable[[], Tensor]) -> Tensor:
+        """``fn()`` drawing from member k's stream (the global stream is left as it was)."""
+        get, put = _rng_accessors(self.device)
+        outer = get()
+        put(self.states[k])
+        try:
+            return fn()
+        finally:
+            self.states[k] = get()
+            put(outer)
+
+
+def _rng_accessors(device: torch.device) -> tuple[Callable[[], Tensor], Callable[[Tensor], None]]:
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        return (
+            lambda: torch.cuda.get_rng_state(index),
+            lambda s: torch.cuda.set_rng_state(s, index),
+        )
+    return torch.get_rng_state, torch.set_rng_state
+
+
+def rng_state(device: torch.device) -> Tensor:
+    """The global generator's state on ``device`` (CPU or a CUDA device): a member's stream."""
+    return _rng_accessors(device)[0]()
+
+
+class MemberDropout(nn.Module):
+    """Dropout with each member's own probability (0: that member has no dropout here) and its
+    own random stream (``MemberStreams``), on (K, B, features) or channel-first (B, K*C, ...)
+    maps. Member k's output is what ``nn.Dropout(p_k)`` gives its unbatched trial, bit for bit:
+    the same call on the same shape, drawing from the same generator state."""
+
+    def __init__(self, ps: Sequence[float], streams: MemberStreams, channels_first: bool):
+        super().__init__()
+        self.ps = [float(p) for p in ps]
+        self.streams = streams
+        self.channels_first = channels_first
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training or not any(self.ps):
+            return x
+        k = len(self.ps)
+        parts = x.chunk(k, dim=1) if self.channels_first else x.unbind(0)
+        out = [
+            self.streams.run(i, lambda part=part, p=p: F.dropout(part, p, True)) if p > 0 else part
+            for i, (part, p) in enumerate(zip(parts, self.ps, strict=True))
+        ]
+        return torch.cat(out, dim=1) if self.channels_first else torch.stack(out)
+
+    def extra_repr(self) -> str:
+        return f"p={self.ps}"
+
+
+def _stack_dropout(
+    dropouts: Sequence[nn.Module], streams: MemberStreams | None, channels_first: bool
+) -> nn.Module:
+    ps = [m.p if isinstance(m, nn.Dropout) else 0.0 for m in dropouts]
+    if not any(ps):
+        return nn.Identity()
+    if streams is None:
+        raise ValueError("stacking dropout needs each member's random stream (rng_states)")
+    return MemberDropout(ps, streams, channels_first)
+
+
 def _stack_norm(norms: Sequence[nn.Module], channels_first: bool) -> nn.Module:
     first = norms[0]
     if isinstance(first, nn.Identity):
@@ -236,18 +316,27 @@ def stacked_form(family: str) -> StackedForm:
     return STACKED_FORMS[name]
 
 
-def stack_models(models: Sequence[GradModel]) -> GradModel:
+def stack_models(
+    models: Sequence[GradModel],
+    rng_states: Sequence[Tensor] | None = None,
+    device: torch.device | None = None,
+) -> GradModel:
     """One ``GradModel`` computing all of ``models`` at once; member k is ``models[k]``.
 
-    The models must share one architecture (the seeds of one cell do: built by ``build_model``,
-    which records their family). Their tensors are copied, so the originals can be probed or
-    dropped independently.
+    The models must share one architecture (the seeds of one cell do, and so do the cells of
+    one fused unit: built by ``build_model``, which records their family); their inits and
+    dropout probabilities may differ. Their tensors are copied, so the originals can be probed
+    or dropped independently. ``rng_states``: each member's dropout stream (``rng_state`` of
+    ``device`` where its trial would start training), needed when any member has dropout.
     """
     if not models:
         raise ValueError("stack_models needs at least one model")
     first = models[0]
     k = len(models)
     form = stacked_form(first.family)
+    streams = (
+        MemberStreams(rng_states, device or torch.device("cpu")) if rng_states is not None else None
+    )
     blocks = []
     for i, block in enumerate(first.blocks):
         column = [m.blocks[i] for m in models]
@@ -256,7 +345,9 @@ def stack_models(models: Sequence[GradModel]) -> GradModel:
                 layer=_stack_layer([b.layer for b in column]),
                 norm=_stack_norm([b.norm for b in column], channels_first=form.channels_first),
                 act=block.act,  # stateless: one module serves every member
-                dropout=block.dropout,  # elementwise masks: each member draws its own
+                dropout=_stack_dropout(
+                    [m.blocks[i].dropout for m in models], streams, form.channels_first
+                ),
                 residual=block.residual,
             )
         )

@@ -1,10 +1,18 @@
-"""How many seeds of a cell train together (batched seeds), decided where they will train.
+"""Which trials train together as one stacked model, decided where they will train.
 
-The setting is an execution choice (``execution.batch_seeds`` in the suite, ``--batch-seeds`` /
-``--no-batch`` on the command line), never part of a trial's identity. ``auto`` stacks every
-pending seed of the cell whose stacked model fits in a fraction of the device's free memory;
-an integer K stacks at most K. 16-mixed always trains one seed at a time: one GradScaler's loss
-scale would be shared by the members, so one member's overflow would skip every member's step.
+Two execution choices, never part of a trial's identity:
+
+- ``execution.fuse`` (``--no-fuse``): ``auto`` puts every pending trial that shares a *shape*
+  (``shape_key``: the same network, data, optimizer family, budget and precision) into one
+  work unit, whatever their seeds, inits, learning rates, schedules, optimizer options, weight
+  decay, dropout, clipping bounds and label smoothing; ``off`` makes one unit per cell (its
+  seeds).
+- ``execution.batch_seeds`` (``--batch-seeds`` / ``--no-batch``): how many of a unit's trials
+  stack into one model. ``auto`` stacks every one whose stacked model fits in a fraction of
+  the device's free memory; an integer K stacks at most K.
+
+16-mixed always trains one trial at a time: one GradScaler's loss scale would be shared by the
+members, so one member's overflow would skip every member's step.
 """
 
 from __future__ import annotations
@@ -29,6 +37,39 @@ def unbatchable(trial: Trial) -> str | None:
     if MODELS.meta(family, "batched") is None:
         return f"model family {family} has no stacked form (models.stacked)"
     return None
+
+
+# What may differ between the members of one stacked model: each is a per-member value inside
+# the stacked forward pass, loss, clipping and optimizer step (``models.stacked``,
+# ``runners.module``, ``runners.member_optim``). Everything else in the config is the shape.
+MEMBER_FIELDS: dict[str, tuple[str, ...]] = {
+    "model": ("init", "dropout"),
+    "train": ("schedule", "label_smoothing"),
+}
+
+
+def shape_key(trial: Trial) -> str:
+    """The trials with this key can train as members of one stacked model: their configs agree
+    on everything but ``seed``, ``MEMBER_FIELDS``, the optimizer's hyper-parameters (its name
+    stays: one update rule per unit) and the clipping bound (its mode stays)."""
+    from gradatlas.identity import config_hash
+
+    config = trial.spec.to_config()
+    shape: dict[str, Any] = {k: v for k, v in config.items() if k != "seed"}
+    for section, fields in MEMBER_FIELDS.items():
+        shape[section] = {k: v for k, v in config[section].items() if k not in fields}
+    shape["optim"] = {"name": config["optim"]["name"]}
+    clip = dict(config["train"].get("grad_clip") or {})
+    clip.pop("max", None)
+    shape["train"]["grad_clip"] = clip
+    return config_hash(shape)
+
+
+def unit_key(trial: Trial, fuse: bool) -> str:
+    """The work unit a pending trial belongs to: its shape's (fusion), else its cell's."""
+    if fuse and unbatchable(trial) is None:
+        return f"shape:{shape_key(trial)}"
+    return trial.cell_id
 
 
 def member_bytes(trial: Trial) -> int:
@@ -65,7 +106,8 @@ def free_memory(device: Any) -> int:
 
 
 def seed_groups(trials: Sequence[Trial], setting: BatchSetting, device: Any) -> list[list[Trial]]:
-    """The trials of one unit (one cell), in order, as groups that train together."""
+    """The trials of one unit (one cell's seeds, or one shape's trials when fused), in order,
+    as groups that train together."""
     if not trials:
         return []
     if setting == 1 or len(trials) == 1 or unbatchable(trials[0]):

@@ -1,7 +1,8 @@
 """Where trials train: in this process, or on Ray workers across GPUs and machines.
 
-A work unit is the list of pending trials of one cell (its seeds), so a worker builds the data
-once per unit and the batched-seed mode can train the unit as one stacked model. Executors only
+A work unit is the list of pending trials of one cell (its seeds), or with fusion of one shape
+(every cell that can share a stacked model), so a worker builds the data once per unit and
+trains the unit as stacked models. Executors only
 *run*: results come back to the driver, which alone writes MLflow (one writer keeps the default
 SQLite store safe with any number of workers).
 
@@ -68,11 +69,12 @@ class MemberRules:
 
 @dataclass(frozen=True)
 class WorkUnit:
-    """The pending trials of one cell, run by one worker: together as stacked models where
-    ``batch_seeds`` allows (``runners.batching``), else one after another. ``early_stop``:
-    trial id -> the rule that may stop it early (tuning trials under a pruner)."""
+    """The pending trials of one cell (or, fused, of one shape: ``runners.batching``), run by
+    one worker: together as stacked models where ``batch_seeds`` allows, else one after
+    another. ``early_stop``: trial id -> the rule that may stop it early (tuning trials under
+    a pruner)."""
 
-    cell_id: str
+    key: str  # the cell id, or "shape:<hash>" for a fused unit
     trials: tuple[Trial, ...]
     batch_seeds: int | str = 1  # "auto" or K; decided on the worker, which knows its device
     early_stop: Mapping[str, EarlyStop] = field(default_factory=dict)
@@ -521,10 +523,15 @@ def _ray_run_unit(unit: WorkUnit, accelerator: str, threads: int) -> UnitResult:
     return run_unit(unit, accelerator=accelerator, threads=threads)
 
 
-def make_units(trials: Iterable[Trial], batch_seeds: int | str = 1) -> list[WorkUnit]:
-    """Pending trials grouped by cell, in plan order (a half-done cell's unit holds only its
-    missing seeds, so resuming trains only those)."""
-    cells: dict[str, list[Trial]] = {}
+def make_units(
+    trials: Iterable[Trial], batch_seeds: int | str = 1, fuse: bool = False
+) -> list[WorkUnit]:
+    """Pending trials grouped by cell, or with ``fuse`` by shape (``runners.batching.unit_key``:
+    the cells that can train as members of one stacked model), in plan order. Only pending
+    trials are grouped, so resuming trains only what is missing."""
+    from gradatlas.runners.batching import unit_key
+
+    units: dict[str, list[Trial]] = {}
     for trial in trials:
-        cells.setdefault(trial.cell_id, []).append(trial)
-    return [WorkUnit(cid, tuple(ts), batch_seeds) for cid, ts in cells.items()]
+        units.setdefault(unit_key(trial, fuse), []).append(trial)
+    return [WorkUnit(key, tuple(ts), batch_seeds) for key, ts in units.items()]

@@ -62,7 +62,7 @@ class GradientInstrument(pl.Callback):
         grad_overflow_skipped: bool = False,
         *,
         clip_mode: str = "none",
-        clip_max: float | None = None,
+        clip_max: float | list[float] | None = None,
         thresholds: dict[str, Any] | None = None,
         chance_loss: float | None = None,
     ):
@@ -74,7 +74,7 @@ class GradientInstrument(pl.Callback):
         self.explode_grad_norm = explode_grad_norm
         self.grad_overflow_skipped = grad_overflow_skipped  # 16-mixed: see runners/outcome.py
         # How the Trainer (or the batched module, per member) clips after this callback has
-        # read the gradient: "none", "norm" or "value", and the bound.
+        # read the gradient: "none", "norm" or "value", and the bound (one, or each member's).
         self.clip_mode = clip_mode if clip_max is not None else "none"
         self.clip_max = clip_max
         self.thresholds = dict(thresholds or {})  # the suite's outcomes block
@@ -124,7 +124,9 @@ class GradientInstrument(pl.Callback):
         self.layer_grad = torch.zeros((n_records, k, len(self.layers)), device=device)
         self.update_ratio = torch.zeros((n_records, k, len(self.layers)), device=device)
         self.layer_steps: list[int] = []
-        self.lr: list[tuple[int, float]] = []
+        self.lr: list[tuple[int, list[float]]] = []  # (step, each member's learning rate)
+        if isinstance(self.clip_max, list):  # fused members' own bounds, as a (K,) tensor
+            self._bounds = torch.tensor(self.clip_max, device=device, dtype=self.dtype)
         # (step, metrics, which members were alive to be evaluated)
         self.evals: list[tuple[int, dict[str, torch.Tensor], list[bool]]] = [
             (0, self.evaluate(), list(self.alive))
@@ -172,7 +174,7 @@ class GradientInstrument(pl.Callback):
             self._weight_norm_before = self._member_norms(
                 [self._before[i] for i in self.layer_positions]
             )
-            self.lr.append((step, float(optimizer.param_groups[0]["lr"])))
+            self.lr.append((step, pl_module.member_lr(optimizer)))
         self.seconds += time.perf_counter() - t0
 
     def _applied_norm(self, raw: torch.Tensor, grads: list[torch.Tensor]) -> torch.Tensor:
@@ -180,6 +182,13 @@ class GradientInstrument(pl.Callback):
         gradient by ``min(1, max / (raw + 1e-6))`` (``clip_grad_norm_``'s coefficient, and the
         batched module's per member); value clipping clamps each element to ``[-max, max]``,
         whose norm is measured on the clamped copy."""
+        if isinstance(self.clip_max, list):
+            bounds = self._bounds
+            if self.clip_mode == "norm":
+                return raw * (bounds / (raw + 1e-6)).clamp(max=1.0)
+            shaped = [bounds.to(g.dtype).view(-1, *([1] * (g.dim() - 1))) for g in grads]
+            clamped = [g.clamp(min=-b, max=b) for g, b in zip(grads, shaped, strict=True)]
+            return self._member_norms(clamped).norm(dim=1)
         bound = float(self.clip_max)  # type: ignore[arg-type]
         if self.clip_mode == "norm":
             return raw * (bound / (raw + 1e-6)).clamp(max=1.0)
@@ -268,7 +277,7 @@ class GradientInstrument(pl.Callback):
             "layer_steps": np.asarray(self.layer_steps[:r], dtype=np.int64),
             "layer_grad_norm": self.layer_grad[:r, member].double().cpu().numpy(),
             "update_ratio": self.update_ratio[:r, member].double().cpu().numpy(),
-            "lr": [(s, v) for s, v in self.lr if s < n],
+            "lr": [(s, v[member]) for s, v in self.lr if s < n],
             "eval_steps": np.asarray([s for s, _ in evals], dtype=np.int64),
             "eval": {
                 k: np.asarray([float(m[k][member]) for _, m in evals], dtype=np.float64)

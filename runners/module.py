@@ -6,7 +6,7 @@ Devices, precision, loops and clipping belong to the Trainer; statistics belong 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytorch_lightning as pl
@@ -91,6 +91,10 @@ class TrialModule(pl.LightningModule):
             "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
         }
 
+    def member_lr(self, optimizer: torch.optim.Optimizer) -> list[float]:
+        """The learning rate each member's next step uses (the instrument records it)."""
+        return [float(optimizer.param_groups[0]["lr"])] * self.members
+
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         if self.decoupled_wd:
             with torch.no_grad():
@@ -155,30 +159,69 @@ class TrialModule(pl.LightningModule):
 
 
 class StackedTrialModule(TrialModule):
-    """K seeds of one cell as one module over a stacked model (``models.stacked``).
+    """K trials of one shape as one module over a stacked model (``models.stacked``): the seeds
+    of one cell, or (fused) trials whose hyper-parameters differ too.
 
     Members never meet: the loss is the *sum* of each member's own mean loss (so each member's
-    gradient is exactly its own), clipping is per member (``configure_gradient_clipping``), and
-    an exploded member is frozen (its parameters restored after every optimizer step) while the
-    others go on. The optimizers used here are elementwise, so one optimizer over the stacked
-    parameters gives every member its own trajectory.
+    gradient is exactly its own), label smoothing and clipping bounds are per member
+    (``configure_gradient_clipping``), and an exploded member is frozen (its parameters restored
+    after every optimizer step) while the others go on. The optimizers are elementwise, so one
+    optimizer over the stacked parameters gives every member its own trajectory: torch's own
+    when the members share every optimizer setting (a cell's seeds), else a
+    ``runners.member_optim.MemberOptimizer`` whose learning rates, schedules, options and
+    weight decay are tensors over the members.
     """
 
     member_dims = 1
 
-    def __init__(self, model: GradModel, *args: Any, **kwargs: Any):
+    def __init__(
+        self,
+        model: GradModel,
+        *args: Any,
+        member_specs: Sequence[Any] | None = None,
+        **kwargs: Any,
+    ):
         super().__init__(model, *args, **kwargs)
         self.members = model.members
         self.register_buffer("frozen", torch.zeros(self.members, dtype=torch.bool))
         self._frozen_values: list[torch.Tensor] | None = None
+        specs = list(member_specs or [])
+        if specs and len(specs) != self.members:
+            raise ValueError(f"{len(specs)} member specs for a model of {self.members} members")
+        # One optimizer setting for all (a cell's seeds): torch's optimizer, bit for bit as an
+        # unbatched trial's. Otherwise each member's own (``member_optim``).
+        settings = {repr((s.optim.to_config(), s.train.schedule)) for s in specs}
+        self.member_optims = specs if len(settings) > 1 else None
+        if self.member_optims is not None:
+            self.decoupled_wd = 0.0  # the member optimizer applies each member's own
+        smoothing = [float(s.train.label_smoothing) for s in specs] or [
+            float(self.train_spec.label_smoothing)
+        ]
+        self.smoothing: float | torch.Tensor = (
+            smoothing[0]
+            if len(set(smoothing)) == 1
+            else torch.tensor(smoothing, dtype=torch.float64)
+        )
+        bounds = [float(s.train.grad_clip.max) for s in specs]
+        self.clip_bounds = (
+            torch.tensor(bounds, dtype=torch.float64) if len(set(bounds)) > 1 else None
+        )
 
     def member_loss(
-        self, out: torch.Tensor, y: torch.Tensor, smoothing: float = 0.0
+        self, out: torch.Tensor, y: torch.Tensor, smoothing: float | torch.Tensor = 0.0
     ) -> torch.Tensor:
         """(K,) mean loss of each member over its own batch: out (K, B, C), y (K, B[, T]).
-        MSE (regression, or ``loss: mse`` against one-hot targets) is a mean over outputs too."""
+        MSE (regression, or ``loss: mse`` against one-hot targets) is a mean over outputs too.
+        ``smoothing``: one label smoothing for all members, or a (K,) tensor of each one's,
+        computed as ``F.cross_entropy`` does (``(1 - e) * nll + e / C * sum of -log p``)."""
         k, b = out.shape[:2]
         if self.task == "classification" and not self.per_output:
+            if isinstance(smoothing, torch.Tensor):
+                logp = F.log_softmax(out, dim=-1)
+                nll = -logp.gather(-1, y.unsqueeze(-1)).squeeze(-1)  # (K, B)
+                eps = smoothing.to(out.device, out.dtype).view(k, 1)
+                per = (1 - eps) * nll + (-logp.sum(dim=-1)) * (eps / out.shape[-1])
+                return per.mean(dim=1)
             per = F.cross_entropy(
                 out.reshape(k * b, -1),
                 y.reshape(k * b),
@@ -192,8 +235,26 @@ class StackedTrialModule(TrialModule):
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int):
         x, y = batch
-        losses = self.member_loss(self.model(x), y, self.train_spec.label_smoothing)
+        losses = self.member_loss(self.model(x), y, self.smoothing)
         return {"loss": losses.sum(), "member_loss": losses.detach()}
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        if self.member_optims is None:
+            return super().configure_optimizers()
+        from gradatlas.runners.member_optim import build_member_optimizer
+
+        optimizer = build_member_optimizer(
+            self.model.parameters(),
+            [s.optim for s in self.member_optims],
+            [s.train.schedule for s in self.member_optims],
+            self.total_steps,
+        )
+        return {"optimizer": optimizer}
+
+    def member_lr(self, optimizer: torch.optim.Optimizer) -> list[float]:
+        if self.member_optims is None:
+            return super().member_lr(optimizer)
+        return [float(v) for v in optimizer.member_lr().tolist()]  # type: ignore[attr-defined]
 
     def member_losses(self, outputs: Any) -> torch.Tensor:
         return outputs["member_loss"]
@@ -212,18 +273,28 @@ class StackedTrialModule(TrialModule):
         clipping is elementwise, so Lightning's own is already per member."""
         if gradient_clip_val is None:
             return
-        if gradient_clip_algorithm != "norm":
-            super().configure_gradient_clipping(optimizer, gradient_clip_val, "value")
-            return
         grads = [p.grad for p in self.parameters() if p.grad is not None]
+        k = self.members
+        bound: float | torch.Tensor = gradient_clip_val
+        if self.clip_bounds is not None:  # fused members: each its own bound
+            bound = self.clip_bounds.to(grads[0].device if grads else "cpu")
+        if gradient_clip_algorithm != "norm":
+            if not isinstance(bound, torch.Tensor):
+                super().configure_gradient_clipping(optimizer, gradient_clip_val, "value")
+                return
+            for g in grads:
+                b = bound.to(g.dtype).view(k, *([1] * (g.dim() - 1)))
+                torch.clamp(g, min=-b, max=b, out=g)
+            return
         if not grads:
             return
-        k = self.members
         squares = torch.stack(
             [torch.linalg.vector_norm(g.reshape(k, -1), dim=1) for g in grads], dim=1
         )
         total = torch.linalg.vector_norm(squares, dim=1)  # (K,)
-        coef = (gradient_clip_val / (total + 1e-6)).clamp(max=1.0)
+        if isinstance(bound, torch.Tensor):
+            bound = bound.to(total.dtype)
+        coef = (bound / (total + 1e-6)).clamp(max=1.0)
         for g in grads:
             g.mul_(coef.view(k, *([1] * (g.dim() - 1))).to(g.dtype))
 

@@ -1,4 +1,5 @@
-"""Batched seeds against the same trials run one by one: how close, per member.
+"""Stacked trials (batched seeds, fused cells) against the same trials run one by one: how
+close, per member.
 
 Used by the parity tests and ``benchmarks/batched_parity.py`` (whose table goes into
 docs/perf/), and useful by hand when a new model option gets a stacked form: if the worst
@@ -17,7 +18,7 @@ import torch
 
 from gradatlas.datasets import load_dataset
 from gradatlas.models import build_model
-from gradatlas.models.stacked import stack_models, unstack_weights
+from gradatlas.models.stacked import rng_state, stack_models, unstack_weights
 from gradatlas.suites import Trial
 
 
@@ -69,7 +70,8 @@ def init_identical(trials: Sequence[Trial]) -> bool:
     for t in trials:
         pl.seed_everything(t.spec.seed, workers=False, verbose=False)
         models.append(build_model(t.spec.model, data.input_shape, data.num_outputs))
-    stacked = unstack_weights(stack_models(models))
+    streams = [rng_state(torch.device("cpu"))] * len(models)  # weights only: no draws made
+    stacked = unstack_weights(stack_models(models, rng_states=streams))
     return all(
         torch.equal(w, m.weight)
         for member, model in zip(stacked, models, strict=True)
@@ -78,7 +80,7 @@ def init_identical(trials: Sequence[Trial]) -> bool:
 
 
 def compare(trials: Sequence[Trial], accelerator: str = "cpu") -> Parity:
-    """Run ``trials`` (the seeds of one cell) alone and batched; set ``instrument.max_points``
+    """Run ``trials`` (of one shape) alone and stacked; set ``instrument.max_points``
     at least to the steps, so every step's loss is compared."""
     from gradatlas.runners.trial import run_trial, run_trials
 

@@ -205,12 +205,14 @@ def run_suite(
     stream: TextIO = sys.stderr,
     batch_seeds: int | str | None = None,
     optuna_storage: str | None = None,
+    fuse: bool | None = None,
 ) -> SweepSummary:
     """Run what is pending of ``suite`` on ``executor`` (default: in this process) and record
     it in ``store`` (a store this process opened, or a URI to open as the writer).
-    ``batch_seeds`` (default: the suite's ``execution.batch_seeds``)
-    says how many seeds of a cell train together. Raises ``UserInputError`` (exit 2) for a
-    store that cannot be used or another live driver of this suite, before any trial trains.
+    ``batch_seeds`` and ``fuse`` (default: the suite's ``execution`` block) say how many
+    trials train together and whether cells of one shape share units (``runners.batching``).
+    Raises ``UserInputError`` (exit 2) for a store that cannot be used or another live driver
+    of this suite, before any trial trains.
 
     A suite with a ``tune`` block is tuned first (``runners.tuning``; studies in
     ``optuna_storage``, default beside a SQLite MLflow store) and its trials then run at each
@@ -277,6 +279,7 @@ def run_suite(
     status = RunStatus.FINISHED
     signals = StopOnSignals(stream)
     batch = batch_seeds or suite.spec.execution.batch_seeds
+    fused = fuse if fuse is not None else suite.spec.execution.fuse == "auto"
     try:
         with signals:
             if tuning:
@@ -323,6 +326,7 @@ def run_suite(
                     summary,
                     stream,
                     batch,
+                    fused,
                     tags=tuner.evaluation_tags() if tuner is not None else None,
                 )
             if signals.event.is_set():
@@ -425,6 +429,7 @@ def _evaluate(
     summary: SweepSummary,
     stream: TextIO,
     batch_seeds: int | str,
+    fuse: bool,
     tags: Mapping[str, dict[str, str]] | None = None,
 ) -> None:
     """The trials, unit by unit as the executor returns them, each recorded at once.
@@ -434,7 +439,9 @@ def _evaluate(
     recorder = Recorder(tracking_uri, exp_id, sweep_id, force)
     try:
         every = suite.spec.execution.live_every_s
-        units = [dataclasses.replace(u, live_every_s=every) for u in make_units(todo, batch_seeds)]
+        units = [
+            dataclasses.replace(u, live_every_s=every) for u in make_units(todo, batch_seeds, fuse)
+        ]
         work = _Evaluation(units, recorder, tags, signals, summary, progress, stream)
         dispatch(executor, work, signals.event, live=recorder.live if every else None)
     finally:

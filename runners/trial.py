@@ -30,7 +30,7 @@ import pytorch_lightning as pl
 import torch
 
 from gradatlas.models import build_model
-from gradatlas.models.stacked import stack_models
+from gradatlas.models.stacked import rng_state, stack_models
 from gradatlas.record import PROBE
 from gradatlas.runners.callbacks import (
     EarlyStopRule,
@@ -145,17 +145,22 @@ def run_trials(
     early_stop: EarlyStopRule | None = None,
     live: Any = None,
 ) -> list[TrialResult]:
-    """Seeds of one cell under one Trainer: one trial as today, several as one stacked model
+    """Trials of one shape under one Trainer: one trial alone, several as one stacked model
     (``models.stacked``) whose member k is trial k exactly as it would have run alone (same
-    init, same batches, its own loss, clipping and explosion). One result per trial, in order.
+    init, same batches, same dropout masks, its own loss, learning rate, optimizer
+    hyper-parameters, clipping and explosion). The members may be the seeds of one cell or,
+    fused, any trials that share a shape (``runners.batching.shape_key``). One result per
+    trial, in order.
     """
+    from gradatlas.runners.batching import shape_key
+
     t_start, started_at = time.perf_counter(), time.time()
     specs = [t.spec for t in trials]  # resolved and validated by the suites layer: trusted here
-    spec = specs[0]  # one cell: everything but the seed is shared
+    spec = specs[0]  # one shape: what the members share comes from here, the rest per member
     members = len(specs)
     stacked = members > 1
-    if len({t.cell_id for t in trials}) != 1:
-        raise ValueError("run_trials trains the seeds of one cell; got trials of several cells")
+    if len({shape_key(t) for t in trials}) != 1:
+        raise ValueError("run_trials trains trials of one shape; got trials of several shapes")
     if stacked and spec.train.precision == "16-mixed":
         raise ValueError("16-mixed trains unbatched: one loss scale would couple the members")
     quiet_lightning()
@@ -179,7 +184,7 @@ def run_trials(
     # bit), probed at init on its own, then stacked.
     loss_fn = loss_for(data.task, train.loss)
     probe_n = spec.instrument.probe_batch
-    models, profiles = [], []
+    models, profiles, streams = [], [], []
     for s in specs:
         pl.seed_everything(s.seed, workers=False, verbose=False)
         built = build_model(s.model, data.input_shape, data.num_outputs)
@@ -187,11 +192,17 @@ def run_trials(
             probe_init(built.to(device), data.x_train[:probe_n], data.y_train[:probe_n], loss_fn)
         )
         models.append(built)
+        streams.append(rng_state(device))  # where this trial's dropout draws would begin
     if max_steps == 0:
         return _probe_only(trials, profiles, data, device, t_start, started_at)
-    model = stack_models(models) if stacked else models[0]
-    module_type = StackedTrialModule if stacked else TrialModule
-    module = module_type(model, spec.optim, train, max_steps, data.task)
+    if stacked:
+        model = stack_models(models, rng_states=streams, device=device)
+        module: TrialModule = StackedTrialModule(
+            model, spec.optim, train, max_steps, data.task, member_specs=specs
+        )
+    else:
+        model = models[0]
+        module = TrialModule(model, spec.optim, train, max_steps, data.task)
 
     # The generalization gap needs train metrics on as many examples as validation uses.
     n_eval = len(data.x_val)
@@ -212,7 +223,7 @@ def run_trials(
         explode_grad_norm=spec.outcomes.explode_grad_norm,
         grad_overflow_skipped=train.precision == "16-mixed",
         clip_mode=clip.mode,
-        clip_max=clip.max if clip.mode != "none" else None,
+        clip_max=_clip_bounds(specs) if clip.mode != "none" else None,
         thresholds=dataclasses.asdict(spec.outcomes),
         chance_loss=chance,
     )
@@ -332,6 +343,13 @@ def run_trials(
             )
         )
     return results
+
+
+def _clip_bounds(specs: Sequence[Any]) -> float | list[float]:
+    """The clipping bound: one number when the members share it, else one per member (the mode
+    is part of the shape)."""
+    bounds = [float(s.train.grad_clip.max) for s in specs]
+    return bounds[0] if len(set(bounds)) == 1 else bounds
 
 
 def chance_loss(data: Any, loss: str = "cross_entropy") -> float | None:

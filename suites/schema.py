@@ -100,15 +100,21 @@ class ExecutionSection(Section):
     """How the trials run, not what they are: nothing here enters a trial's config or id, so
     the same trial batched or not, on one worker or many, is the same trial.
 
-    ``batch_seeds``: how many seeds of a cell train together as one stacked model. ``auto``
-    takes every pending seed of the cell that fits the device's memory (16-mixed always trains
-    one at a time: its loss scale would couple the seeds); ``1`` trains each seed on its own.
+    ``fuse``: ``auto`` trains every pending trial that shares a shape (network, data, optimizer
+    family, budget, precision) in one work unit, as members of stacked models whose seeds,
+    inits, learning rates, schedules, optimizer options, weight decay, dropout, clipping bounds
+    and label smoothing may differ (``runners.batching``); ``off``: one unit per cell.
+
+    ``batch_seeds``: how many of a unit's trials train together as one stacked model. ``auto``
+    takes every pending one that fits the device's memory (16-mixed always trains one at a
+    time: its loss scale would couple the members); ``1`` trains each trial on its own.
 
     ``live_every_s``: a trial's MLflow run exists (RUNNING) from its start and receives its
     curves at an evaluation step at most this often (seconds), so the UI shows a long trial's
     progress; ``0`` writes each run once, when its trial ends (``runners.live``).
     """
 
+    fuse: Literal["auto", "off"] = "auto"
     batch_seeds: Literal["auto"] | PositiveInt = "auto"
     live_every_s: NonNegFloat = 10.0
 

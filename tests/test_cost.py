@@ -110,3 +110,32 @@ def test_the_cost_module_imports_no_torch():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_workers_auto_weighs_the_work_against_rays_start_up():
+    """The issue's measurement: a 24-trial, 200-step suite (depths 3 and 10) ran faster in one
+    process than on 2 Ray workers; the quickstart (54 trials, 400 steps) is worth Ray."""
+    from gradatlas.app.cost import RAY_STARTUP_S, cpu_seconds, worth_ray
+
+    small = load_suite(
+        "quickstart",
+        ["train.epochs=8", "grid.depth=[3, 10]", "grid.init=[kaiming_normal, xavier_normal]",
+         "seeds=2"],
+    ).trials  # fmt: skip
+    assert len(small) == 24
+    quick = load_suite("quickstart").trials
+    assert cpu_seconds(small) < cpu_seconds(quick)
+    assert not worth_ray(cpu_seconds(small), 2)
+    assert worth_ray(cpu_seconds(quick), 2)
+    assert not worth_ray(10 * RAY_STARTUP_S, 1)  # one worker never pays for Ray
+
+
+def test_workers_auto_runs_a_small_suite_in_this_process(tiny_suite, tmp_path):
+    from tests.conftest import run_cli
+
+    uri = f"sqlite:///{tmp_path}/w.db"
+    proc = run_cli("run", str(tiny_suite), "--workers", "auto", "--tracking-uri", uri,
+                   cwd=tmp_path)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "running in this process" in proc.stderr
+    assert "on this process" in proc.stderr and "Ray workers" not in proc.stderr

@@ -80,7 +80,7 @@ class OneAtATime:
 
 
 def _check_all_back(work: OneAtATime, units: list[WorkUnit]) -> None:
-    assert [r.unit.cell_id for r in work.out] == [u.cell_id for u in units]
+    assert [r.unit.key for r in work.out] == [u.key for u in units]
     for result, unit in zip(work.out, units, strict=True):
         assert not result.lost and not result.failures
         assert [r.trial.trial_id for r in result.results] == [t.trial_id for t in unit.trials]

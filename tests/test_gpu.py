@@ -77,3 +77,23 @@ def test_batched_seeds_match_alone_on_gpu(tmp_path, overrides):
     p = compare(cases.trials_for(overrides, tmp_path), accelerator="gpu")
     assert p.init_identical and p.same_outcomes
     assert p.worst_loss_rel <= 1e-9, p
+
+
+@pytest.mark.parametrize(
+    "case", ["mlp adam mixed float64", "mlp momentum mixed float64", "mlp sgd mixed float64"]
+)
+def test_fused_members_match_alone_on_gpu(tmp_path, case):
+    """Fused cells (lr, schedule, options, weight decay, dropout, clipping, label smoothing)
+    on the GPU, float64: dropout draws from each member's CUDA stream as its trial alone."""
+    import importlib.util
+    from pathlib import Path
+
+    from gradatlas.runners.parity import compare
+
+    bench = Path(__file__).resolve().parents[1] / "benchmarks" / "fused_parity.py"
+    spec = importlib.util.spec_from_file_location("fused_parity", bench)
+    cases = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cases)
+    p = compare(cases.trials_for(case, tmp_path), accelerator="gpu")
+    assert p.init_identical and p.same_outcomes
+    assert p.worst_loss_rel <= 1e-9, p

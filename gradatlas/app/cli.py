@@ -146,6 +146,14 @@ def build_parser() -> argparse.ArgumentParser:
         "records are the same either way",
     )
     run.add_argument(
+        "--no-fuse",
+        action="store_true",
+        help="one work unit per cell (its seeds) instead of one per shape: cells that differ "
+        "only in seed, init, lr, schedule, optimizer options, weight decay, dropout, clipping "
+        "bound or label smoothing otherwise train as members of one stacked model "
+        "(execution.fuse); the trial ids and records are the same either way",
+    )
+    run.add_argument(
         "--retry-failed",
         action="store_true",
         help="run again the trials recorded as failed (they are skipped otherwise)",
@@ -461,6 +469,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from gradatlas.app.cost import estimate_cost, format_cost
 
     print(f"\n{format_cost(estimate_cost(suite.trials))}")
+    for line in _describe_units(suite):
+        print(line)
     shown = list(cells.values())
     print(f"\ncells ({len(shown)}):")
     for t in shown[:PLAN_CELLS_SHOWN]:
@@ -468,6 +478,39 @@ def cmd_plan(args: argparse.Namespace) -> int:
     if len(shown) > PLAN_CELLS_SHOWN:
         print(f"  ... and {len(shown) - PLAN_CELLS_SHOWN} more (--json lists every trial)")
     return 0
+
+
+def _describe_units(suite: Any) -> list[str]:
+    """How the trials would be packed into work units (``execution.fuse``): one per shape when
+    fused, one per cell otherwise, with what varies inside each fused unit. How many members
+    train together at once is decided on the worker from its device's memory."""
+    from gradatlas.runners.executor import make_units
+
+    fuse = suite.spec.execution.fuse == "auto"
+    units = make_units(suite.trials, fuse=fuse)
+    sizes = sorted(len(u.trials) for u in units)
+    cells = len({t.cell_id for t in suite.trials})
+    how = "one per shape (execution.fuse: auto)" if fuse else "one per cell (execution.fuse: off)"
+    lines = [
+        f"\nwork units: {len(units)}, {how}; {cells} cells; trials per unit: "
+        f"{sizes[0]}-{sizes[-1]} (median {sizes[len(sizes) // 2]})"
+    ]
+    for unit in units[:PLAN_CELLS_SHOWN]:
+        first = unit.trials[0]
+        varies = [
+            name for name in first.factors if len({t.factors.get(name) for t in unit.trials}) > 1
+        ]
+        if len({t.spec.seed for t in unit.trials}) > 1:
+            varies.append("seed")
+        shared = {k: v for k, v in first.factors.items() if k not in varies}
+        label = " ".join(f"{k}={v}" for k, v in shared.items()) or "(single cell)"
+        lines.append(
+            f"  {len(unit.trials):>4} trials  {label}"
+            + (f"  [varies: {', '.join(varies)}]" if varies else "")
+        )
+    if len(units) > PLAN_CELLS_SHOWN:
+        lines.append(f"  ... and {len(units) - PLAN_CELLS_SHOWN} more units")
+    return lines
 
 
 def _budget(suite) -> str:
@@ -535,8 +578,9 @@ def _count_or_auto(value: str, flag: str) -> int | str:
         ) from None
 
 
-def _make_executor(args: argparse.Namespace) -> Any:
-    """In-process for one local worker (no Ray start-up), else Ray."""
+def _make_executor(args: argparse.Namespace, suite: Any = None) -> Any:
+    """In-process for one local worker (no Ray start-up), or for ``--workers auto`` when the
+    suite's estimated work is too small to pay for Ray's start-up; else Ray."""
     from gradatlas.runners.executor import InProcessExecutor, RayExecutor, plan_workers
 
     address = args.ray_address or os.environ.get("RAY_ADDRESS") or None
@@ -552,6 +596,21 @@ def _make_executor(args: argparse.Namespace) -> Any:
         gpus_per_worker=args.gpus_per_worker,
         threads=args.threads,
     )
+    if workers == "auto" and not address and plan.num_gpus == 0 and suite is not None:
+        from gradatlas.app.cost import RAY_STARTUP_S, cpu_seconds, worth_ray
+
+        work = cpu_seconds(suite.trials)
+        if not worth_ray(work, plan.workers):
+            from gradatlas.runners.trial import default_threads
+
+            print(
+                f"--workers auto: about {work:.0f} s of training, too little to pay for Ray's "
+                f"start-up (~{RAY_STARTUP_S:.0f} s) on {plan.workers} workers: running in this "
+                "process",
+                file=sys.stderr,
+            )
+            threads = args.threads or default_threads()
+            return InProcessExecutor(accelerator=args.accelerator, threads=threads)
     return RayExecutor(plan, accelerator=args.accelerator, address=address)
 
 
@@ -595,7 +654,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         store = open_store(uri)  # a store that cannot be used is said before Ray starts
         # SIGTERM during start-up (Ray, imports) ends like Ctrl-C: one line, exit 143.
         signal.signal(signal.SIGTERM, raise_interrupted)
-        executor = _make_executor(args)
+        executor = _make_executor(args, suite)
         summary = run_suite(
             suite,
             store,
@@ -606,6 +665,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             executor=executor,
             batch_seeds=batch_seeds,
             optuna_storage=args.optuna_storage,
+            fuse=False if args.no_fuse else None,
         )
     except KeyboardInterrupt as exc:
         if executor is not None:

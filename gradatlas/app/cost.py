@@ -160,3 +160,37 @@ def format_cost(est: CostEstimate, gpus: int = 8) -> str:
         f"per trial; {est.assumptions}); on {gpus} GPUs ≈ "
         f"{_duration(est.wall_hours(gpus) * 3600)} wall"
     )
+
+
+# -- CPU work, for ``--workers auto``'s choice between this process and Ray ---------------------
+# Measured on the 2-core CI-class CPU (one torch thread per worker, seeds batched): the
+# quickstart's trials cost 2.36 ms per step at depth 3 and 5.65 ms at depth 20 (wall_time_s per
+# trial / steps run, fresh clone at e85116e), i.e. about 1.9 ms + 0.19 ms x depth, plus a tenth
+# of a second per trial (build, init probe, Trainer).
+CPU_FIXED_S = 0.1
+CPU_STEP_S = 1.9e-3
+CPU_LAYER_STEP_S = 0.19e-3
+# What Ray costs before it pays: a 24-trial, 200-step suite took 17.4 s in this process and
+# 23.5 s on 2 Ray workers (issue 20's measurement), so start-up, worker imports and the first
+# units' dispatch cost about 23.5 - 17.4 / 2 = 14.8 s.
+RAY_STARTUP_S = 15.0
+
+
+def cpu_seconds(trials: Iterable[Trial]) -> float:
+    """Estimated CPU seconds to train ``trials`` one after another in one process."""
+    total = 0.0
+    costs: dict[tuple[Any, ...], float] = {}
+    for trial in trials:
+        key = _cost_key(trial.spec)
+        if key not in costs:
+            steps, _, _ = trial_cost(trial.spec)
+            depth = trial.spec.model.depth
+            costs[key] = CPU_FIXED_S + steps * (CPU_STEP_S + depth * CPU_LAYER_STEP_S)
+        total += costs[key]
+    return total
+
+
+def worth_ray(work_s: float, workers: int) -> bool:
+    """Whether ``workers`` Ray workers finish ``work_s`` seconds of work sooner than this
+    process: ``RAY_STARTUP_S + work / workers < work``."""
+    return workers > 1 and RAY_STARTUP_S + work_s / workers < work_s

@@ -200,20 +200,23 @@ def _batch_group(
     if not parent:
         return [], f"rerun alone: it trained batched with {size} seeds, but has no sweep run"
     key = SWEEP_RUN if tags.get(SWEEP_RUN) else PARENT_RUN  # older trial runs nest instead
-    runs = store.find_runs(
-        run.experiment_id,
-        kind=tags.get(KIND, KIND_TRIAL),
-        status=RunStatus.FINISHED,
-        tags={key: parent, CELL_ID: tags.get(CELL_ID, "")},
-        limit=1000,
-    )
-    runs = [r for r in runs if r.tags.get(BATCH_SEEDS) == str(size)]
-    same = [r for r in runs if r.start_time == run.start_time]
-    if record.batch_members:  # recorded since the record carries them: no guessing by time
-        members = set(record.batch_members)
-        same = [r for r in same if r.tags.get(TRIAL_ID) in members] or [
-            r for r in runs if r.tags.get(TRIAL_ID) in members
-        ]
+
+    def find(**by: str) -> list[StoredRun]:
+        found = store.find_runs(
+            run.experiment_id,
+            kind=tags.get(KIND, KIND_TRIAL),
+            status=RunStatus.FINISHED,
+            tags={key: parent, **by},
+            limit=1000,
+        )
+        return [r for r in found if r.tags.get(BATCH_SEEDS) == str(size)]
+
+    if record.batch_members:  # the record names its members (a fused unit spans cells)
+        runs = [r for tid in dict.fromkeys(record.batch_members) for r in find(**{TRIAL_ID: tid})]
+        same = [r for r in runs if r.start_time == run.start_time] or runs
+    else:  # older records: the cell's runs that started with it
+        runs = find(**{CELL_ID: tags.get(CELL_ID, "")})
+        same = [r for r in runs if r.start_time == run.start_time]
     if len({r.tags.get(TRIAL_ID) for r in same}) != size:
         # Start times that differ by the writer's clock: the cell's batched runs in this sweep,
         # if they are exactly one group (the newest run of each trial id).
@@ -230,7 +233,11 @@ def _batch_group(
         if sib is not None and sib.config:
             records.append(sib)
     by_id = {r.trial_id: r for r in records}  # a --force rerun started at the same ms: once
-    records = sorted(by_id.values(), key=lambda r: r.seed if r.seed is not None else 0)
+    if record.batch_members:  # in the order they trained
+        order = {tid: i for i, tid in enumerate(record.batch_members)}
+        records = sorted(by_id.values(), key=lambda r: order.get(r.trial_id, len(order)))
+    else:
+        records = sorted(by_id.values(), key=lambda r: r.seed if r.seed is not None else 0)
     if len(records) != size:
         return [], (
             f"rerun alone: it trained batched with {size} seeds, and {len(records)} of their "
