@@ -118,3 +118,27 @@ def seed_groups(trials: Sequence[Trial], setting: BatchSetting, device: Any) -> 
     else:
         size = int(setting)
     return [list(trials[i : i + size]) for i in range(0, len(trials), size)]
+
+
+def trial_work(trial: Trial) -> float:
+    """A relative measure of a trial's training work: steps x (depth + a fixed share), the
+    shape of the per-step cost measured on CPU and GPU alike (``app.cost``: a fixed per-step
+    cost about ten layers' worth). Only ratios matter: it orders units, it prices nothing."""
+    import math
+
+    from gradatlas.datasets import split_sizes
+
+    spec = trial.spec
+    train = spec.train
+    n_train = train.train_subset or split_sizes(spec.dataset.name, spec.dataset.options)[0]
+    steps = train.steps or (train.epochs or 0) * math.ceil(n_train / min(train.batch_size, n_train))
+    return float(steps) * (spec.model.depth + 10)
+
+
+def longest_first(units: Sequence[Any]) -> list[Any]:
+    """Work units with the most work first (ties in plan order): with several workers, the
+    last unit to finish is then a short one, not a long one started late (LPT scheduling).
+    Fused units are few and unequal (a depth-20 shape next to a depth-3 one), so their order
+    decides the sweep's tail."""
+    work = {id(u): sum(trial_work(t) for t in u.trials) for u in units}
+    return sorted(units, key=lambda u: -work[id(u)])

@@ -40,6 +40,7 @@ from gradatlas.record import (
     RunStatus,
     final_label,
 )
+from gradatlas.runners.batching import longest_first
 from gradatlas.runners.executor import (
     InProcessExecutor,
     UnitResult,
@@ -442,6 +443,8 @@ def _evaluate(
         units = [
             dataclasses.replace(u, live_every_s=every) for u in make_units(todo, batch_seeds, fuse)
         ]
+        if executor.workers > 1:  # in one process the order changes nothing but the progress
+            units = longest_first(units)
         work = _Evaluation(units, recorder, tags, signals, summary, progress, stream)
         dispatch(executor, work, signals.event, live=recorder.live if every else None)
     finally:
