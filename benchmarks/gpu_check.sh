@@ -7,12 +7,14 @@
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-# The device gets a copy of the tree: link the sub-packages where `import gradatlas.X` looks.
-for d in suites models runners reports; do [ -e gradatlas/$d ] || ln -s ../$d gradatlas/$d; done
-export PYTHONPATH=$PWD:/tmp/site
+if ls .whl/*.whl > /dev/null 2>&1; then  # the device: a bare machine, the carried wheels
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+  # The device gets a copy of the tree: link the sub-packages where `import gradatlas.X` looks.
+  for d in suites models runners reports; do [ -e gradatlas/$d ] || ln -s ../$d gradatlas/$d; done
+  export PYTHONPATH=$PWD:/tmp/site
+fi  # else (a CPU check here: PATH=.venv/bin:$PATH ACCEL=cpu bash benchmarks/gpu_check.sh) the venv's install
 {
-  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null || echo "no nvidia-smi"
   python3 -c "import torch, pytorch_lightning as pl, mlflow; print('torch', torch.__version__, 'lightning', pl.__version__, 'mlflow', mlflow.__version__, torch.cuda.get_device_name(0))"
 } 2>&1 | tee "$OUT/env.txt"
 ACCEL=${ACCEL:-gpu}
