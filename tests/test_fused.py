@@ -166,3 +166,27 @@ def test_a_fused_group_that_raises_is_retried_one_trial_at_a_time(write, monkeyp
     out = run_unit(unit, accelerator="cpu")
     assert not out.failures and len(out.results) == 6
     assert {r.timing["batch_seeds"] for r in out.results} == {1.0}
+
+
+def test_a_fused_record_reruns_with_the_trials_it_trained_with(write, tmp_path):
+    """``gradatlas repro`` of a fused member: its group is found by the record's
+    ``batch_members`` (several cells), rerun fused, and matches bit for bit."""
+    from gradatlas.app.repro import load_recorded, reproduce
+    from gradatlas.record import BATCH_SEEDS
+    from gradatlas.store import open_store
+
+    suite = load_suite(
+        str(write(MIXED)), ["train.steps=5", "grid.lr=[0.05]", "grid.init=[xavier_normal]"]
+    )
+    assert len({t.cell_id for t in suite.trials}) == 4 and len(suite.trials) == 8
+    uri = new_store(tmp_path / "repro.db")
+    run_suite(suite, uri, executor=InProcessExecutor(accelerator="cpu", threads=1))
+    store = open_store(uri)
+    exp = store.get_experiment(name="mixed").experiment_id
+    run = store.find_runs(exp, kind="trial", status="FINISHED", limit=1)[0]
+    assert run.tags[BATCH_SEEDS] == "8"
+    rec = load_recorded(uri, run.run_id)
+    assert len(rec.group) == 8 and len({r.cell_id for r in rec.group}) == 4
+    verdict = reproduce(uri, run.run_id)
+    assert verdict.passed and verdict.identical and verdict.mode == "bitwise"
+    assert any("rerun fused with the 8 trials of 4 cells" in n for n in verdict.notes)

@@ -628,6 +628,12 @@ def judge(rec: Recorded, again: Rerun | None, tolerance: float = DEFAULT_TOLERAN
     notes = []
     if rec.group_note:
         notes.append(rec.group_note)
+    elif rec.group and len({r.cell_id for r in rec.group}) > 1:
+        cells = len({r.cell_id for r in rec.group})
+        notes.append(
+            f"rerun fused with the {len(rec.group)} trials of {cells} cells it trained with, "
+            "as recorded"
+        )
     elif rec.group:
         seeds = ", ".join(str(r.seed) for r in rec.group)
         notes.append(f"rerun batched with the seeds it trained with (seeds {seeds}), as recorded")
