@@ -23,6 +23,8 @@ def main() -> int:
         ("workers_speedup", ["--workers", "2"]),
         ("batched_seeds", ["--repeats", "3"]),
         ("batched_parity", []),
+        ("fused_parity", []),
+        ("fused", []),
         ("live_flush", ["--repeats", "3"]),
     ]
     # The report at 1,000 and 10,000 trials (the first 10,000-trial run writes its synthetic
