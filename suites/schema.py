@@ -96,6 +96,15 @@ class OutcomeSection(Section):
     chance_margin: Fraction = 0.05
 
 
+def _switch(value: Any) -> Any:
+    """YAML 1.1 reads a bare ``off`` (and ``no``, ``false``) as False and ``on``/``yes`` as True,
+    so ``fuse: off`` in a suite or ``--set execution.fuse=off`` arrives as a boolean: read it
+    as the word the user wrote (False: ``off``, True: ``auto``)."""
+    if isinstance(value, bool):
+        return "auto" if value else "off"
+    return value
+
+
 class ExecutionSection(Section):
     """How the trials run, not what they are: nothing here enters a trial's config or id, so
     the same trial batched or not, on one worker or many, is the same trial.
@@ -114,7 +123,7 @@ class ExecutionSection(Section):
     progress; ``0`` writes each run once, when its trial ends (``runners.live``).
     """
 
-    fuse: Literal["auto", "off"] = "auto"
+    fuse: Annotated[Literal["auto", "off"], BeforeValidator(_switch)] = "auto"
     batch_seeds: Literal["auto"] | PositiveInt = "auto"
     live_every_s: NonNegFloat = 10.0
 

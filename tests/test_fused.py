@@ -113,6 +113,17 @@ def test_quickstart_plan_shows_fused_units(tmp_path):
     assert "[varies: init, seed]" in proc.stdout
 
 
+def test_fuse_off_unquoted_reads_as_the_word(write):
+    """YAML 1.1 turns a bare ``off`` into False: ``fuse: off`` in a file and
+    ``--set execution.fuse=off`` must still mean off (and ``on`` auto), not a type error."""
+    text = "name: c\ndataset: {name: digits}\ntrain: {steps: 5}\nexecution: {fuse: %s}\n"
+    for word, meant in (("off", "off"), ("no", "off"), ("on", "auto"), ("'off'", "off")):
+        suite = load_suite(str(write(text % word, "switch.yaml")))
+        assert suite.spec.execution.fuse == meant, word
+    over = load_suite(str(write(text % "auto", "over.yaml")), ["execution.fuse=off"])
+    assert over.spec.execution.fuse == "off"
+
+
 def test_fused_sweep_records_the_same_trials_and_labels_as_cells(write, tmp_path):
     """The record does not change with fusion: same trial ids, same labels, each member its
     own run, tagged with how many trained together."""
