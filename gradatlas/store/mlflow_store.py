@@ -4,7 +4,10 @@ module of the project that talks to MLflow's tracking API (the UI launcher aside
 How it writes: ``MlflowClient`` and ``log_batch``, never the fluent API's global active run, and
 never one call per metric (on SQLite that costs seconds per trial). ``log`` splits a batch into
 MLflow's per-call caps itself (1,000 metrics, 100 params, 100 tags, 1,000 entities), so the
-contract holds whatever the client version does.
+contract holds whatever the client version does. A unit of trials (``record_unit``) on a store
+that is a database (SQLite, PostgreSQL...) with a local artifact folder skips the client: its
+runs go into MLflow's tables in one transaction (``gradatlas.store.sql_bulk``), a few ms a trial
+where the client's six round trips a trial cost over 100 ms on SQLite.
 
 How it reads the reports' trials fast: at atlas scale (10,000 trials) MLflow's own
 ``search_runs`` is most of the read (it builds an ORM object for every param, metric and tag of
@@ -25,13 +28,11 @@ import os
 import sqlite3
 import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
-from urllib.request import url2pathname
 
 from mlflow.entities import (
     Dataset,
@@ -49,6 +50,7 @@ from mlflow.utils.validation import (
     MAX_METRICS_PER_BATCH,
     MAX_PARAMS_TAGS_PER_BATCH,
 )
+from sqlalchemy.exc import SQLAlchemyError
 
 from gradatlas.record import (
     DEVICE,
@@ -59,6 +61,7 @@ from gradatlas.record import (
     KIND_TRIAL,
     MAX_REASON_TAG,
     TRIAL_ARTIFACT,
+    TRIAL_ID,
     RunKind,
     RunStatus,
     TrialRecord,
@@ -67,6 +70,7 @@ from gradatlas.record import (
     trial_params,
     trial_tags,
 )
+from gradatlas.store import sql_bulk
 from gradatlas.store.base import (
     ArtifactContent,
     FailureWrite,
@@ -81,10 +85,12 @@ from gradatlas.store.base import (
     UnitReport,
     newest_per_trial,
 )
-from gradatlas.store.checks import classified_writes
+from gradatlas.store.checks import StoreWriteError, classified_writes, classify_write_error
+from gradatlas.store.sql_bulk import local_path as _local_path
 from gradatlas.store.uri import sqlite_file
 
 PAGE = 1000  # runs per search page
+MAX_FALLBACKS_KEPT = 100  # reasons kept in ``MlflowStore.bulk_fallbacks``
 DOWNLOAD_THREADS = 8  # artifact reads from a remote store are round trips: a few at once
 
 
@@ -99,12 +105,19 @@ def quiet_mlflow() -> None:
 class MlflowStore(RecordStore):
     """The ``RecordStore`` on an MLflow tracking URI (see the module docstring)."""
 
+    #: Write units in one transaction where the store is a database with local artifacts
+    #: (``record_unit``); False writes every run through the client (what tests compare against).
+    bulk: bool = True
+
     def __init__(self, uri: str):
         quiet_mlflow()
         self.uri = uri
         self._db = sqlite_file(uri)
         # Private: nothing outside this module talks to MLflow (the import-direction test).
         self._client = MlflowClient(tracking_uri=uri)
+        #: Why units that tried the bulk path were written through the client instead (the
+        #: first ``MAX_FALLBACKS_KEPT``).
+        self.bulk_fallbacks: list[str] = []
 
     def __reduce__(self) -> tuple[Any, tuple[str]]:
         """Pickled as its URI (a client holds connections): what reaches another process (the
@@ -290,6 +303,25 @@ class MlflowStore(RecordStore):
         return sorted(a.path for a in self._client.list_artifacts(run_id, folder))
 
     # -- trials ------------------------------------------------------------------------------------
+    def recorded(
+        self, experiment_id: str, trial_ids: Iterable[str], kind: RunKind | str = RunKind.TRIAL
+    ) -> set[str]:
+        """As ``RecordStore.recorded``; on a database store (``bulk``), one query for all the
+        ids rather than one search per id."""
+        ids = [_value(tid) for tid in trial_ids]  # a quote is refused, whatever the backend
+        sql = self._sql_store()
+        if sql is None or not ids:
+            return super().recorded(experiment_id, ids, kind)
+        with sql.ManagedSessionMaker() as session:
+            return sql_bulk.finished_with_tag(
+                session,
+                experiment_id,
+                key=TRIAL_ID,
+                values=ids,
+                where={KIND: str(kind)},
+                status=str(RunStatus.FINISHED),
+            )
+
     def record_unit(
         self,
         experiment_id: str,
@@ -300,39 +332,216 @@ class MlflowStore(RecordStore):
         live: Mapping[str, LiveRun] | None = None,
         force: bool = False,
     ) -> UnitReport:
+        """As ``RecordStore.record_unit``. On a database store with a local artifact folder the
+        unit is one transaction (``_record_bulk``): every run of it, live runs and failures
+        included, is in the store after the call or none is. Anything else (a tracking server,
+        remote artifacts, ``bulk`` False), or a unit the bulk path cannot write the way MLflow
+        would, is written run by run through the client (``_record_each``)."""
         t0 = time.perf_counter()
         live = live or {}
-        report = UnitReport()
         with classified_writes():
-            # MLflow's filters have no OR and no IN for tags: one indexed search per trial id.
-            kinds: dict[str, list[str]] = {}
-            for w in writes:
-                if not (force or w.interrupted):
-                    kinds.setdefault(w.kind, []).append(w.trial_id)
-            done = {
-                (kind, tid)
-                for kind, ids in kinds.items()
-                for tid in self.recorded(experiment_id, ids, kind)
-            }
-            for write in writes:
-                run = live.get(write.trial_id) if write.kind == KIND_TRIAL else None
-                checked = not (force or write.interrupted)
-                if checked and (write.kind, write.trial_id) in done:
-                    report.duplicates.append(write.label)
-                    if run is not None:  # another attempt's run: the record exists once already
-                        self._client.delete_run(run.run_id)
-                    continue
-                rid = self._write_trial(experiment_id, sweep_run_id, write, run)
-                report.run_ids[write.trial_id] = rid
-                if checked and write.record.status == FINISHED:
-                    done.add((write.kind, write.trial_id))
-            for failure in failures:
-                rid = self._write_failure(
-                    experiment_id, sweep_run_id, failure, live.get(failure.record.trial_id)
+            report = self._record_bulk(experiment_id, sweep_run_id, writes, failures, live, force)
+            if report is None:
+                report = self._record_each(
+                    experiment_id, sweep_run_id, writes, failures, live, force
                 )
-                report.failed_run_ids[failure.record.trial_id] = rid
         report.seconds = time.perf_counter() - t0
         return report
+
+    def _record_each(
+        self,
+        experiment_id: str,
+        sweep_run_id: str | None,
+        writes: Sequence[TrialWrite],
+        failures: Sequence[FailureWrite],
+        live: Mapping[str, LiveRun],
+        force: bool,
+    ) -> UnitReport:
+        """The unit run by run through ``MlflowClient``: about six round trips a trial."""
+        report = UnitReport()
+        kinds = _checked_ids(writes, force)
+        done = {
+            (kind, tid)
+            for kind, ids in kinds.items()
+            for tid in RecordStore.recorded(self, experiment_id, ids, kind)
+        }
+        todo, duplicates = _plan(writes, done, force, live)
+        for label, run in duplicates:
+            report.duplicates.append(label)
+            if run is not None:  # another attempt's run: the record exists once already
+                self._client.delete_run(run.run_id)
+        for write, run in todo:
+            rid = self._write_trial(experiment_id, sweep_run_id, write, run)
+            report.run_ids[write.trial_id] = rid
+        for failure in failures:
+            rid = self._write_failure(
+                experiment_id, sweep_run_id, failure, live.get(failure.record.trial_id)
+            )
+            report.failed_run_ids[failure.record.trial_id] = rid
+        return report
+
+    def _record_bulk(
+        self,
+        experiment_id: str,
+        sweep_run_id: str | None,
+        writes: Sequence[TrialWrite],
+        failures: Sequence[FailureWrite],
+        live: Mapping[str, LiveRun],
+        force: bool,
+    ) -> UnitReport | None:
+        """The unit in one transaction (``sql_bulk``): one query for the duplicates, the runs'
+        rows in a few multi-row statements, ``trial.json`` and ``error.txt`` written into the
+        runs' artifact folders before the commit. The same runs as ``_record_each`` writes
+        (``tests/test_store_bulk.py`` compares them), except that every run of the unit shares
+        one clock reading where the trial gives none (start, end, metric timestamps), and
+        ``logging_time_s`` (metric and ``trial.json``) is the unit's time up to its artifact
+        writes (the duplicate check and every row written, not yet committed) divided by its
+        runs: an amortized share, not one trial's own.
+
+        None, with nothing written and the reason in ``bulk_fallbacks``, where the store is not
+        a database with local artifacts, or the unit cannot be written the way MLflow would
+        (``sql_bulk.Fallback``: a live run deleted meanwhile, a param written before with
+        another value; an ``MlflowException`` from MLflow's validation; any database error):
+        the transaction is rolled back whole and the caller writes the unit through the client,
+        which raises what MLflow would. Live runs' step marks are restored, so that second
+        attempt writes the same points. A failure the user must fix (disk full, read-only,
+        locked) raises ``StoreWriteError`` at once: the client's path would fail the same way,
+        after writing half the unit."""
+        sql = self._sql_store()
+        if sql is None:
+            return None
+        t0 = time.perf_counter()
+        marks = {tid: dict(run.last_step) for tid, run in live.items()}
+        try:
+            return self._write_bulk(
+                sql, experiment_id, sweep_run_id, writes, failures, live, force, t0
+            )
+        except (sql_bulk.Fallback, MlflowException, SQLAlchemyError) as exc:
+            why = classify_write_error(exc, store=None)
+            if why is not None:
+                raise StoreWriteError(why) from exc
+            for tid, steps in marks.items():
+                live[tid].last_step = steps
+            why = f"{type(exc).__name__}: {exc}"
+            # Said once per store at WARNING (a sweep of slow units should know why), then DEBUG.
+            level = logging.DEBUG if self.bulk_fallbacks else logging.WARNING
+            logging.getLogger(__name__).log(level, "unit written run by run instead: %s", why)
+            if len(self.bulk_fallbacks) < MAX_FALLBACKS_KEPT:
+                self.bulk_fallbacks.append(why)
+            return None
+
+    def _write_bulk(
+        self,
+        sql: Any,
+        experiment_id: str,
+        sweep_run_id: str | None,
+        writes: Sequence[TrialWrite],
+        failures: Sequence[FailureWrite],
+        live: Mapping[str, LiveRun],
+        force: bool,
+        t0: float,
+    ) -> UnitReport:
+        report = UnitReport()
+        now = int(time.time() * 1000)
+        with sql_bulk.unit_session(sql, experiment_id) as unit:
+            done = {
+                (kind, tid)
+                for kind, ids in _checked_ids(writes, force).items()
+                for tid in sql_bulk.finished_with_tag(
+                    unit.session,
+                    experiment_id,
+                    key=TRIAL_ID,
+                    values=ids,
+                    where={KIND: kind},
+                    status=str(RunStatus.FINISHED),
+                )
+            }
+            todo, duplicates = _plan(writes, done, force, live)
+            report.duplicates = [label for label, _ in duplicates]
+            unit.delete_runs(run.run_id for _, run in duplicates if run is not None)
+            runs, texts, errors = [], [], []
+            for write, run in todo:
+                bulk, record = self._trial_run(sweep_run_id, write, run, now)
+                runs.append(bulk)
+                texts.append((bulk.run_id, record))
+                report.run_ids[write.trial_id] = bulk.run_id
+            for failure in failures:
+                bulk = self._failure_run(
+                    sweep_run_id, failure, live.get(failure.record.trial_id), now
+                )
+                runs.append(bulk)
+                errors.append((bulk.run_id, failure.traceback))
+                report.failed_run_ids[failure.record.trial_id] = bulk.run_id
+            unit.write(runs, now_ms=now)
+            share = (time.perf_counter() - t0) / max(len(runs), 1)
+            stamp = int(time.time() * 1000)
+            unit.log_metrics({rid: [("logging_time_s", share, 0)] for rid, _ in texts}, stamp)
+            for rid, record in texts:
+                timing = record.timing | {"logging_time_s": share}
+                unit.attach(rid, TRIAL_ARTIFACT, replace(record, timing=timing).to_json())
+            for rid, traceback in errors:
+                unit.attach(rid, ERROR_ARTIFACT, traceback)
+        return report
+
+    def _sql_store(self) -> Any | None:
+        """MLflow's ``SqlAlchemyStore`` behind the client, when ``bulk`` is on and it is one."""
+        if not self.bulk:
+            return None
+        return sql_bulk.sql_tracking_store(self._client._tracking_client.store)
+
+    def _trial_parts(
+        self, sweep_run_id: str | None, write: TrialWrite, live: LiveRun | None
+    ) -> tuple[dict[str, str], list[Point]]:
+        """A trial run's tags and the metric points it takes (``live``: those past what its
+        live run holds; the run then holds them)."""
+        record = write.record
+        parent = write.parent or sweep_run_id
+        # A trial run stands flat and names its sweep; a tuning run nests under its study run.
+        if write.kind != KIND_TRIAL:
+            tags = trial_tags(record, parent_run=parent) | write.tags
+        else:
+            tags = trial_tags(record, sweep_run=parent) | write.tags
+        points = trial_metrics(record)
+        if write.last_points_only:  # the summary (step 0) and each curve's last point
+            points = list({key: (key, v, s) for key, v, s in points}.values())
+        if live is not None:
+            points = live.after(points)
+        return tags, points
+
+    def _trial_run(
+        self, sweep_run_id: str | None, write: TrialWrite, live: LiveRun | None, now: int
+    ) -> tuple[sql_bulk.BulkRun, TrialRecord]:
+        """A trial write as ``sql_bulk`` takes it: what ``_write_trial`` writes, as rows."""
+        tags, points = self._trial_parts(sweep_run_id, write, live)
+        record = write.record
+        run = sql_bulk.BulkRun(
+            run_id=live.run_id if live is not None else sql_bulk.new_run_id(),
+            name=write.run_name,
+            status=str(RunStatus(record.status)),
+            start_ms=write.start_ms or now,
+            end_ms=write.end_ms or now,
+            tags={k: str(v) for k, v in tags.items()},
+            params={k: str(v) for k, v in trial_params(record).items()},
+            metrics=points,
+            datasets=[_dataset_input(record)] if write.kind == KIND_TRIAL else [],
+            existing=live is not None,
+        )
+        return run, record
+
+    def _failure_run(
+        self, sweep_run_id: str | None, failure: FailureWrite, live: LiveRun | None, now: int
+    ) -> sql_bulk.BulkRun:
+        """A failure as ``sql_bulk`` takes it: what ``_write_failure`` writes, as rows."""
+        return sql_bulk.BulkRun(
+            run_id=live.run_id if live is not None else sql_bulk.new_run_id(),
+            name=failure.run_name,
+            status=str(RunStatus.FAILED),
+            start_ms=now,
+            end_ms=now,
+            tags={k: str(v) for k, v in _failure_tags(failure, sweep_run_id).items()},
+            params={k: str(v) for k, v in trial_params(failure.record).items()},
+            existing=live is not None,
+        )
 
     def _write_trial(
         self, experiment_id: str, sweep_run_id: str | None, write: TrialWrite, live: LiveRun | None
@@ -342,23 +551,13 @@ class MlflowStore(RecordStore):
         and the trial's end time."""
         t0 = time.perf_counter()
         record = write.record
-        parent = write.parent or sweep_run_id
-        # A trial run stands flat and names its sweep; a tuning run nests under its study run.
-        if write.kind != KIND_TRIAL:
-            tags = trial_tags(record, parent_run=parent) | write.tags
-        else:
-            tags = trial_tags(record, sweep_run=parent) | write.tags
+        tags, points = self._trial_parts(sweep_run_id, write, live)
         if live is None:
             rid = self.create_run(
                 experiment_id, run_name=write.run_name, tags=tags, start_ms=write.start_ms
             )
         else:
             rid = live.run_id
-        points = trial_metrics(record)
-        if write.last_points_only:  # the summary (step 0) and each curve's last point
-            points = list({key: (key, v, s) for key, v, s in points}.values())
-        if live is not None:
-            points = live.after(points)
         self.log(
             rid,
             metrics=points,
@@ -371,7 +570,7 @@ class MlflowStore(RecordStore):
         self._client.log_metric(rid, "logging_time_s", time.perf_counter() - t0, now, 0)
         self.set_status(rid, RunStatus(record.status), end_ms=write.end_ms)
         if write.kind == KIND_TRIAL:
-            self._log_dataset(rid, record)
+            self._client.log_inputs(rid, datasets=[_dataset_input(record)])
         return rid
 
     def _write_failure(
@@ -383,8 +582,7 @@ class MlflowStore(RecordStore):
     ) -> str:
         """A FAILED trial run with its config as params, the error as a tag and the traceback as
         ``error.txt``, so it is listed, findable and not lost (in its live run if it has one)."""
-        tags = trial_tags(failure.record, sweep_run=sweep_run_id)
-        tags |= {ERROR: failure.error[:MAX_REASON_TAG], DEVICE: failure.worker}
+        tags = _failure_tags(failure, sweep_run_id)
         if live is None:
             rid = self.create_run(experiment_id, run_name=failure.run_name, tags=tags)
         else:
@@ -393,22 +591,6 @@ class MlflowStore(RecordStore):
         self._client.log_text(rid, failure.traceback, ERROR_ARTIFACT)
         self.set_status(rid, RunStatus.FAILED)
         return rid
-
-    def _log_dataset(self, run_id: str, record: TrialRecord) -> None:
-        """The trial's dataset as an MLflow input: the runs table's Dataset column (shown without
-        clicks) then reads e.g. ``mnist1d (3f2a9c1e)`` with a Train badge. The digest is the hash
-        of the dataset's resolved config (name, seed, options), so two suites on the same data
-        match."""
-        config = record.config.get("dataset") or {}
-        source = json.dumps(config, sort_keys=True, default=str)
-        dataset = Dataset(
-            name=str(config.get("name") or "dataset"),
-            digest=hashlib.sha256(source.encode()).hexdigest()[:8],
-            source_type="gradatlas",
-            source=source,
-        )
-        context = [InputTag("mlflow.data.context", "train")]
-        self._client.log_inputs(run_id, datasets=[DatasetInput(dataset, tags=context)])
 
     def load_trials(self, experiment_id: str) -> TrialLoad:
         kept, set_aside = newest_per_trial(self.finished_trial_runs(experiment_id))
@@ -482,6 +664,62 @@ def _batches(
         yield m, p, t
 
 
+def _checked_ids(writes: Sequence[TrialWrite], force: bool) -> dict[str, list[str]]:
+    """kind -> the trial ids whose writes are checked for an existing record (not ``force``d,
+    not interrupted)."""
+    kinds: dict[str, list[str]] = {}
+    for w in writes:
+        if not (force or w.interrupted):
+            kinds.setdefault(str(w.kind), []).append(w.trial_id)
+    return kinds
+
+
+def _plan(
+    writes: Sequence[TrialWrite],
+    done: set[tuple[str, str]],
+    force: bool,
+    live: Mapping[str, LiveRun],
+) -> tuple[list[tuple[TrialWrite, LiveRun | None]], list[tuple[str, LiveRun | None]]]:
+    """Which writes of a unit become runs (each with its live run, if any) and which are
+    duplicates of a recorded trial (their labels, and the live runs to delete), given the
+    (kind, trial id) pairs recorded already; a FINISHED checked write counts as recorded for the
+    writes after it."""
+    done = set(done)
+    todo, duplicates = [], []
+    for write in writes:
+        run = live.get(write.trial_id) if write.kind == KIND_TRIAL else None
+        checked = not (force or write.interrupted)
+        key = (str(write.kind), write.trial_id)
+        if checked and key in done:
+            duplicates.append((write.label, run))
+            continue
+        todo.append((write, run))
+        if checked and write.record.status == FINISHED:
+            done.add(key)
+    return todo, duplicates
+
+
+def _failure_tags(failure: FailureWrite, sweep_run_id: str | None) -> dict[str, str]:
+    tags = trial_tags(failure.record, sweep_run=sweep_run_id)
+    return tags | {ERROR: failure.error[:MAX_REASON_TAG], DEVICE: failure.worker}
+
+
+def _dataset_input(record: TrialRecord) -> DatasetInput:
+    """The trial's dataset as an MLflow input: the runs table's Dataset column (shown without
+    clicks) then reads e.g. ``mnist1d (3f2a9c1e)`` with a Train badge. The digest is the hash
+    of the dataset's resolved config (name, seed, options), so two suites on the same data
+    match."""
+    config = record.config.get("dataset") or {}
+    source = json.dumps(config, sort_keys=True, default=str)
+    dataset = Dataset(
+        name=str(config.get("name") or "dataset"),
+        digest=hashlib.sha256(source.encode()).hexdigest()[:8],
+        source_type="gradatlas",
+        source=source,
+    )
+    return DatasetInput(dataset, tags=[InputTag("mlflow.data.context", "train")])
+
+
 def _key(key: str) -> str:
     if "`" in key:
         raise ValueError(f"not a tag key a filter can carry: {key!r}")
@@ -518,16 +756,6 @@ def _experiment(exp: Any) -> StoredExperiment:
         tags=dict(exp.tags),
         active=exp.lifecycle_stage != "deleted",
     )
-
-
-def _local_path(artifact_uri: str) -> Path | None:
-    """The folder of a local artifact store (``file:`` or a bare path), else None."""
-    parsed = urlparse(artifact_uri)
-    if parsed.scheme == "file":
-        return Path(url2pathname(parsed.path))
-    if parsed.scheme == "" or (len(parsed.scheme) == 1 and artifact_uri[1:3] == ":\\"):
-        return Path(artifact_uri)
-    return None
 
 
 def _json_file(path: Path) -> dict[str, Any] | None:
