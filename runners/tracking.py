@@ -198,10 +198,14 @@ def write_unit(
     *,
     live: Mapping[str, st.LiveRun] | None = None,
     force: bool = False,
+    pictures: list[tuple[str, TrialRecord]] | None = None,
 ) -> UnitReport:
     """One unit's records (``RecordStore.record_unit``; ``failures``: its
     ``TrialFailure``s), then each new trial run's picture (``trial.png``: what the run page
-    shows without clicks). ``seconds`` counts both."""
+    shows without clicks). ``seconds`` counts both. With ``pictures`` (a list), the pictures
+    are not drawn here but appended to it as (run id, record), for the caller to draw when
+    nothing else waits (the recorder: a picture costs ~60 ms, ten times a bulk-written record,
+    so drawing it inline would let pictures set the pace of a fused sweep)."""
     t0 = time.perf_counter()
     report = store.record_unit(
         experiment_id,
@@ -215,7 +219,10 @@ def write_unit(
         for write in writes:
             run_id = report.run_ids.get(write.trial_id)
             if run_id is not None and write.kind == KIND_TRIAL:
-                attach_picture(store, run_id, write.record)
+                if pictures is not None:
+                    pictures.append((run_id, write.record))
+                else:
+                    attach_picture(store, run_id, write.record)
     report.seconds = time.perf_counter() - t0
     return report
 
