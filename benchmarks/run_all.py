@@ -26,6 +26,7 @@ def main() -> int:
         ("fused_parity", []),
         ("fused", []),
         ("live_flush", ["--repeats", "3"]),
+        ("record_bulk", ["--repeats", "3"]),
     ]
     # The report at 1,000 and 10,000 trials (the first 10,000-trial run writes its synthetic
     # store, about half an hour on two cores; later runs reuse it).
