@@ -81,7 +81,9 @@ def worker_environment() -> dict[str, Any]:
 
     from gradatlas.runners.tracking import package_versions
 
-    versions = package_versions(("torch", "pytorch-lightning", "numpy", "mnist1d", "gradatlas"))
+    versions = package_versions(
+        ("torch", "pytorch-lightning", "numpy", "scipy", "scikit-learn", "mnist1d", "gradatlas")
+    )
     cuda = torch.cuda.is_available()
     return {
         "host": socket.gethostname(),
@@ -90,7 +92,26 @@ def worker_environment() -> dict[str, Any]:
         "packages": versions,
         "cuda": torch.version.cuda if cuda else None,
         "gpu": torch.cuda.get_device_name(0) if cuda else None,
+        # The CPU and the vector instructions torch's kernels dispatch to (AVX512, AVX2, ...):
+        # the same torch build rounds differently on another, and a deep net at a high lr
+        # amplifies that round-off until borderline trials change label.
+        "cpu": cpu_model(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
     }
+
+
+def cpu_model() -> str | None:
+    """The CPU's model name (``/proc/cpuinfo``; else ``platform.processor()``)."""
+    import platform
+
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
 
 
 def quiet_lightning() -> None:

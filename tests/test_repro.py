@@ -118,6 +118,28 @@ def test_a_tampered_curve_fails_at_the_changed_step(store, capsys):
     assert {p.metric for p in verdict.comparison.differing} == {"train/loss", "eval/val_loss"}
 
 
+def test_the_cpu_kernels_are_recorded_and_another_set_is_judged_within_tolerance(store):
+    """The same torch build rounds differently on a CPU with other vector instructions, so a
+    record names them (``cpu_capability``) and a rerun on other kernels is not held to bitwise."""
+    import torch
+
+    run = store["repro-alone"][0]
+    path = _artifact(run)
+    original = path.read_text()
+    data = json.loads(original)
+    assert data["environment"]["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert data["environment"]["cpu"]
+    data["environment"]["cpu_capability"] = "SOME_OTHER_ISA"
+    data["environment"]["cpu"] = "another CPU"
+    try:
+        path.write_text(json.dumps(data))
+        verdict = reproduce(store["uri"], run.info.run_id, tolerance=1e-3)
+    finally:
+        path.write_text(original)
+    assert verdict.mode == "tolerance" and verdict.passed
+    assert "cpu kernels" in verdict.env_differs and "cpu" not in verdict.env_differs
+
+
 def test_a_tampered_config_fails_its_identity_without_a_rerun(store, capsys):
     run = store["repro-alone"][0]
     path = _artifact(run)

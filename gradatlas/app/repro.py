@@ -7,8 +7,8 @@ and the seeds it was batched with) -> compare every curve point, summary metric,
 the init profiles with the record -> PASS or FAIL.
 
 What counts as a pass depends on the environment. Where device (CPU), torch thread count,
-batching and versions match the record's, a rerun is bitwise identical today, so nothing less
-passes. Where anything differs (another thread count, device, torch version; a CUDA run, whose
+batching, versions and the CPU's kernels (the instruction set torch dispatches to: AVX512,
+AVX2, ...) match the record's, a rerun is bitwise identical today, so nothing less passes. Where anything differs (another thread count, device, torch version; a CUDA run, whose
 kernels are not guaranteed deterministic), each value must agree within a relative tolerance,
 stated in the output, and the outcome label must be the same. The relative difference of two
 values is ``|rerun - recorded| / max(|recorded|, |rerun|)`` (0 when both are equal, infinite
@@ -77,6 +77,8 @@ ENV_ROWS = (
     ("batched seeds", "batch_seeds"),
     ("python", "python"),
     ("platform", "platform"),
+    ("cpu kernels", "cpu_capability"),
+    ("cpu", "cpu"),
     ("torch", "torch"),
     ("pytorch-lightning", "pytorch-lightning"),
     ("numpy", "numpy"),
@@ -85,7 +87,8 @@ ENV_ROWS = (
     ("host", "hostname"),
     ("mlflow", "mlflow"),
 )
-INFORMATIONAL = frozenset({"hostname", "mlflow"})
+# The CPU's name is informational: what decides its rounding is the kernels' instruction set.
+INFORMATIONAL = frozenset({"hostname", "mlflow", "cpu"})
 PACKAGES = ("torch", "pytorch-lightning", "numpy", "gradatlas", "mlflow")
 INIT, END = -1, math.inf  # where profiles at init and the summary sit among the steps
 
@@ -250,7 +253,7 @@ def _with_worker(sweep_env: dict[str, Any], record: TrialRecord) -> dict[str, An
     """The sweep's ``environment.json`` (the driver's) overlaid with the trial's own worker
     environment where the record has one: a Ray worker on another host may differ."""
     env, worker = dict(sweep_env), record.environment
-    for key in ("python", "platform"):
+    for key in ("python", "platform", "cpu", "cpu_capability"):
         if worker.get(key):
             env[key] = worker[key]
     if worker.get("host"):
@@ -307,6 +310,8 @@ def recorded_environment(rec: Recorded) -> dict[str, Any]:
         "batch_seeds": None if batch is None else int(batch),
         "python": env.get("python"),
         "platform": env.get("platform"),
+        "cpu_capability": env.get("cpu_capability"),
+        "cpu": env.get("cpu"),
         **{p: packages.get(p) for p in PACKAGES},
         "git_commit": env.get("git_commit"),
         "hostname": env.get("hostname"),
@@ -320,7 +325,13 @@ def rerun(rec: Recorded, *, device: str | None = None, threads: int | None = Non
     import torch
 
     from gradatlas.runners.tracking import environment, trial_record
-    from gradatlas.runners.trial import default_threads, pick_device, run_trials, set_threads
+    from gradatlas.runners.trial import (
+        default_threads,
+        pick_device,
+        run_trials,
+        set_threads,
+        worker_environment,
+    )
     from gradatlas.suites import Trial
     from gradatlas.suites.spec import TrialSpec
 
@@ -358,6 +369,8 @@ def rerun(rec: Recorded, *, device: str | None = None, threads: int | None = Non
         "batch_seeds": len(trials),
         "python": env.get("python"),
         "platform": env.get("platform"),
+        "cpu_capability": worker_environment()["cpu_capability"],
+        "cpu": worker_environment()["cpu"],
         **{p: packages.get(p) for p in PACKAGES},
         "git_commit": env.get("git_commit"),
         "hostname": env.get("hostname"),
