@@ -207,9 +207,21 @@ def _commit(env: dict[str, Any]) -> str:
     return f"not recorded (got {commit!r})" if commit else "not recorded"
 
 
+def _device(record: dict[str, Any]) -> str:
+    """A trial's device, with the CPU and the instruction set of torch's kernels where the
+    record names them: the same build rounds differently on another, so two sweeps on
+    different CPUs may differ in borderline trials."""
+    device = record.get("device") or "?"
+    env = record.get("environment") or {}
+    cpu, isa = env.get("cpu"), env.get("cpu_capability")
+    if device == "cpu" and (cpu or isa):
+        device = " · ".join(x for x in (device, cpu, isa and f"kernels {isa}") if x)
+    return device
+
+
 def _environment_items(exp: Experiment) -> list[tuple[str, str]]:
     envs = [(s, s.environment) for s in exp.sweeps if s.environment]
-    devices = Counter(r.get("device") or "?" for r in exp.records.values())
+    devices = Counter(_device(r) for r in exp.records.values())
     device_text = "; ".join(f"{d} ({plural(n, 'trial')})" for d, n in devices.most_common())
     if not envs:
         return [
@@ -224,7 +236,7 @@ def _environment_items(exp: Experiment) -> list[tuple[str, str]]:
         (
             "Machine",
             f"{env.get('platform', '?')}, host {env.get('hostname', '?')}, "
-            f"{env.get('cpu_count', '?')} CPUs",
+            f"{env.get('cpu_count', '?')} CPUs" + (f" ({env['cpu']})" if env.get("cpu") else ""),
         ),
         ("Device", device_text),
         ("Git commit", _commit(env)),

@@ -49,6 +49,18 @@ def package_versions(packages: Sequence[str]) -> dict[str, str | None]:
     return versions
 
 
+def cpu_model() -> str | None:
+    """The CPU's model name (``/proc/cpuinfo``; else ``platform.processor()``)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
 def environment() -> dict[str, Any]:
     """What produced the numbers: archived with every sweep and printed in reports."""
     versions = package_versions(
@@ -76,6 +88,7 @@ def environment() -> dict[str, Any]:
         "platform": platform.platform(),
         "hostname": socket.gethostname(),
         "cpu_count": os.cpu_count(),
+        "cpu": cpu_model(),
         "torch_threads": torch.get_num_threads() if torch else None,
         "device": torch.cuda.get_device_name(0) if cuda else "cpu",
         "cuda": torch.version.cuda if cuda and torch else None,

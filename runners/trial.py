@@ -79,7 +79,7 @@ def worker_environment() -> dict[str, Any]:
     import platform
     import socket
 
-    from gradatlas.runners.tracking import package_versions
+    from gradatlas.runners.tracking import cpu_model, package_versions
 
     versions = package_versions(
         ("torch", "pytorch-lightning", "numpy", "scipy", "scikit-learn", "mnist1d", "gradatlas")
@@ -98,20 +98,6 @@ def worker_environment() -> dict[str, Any]:
         "cpu": cpu_model(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
     }
-
-
-def cpu_model() -> str | None:
-    """The CPU's model name (``/proc/cpuinfo``; else ``platform.processor()``)."""
-    import platform
-
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or None
 
 
 def quiet_lightning() -> None:

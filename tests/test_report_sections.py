@@ -222,3 +222,16 @@ def test_every_section_builds_blocks_for_any_suite_shape(factors: dict[str, list
     for s in SECTIONS:
         blocks = s.build(ctx)
         assert blocks and all(isinstance(b, Block) for b in blocks), s.title
+
+
+def test_the_overview_names_the_cpu_and_its_kernels_where_recorded():
+    """Two sweeps on CPUs with other vector instructions may differ in borderline trials: the
+    Device row says which CPU and kernels each trial ran on (older records: the device only)."""
+    from gradatlas.reports.overview import _device
+
+    env = {"cpu": "Intel(R) Xeon(R) Processor", "cpu_capability": "AVX512"}
+    assert _device({"device": "cpu", "environment": env}) == (
+        "cpu · Intel(R) Xeon(R) Processor · kernels AVX512"
+    )
+    assert _device({"device": "cpu"}) == "cpu"
+    assert _device({"device": "cuda", "environment": env}) == "cuda"
