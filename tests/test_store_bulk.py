@@ -33,6 +33,7 @@ from gradatlas.record import (
     trial_tags,
 )
 from gradatlas.store import FailureWrite, TrialWrite, open_store, sql_bulk
+from gradatlas.store.base import LiveStart
 from gradatlas.store.mlflow_store import MlflowStore
 from tests.conftest import new_store
 
@@ -365,3 +366,247 @@ def test_artifacts_that_are_not_local_go_through_the_client(uri: str):
     with pytest.raises(sql_bulk.Fallback), sql_bulk.unit_session(bulk._sql_store(), exp):
         pass
     assert sql_bulk.sql_tracking_store(object()) is None
+
+
+# -- live runs: a unit's starts and a flush's points in one transaction each ----------------------
+def running(rec: TrialRecord) -> TrialRecord:
+    return replace(rec, outcome=RecordedOutcome(OutcomeLabel.RUNNING, "", {}))
+
+
+def live_starts(recs: list[TrialRecord], start: int) -> list[LiveStart]:
+    """One start per trial as ``runners.live.start_message`` makes it (the first trial's param
+    over MLflow's cap: truncated), each from its own start time."""
+    return [
+        LiveStart(f"{rec.cell}-s{rec.seed}", trial_tags(running(rec)), trial_params(rec), start + i)
+        for i, rec in enumerate(recs)
+    ]
+
+
+def live_snapshot(store: MlflowStore, run_id: str) -> dict[str, Any]:
+    """A live run as MLflow's client reads it (with the row's columns it does not show), its id
+    taken out of its artifact location, without metric timestamps."""
+    client = store._client
+    run = client.get_run(run_id)
+    info, data = run.info, run.data
+    history = {
+        key: sorted((m.step, m.value) for m in client.get_metric_history(run_id, key))
+        for key in data.metrics
+    }
+    with sqlite3.connect(store.local_dir / "mlflow.db") as con:
+        row = con.execute(
+            "SELECT name, source_type, source_name, entry_point_name, user_id, source_version,"
+            " lifecycle_stage, deleted_time, end_time FROM runs WHERE run_uuid = ?",
+            (run_id,),
+        ).fetchone()
+        latest = con.execute(
+            "SELECT key, value, step, is_nan FROM latest_metrics WHERE run_uuid = ? ORDER BY key",
+            (run_id,),
+        ).fetchall()
+    return {
+        "row": row,
+        "run_name": info.run_name,
+        "status": info.status,
+        "start_time": info.start_time,
+        "artifact_uri": info.artifact_uri.replace(run_id, "RUN"),
+        "tags": dict(data.tags),
+        "params": dict(data.params),
+        "metrics": dict(data.metrics),
+        "latest": latest,
+        "history": history,
+    }
+
+
+def metric_rows(store: MlflowStore) -> int:
+    with sqlite3.connect(store.local_dir / "mlflow.db") as con:
+        return con.execute("SELECT count(*) FROM metrics").fetchone()[0]
+
+
+def test_live_many_matches_the_loop(uri: str, synth):
+    """Starting a unit's live runs and flushing their points in one transaction each
+    (``start_live_many``, ``live_points_many`` on the bulk path) leaves what ``start_live`` and
+    ``live_points`` through the client leave, run by run: row, tags, params (a long one
+    truncated), RUNNING from the trial's start time, metric history and latest values; a
+    repeated flush writes nothing; the records written into those runs afterwards are the same
+    final runs."""
+    client, bulk = stores(uri)
+    recs = records(synth, 5)
+    start = int(time.time() * 1000) - 100_000
+    exps, lives, counts = {}, {}, {}
+    for name, store in (("client", client), ("bulk", bulk)):
+        exps[name] = exp = store.open_experiment(name)
+        lives[name] = store.start_live_many(exp, SWEEP, live_starts(recs, start))
+        curves = [R.trial_metrics(rec) for rec in recs]
+        # two flushes, the second overlapping the first (only its new steps count), one run
+        # twice in a flush, one run without points
+        first = [(live, pts[:40]) for live, pts in zip(lives[name][:4], curves[:4], strict=True)]
+        second = [(live, pts[:90]) for live, pts in zip(lives[name][:3], curves[:3], strict=True)]
+        second.append((lives[name][0], curves[0][:120]))
+        counts[name] = [store.live_points_many(first), store.live_points_many(second)]
+        rows = metric_rows(store)
+        counts[name].append(store.live_points_many(second))  # repeated: nothing new
+        assert metric_rows(store) == rows
+    assert bulk.bulk_fallbacks == [] and client.bulk_fallbacks == []
+    assert counts["client"] == counts["bulk"] and counts["bulk"][2] == 0 and counts["bulk"][0]
+    for a, b in zip(lives["client"], lives["bulk"], strict=True):
+        assert a.last_step == b.last_step
+        one, other = live_snapshot(client, a.run_id), live_snapshot(bulk, b.run_id)
+        assert one == other
+        assert one["status"] == "RUNNING" and one["tags"][R.SWEEP_RUN] == SWEEP
+    long = bulk._client.get_run(lives["bulk"][0].run_id)
+    assert len(long.data.params["notes"]) == 6000  # MLflow's cap, truncated the same way
+    assert [live_snapshot(bulk, r.run_id)["start_time"] for r in lives["bulk"]] == [
+        start + i for i in range(len(recs))
+    ]
+
+    # the records into those live runs: the same final runs (each path's record_unit)
+    writes = [
+        TrialWrite(rec, f"{rec.cell}-s{rec.seed}", start_ms=start + i, end_ms=start + 50_000 + i)
+        for i, rec in enumerate(recs)
+    ]
+    for name, store in (("client", client), ("bulk", bulk)):
+        live = {rec.trial_id: run for rec, run in zip(recs, lives[name], strict=True)}
+        report = store.record_unit(exps[name], SWEEP, writes, live=live)
+        assert report.run_ids == {tid: run.run_id for tid, run in live.items()}
+    assert bulk.bulk_fallbacks == []
+    old, new = runs_by_identity(client, exps["client"]), runs_by_identity(bulk, exps["bulk"])
+    assert set(old) == set(new) and len(old) == len(recs)
+    for key in old:
+        assert snapshot(client, old[key]) == snapshot(bulk, new[key]), key
+
+
+def test_live_many_is_one_transaction_per_batch(uri: str, synth):
+    """The bulk path commits once for a batch of starts and once for a flush, whatever their
+    size; a start without a start time starts now; an empty batch writes nothing."""
+    _, bulk = stores(uri)
+    exp = bulk.open_experiment("e")
+    recs = records(synth, 6)
+    engine = bulk._sql_store().engine
+    commits = []
+
+    def commit(*_: Any) -> None:
+        commits.append(1)
+
+    event.listen(engine, "commit", commit)
+    try:
+        before = int(time.time() * 1000)
+        starts = [replace(s, start_ms=None) for s in live_starts(recs, 0)]
+        runs = bulk.start_live_many(exp, None, starts)
+        assert len(commits) == 1 and len(runs) == len(recs)
+        flush = [(run, R.trial_metrics(rec)[:50]) for run, rec in zip(runs, recs, strict=True)]
+        assert bulk.live_points_many(flush) == 50 * len(recs)
+        assert len(commits) == 2
+        assert bulk.live_points_many(flush) == 0 and bulk.live_points_many([]) == 0
+        assert bulk.start_live_many(exp, None, []) == [] and len(commits) == 2
+    finally:
+        event.remove(engine, "commit", commit)
+    assert bulk.bulk_fallbacks == []
+    for run in runs:
+        got = bulk.get_run(run.run_id)
+        assert got.status == "RUNNING" and before <= got.start_time <= int(time.time() * 1000)
+        assert R.SWEEP_RUN not in got.tags  # no sweep given
+
+
+def _fail_once(monkeypatch, name: str) -> list[int]:
+    """``UnitWriter.<name>`` raises a database error on its first call (after the rows before it
+    were inserted, uncommitted), then works."""
+    real = getattr(sql_bulk.UnitWriter, name)
+    calls = []
+
+    def flaky(self, *args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 1:
+            _injected()
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(sql_bulk.UnitWriter, name, flaky)
+    return calls
+
+
+@pytest.mark.parametrize("where", ["close", "log_metrics"])
+def test_a_failed_live_batch_is_rolled_back_and_written_once(
+    uri: str, synth, monkeypatch, where: str
+):
+    """A database error in the middle of a batch of starts (after the run rows, before the
+    commit) or of a flush (after the metric rows): nothing of it stays, the client's path writes
+    it, so every run exists once and every point once, and the runs' step marks are those of
+    the points written (a repeated flush writes nothing)."""
+    _, bulk = stores(uri)
+    exp = bulk.open_experiment("e")
+    recs = records(synth, 4)
+    calls = _fail_once(monkeypatch, "close")
+    runs = bulk.start_live_many(exp, SWEEP, live_starts(recs, int(time.time() * 1000)))
+    assert calls and len(bulk.bulk_fallbacks) == 1 and "injected" in bulk.bulk_fallbacks[0]
+    found = bulk.find_runs(exp, kind=RunKind.TRIAL)
+    assert sorted(r.run_id for r in found) == sorted(r.run_id for r in runs)
+    assert sorted(r.tags[R.TRIAL_ID] for r in found) == sorted(r.trial_id for r in recs)
+
+    monkeypatch.undo()
+    curves = [R.trial_metrics(rec)[:60] for rec in recs]
+    bulk.live_points_many([(runs[0], curves[0][:20])])  # held before: its marks restored
+    calls = _fail_once(monkeypatch, where)
+    flush = list(zip(runs, curves, strict=True))
+    assert bulk.live_points_many(flush) == 60 * len(recs) - 20
+    assert calls and len(bulk.bulk_fallbacks) == 2 and "injected" in bulk.bulk_fallbacks[1]
+    assert bulk.live_points_many(flush) == 0
+    for run, pts in zip(runs, curves, strict=True):
+        for key in {k for k, _, _ in pts}:
+            expected = sorted((s, v) for k, v, s in pts if k == key)
+            assert bulk.metric_history(run.run_id, key) == expected, key
+        assert run.last_step == {k: max(s for kk, _, s in pts if kk == k) for k, _, _ in pts}
+    assert metric_rows(bulk) == 60 * len(recs)
+
+
+def test_a_deleted_live_run_falls_back_to_the_client(uri: str, synth):
+    """A flush naming a run deleted meanwhile: the bulk path declines (``Fallback``) before it
+    writes, and the client's path says what MLflow says about it."""
+    _, bulk = stores(uri)
+    exp = bulk.open_experiment("e")
+    recs = records(synth, 2)
+    runs = bulk.start_live_many(exp, SWEEP, live_starts(recs, int(time.time() * 1000)))
+    bulk.delete_run(runs[1].run_id)
+    flush = [(run, R.trial_metrics(rec)[:10]) for run, rec in zip(runs, recs, strict=True)]
+    with pytest.raises(Exception, match=r"(?i)deleted|active"):
+        bulk.live_points_many(flush)
+    assert bulk.bulk_fallbacks and "not active" in bulk.bulk_fallbacks[-1]
+
+
+def test_write_live_groups_a_call_into_one_start_and_one_flush(uri: str, synth):
+    """``runners.recorder.write_live``: one ``start_live_many`` for the starts of a call and one
+    ``live_points_many`` for its points, writing what the message-by-message loop would: a
+    second start of a trial and a start of a trial with a run are ignored, points of a trial
+    started nowhere are dropped, points of a trial started in the same call land in its run."""
+    from gradatlas.runners.live import POINTS, START
+    from gradatlas.runners.recorder import write_live
+
+    _, bulk = stores(uri)
+    exp = bulk.open_experiment("e")
+    recs = records(synth, 3)
+    starts = live_starts(recs, int(time.time() * 1000))
+    calls: list[str] = []
+    for name in ("start_live_many", "live_points_many"):
+        real = getattr(bulk, name)
+        setattr(bulk, name, lambda *a, _real=real, _name=name: calls.append(_name) or _real(*a))
+
+    def start(i: int) -> dict[str, Any]:
+        s = starts[i]
+        return {"t": START, "trial_id": recs[i].trial_id, "run_name": s.run_name,
+                "tags": s.tags, "params": s.params, "start_ms": s.start_ms}  # fmt: skip
+
+    def points(i: int, n: int, tid: str | None = None) -> dict[str, Any]:
+        pts = R.trial_metrics(recs[i])[:n]
+        return {"t": POINTS, "trial_id": tid or recs[i].trial_id, "points": pts}
+
+    live: dict[str, Any] = {}
+    write_live(bulk, exp, SWEEP, [start(0), points(0, 10), start(1), points(2, 5), start(0)], live)
+    assert calls == ["start_live_many", "live_points_many"] and set(live) == {
+        recs[0].trial_id,
+        recs[1].trial_id,
+    }
+    first = live[recs[0].trial_id].run_id
+    write_live(bulk, exp, SWEEP, [start(0), start(2), points(0, 20), points(2, 5)], live)
+    assert live[recs[0].trial_id].run_id == first
+    assert len(bulk.find_runs(exp, kind=RunKind.TRIAL)) == 3
+    assert sum(len(bulk.metric_history(first, k)) for k in {k for k, _, _ in
+               R.trial_metrics(recs[0])[:20]}) == 20  # fmt: skip
+    assert metric_rows(bulk) == 20 + 5
+    assert bulk.bulk_fallbacks == []

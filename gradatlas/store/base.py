@@ -164,6 +164,17 @@ class UnitReport:
     seconds: float = 0.0
 
 
+@dataclass(frozen=True)
+class LiveStart:
+    """One trial's live run to start (``start_live_many``): ``start_live``'s arguments, so a
+    fused unit's hundreds of starts travel as one batch."""
+
+    run_name: str
+    tags: Mapping[str, str]
+    params: Mapping[str, str]
+    start_ms: int | None = None
+
+
 @dataclass
 class LiveRun:
     """A trial's RUNNING run, as ``start_live`` made it: its id and, per metric key, the last
@@ -403,6 +414,36 @@ class RecordStore(abc.ABC):
         if new:
             self.log(live.run_id, metrics=new)
         return len(new)
+
+    def start_live_many(
+        self, experiment_id: str, sweep_run_id: str | None, starts: Sequence[LiveStart]
+    ) -> list[LiveRun]:
+        """``start_live`` for every start of a batch (the trials of a unit that began training
+        together), in one call so a backend can write them in one round trip: at hundreds of
+        trials a unit, one round trip per trial makes the store writer the sweep's pace.
+        Returns one new ``LiveRun`` per start, in order (not idempotent: each start is a new
+        run, as ``start_live``). A backend that writes the batch at once writes all of it or
+        none; this default loops, so a failure leaves the runs started before it."""
+        return [
+            self.start_live(
+                experiment_id,
+                sweep_run_id,
+                run_name=start.run_name,
+                tags=start.tags,
+                params=start.params,
+                start_ms=start.start_ms,
+            )
+            for start in starts
+        ]
+
+    def live_points_many(self, batch: Sequence[tuple[LiveRun, Sequence[Point]]]) -> int:
+        """``live_points`` for every (run, points) pair of a flush, in order (a run may appear
+        more than once: its later points go through ``LiveRun.after`` after its earlier ones),
+        in one call so a backend can write the whole flush in one round trip. Only points past
+        what each run holds are written (a repeated flush writes nothing); returns how many
+        were. A backend that writes the flush at once writes all of it or none, and leaves the
+        runs' step marks as they were when it writes none; this default loops."""
+        return sum(self.live_points(live, points) for live, points in batch)
 
     def kill_live(self, live: LiveRun, reason: str) -> None:
         """A live run whose trial will not report (its unit was cancelled, lost, or the driver is

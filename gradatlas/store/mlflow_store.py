@@ -7,7 +7,8 @@ MLflow's per-call caps itself (1,000 metrics, 100 params, 100 tags, 1,000 entiti
 contract holds whatever the client version does. A unit of trials (``record_unit``) on a store
 that is a database (SQLite, PostgreSQL...) with a local artifact folder skips the client: its
 runs go into MLflow's tables in one transaction (``gradatlas.store.sql_bulk``), a few ms a trial
-where the client's six round trips a trial cost over 100 ms on SQLite.
+where the client's six round trips a trial cost over 100 ms on SQLite; so do a unit's live runs
+as they start (``start_live_many``) and each flush of their points (``live_points_many``).
 
 How it reads the reports' trials fast: at atlas scale (10,000 trials) MLflow's own
 ``search_runs`` is most of the read (it builds an ORM object for every param, metric and tag of
@@ -60,6 +61,7 @@ from gradatlas.record import (
     KIND,
     KIND_TRIAL,
     MAX_REASON_TAG,
+    SWEEP_RUN,
     TRIAL_ARTIFACT,
     TRIAL_ID,
     RunKind,
@@ -75,6 +77,7 @@ from gradatlas.store.base import (
     ArtifactContent,
     FailureWrite,
     LiveRun,
+    LiveStart,
     LoadedTrial,
     Point,
     RecordStore,
@@ -417,18 +420,25 @@ class MlflowStore(RecordStore):
                 sql, experiment_id, sweep_run_id, writes, failures, live, force, t0
             )
         except (sql_bulk.Fallback, MlflowException, SQLAlchemyError) as exc:
-            why = classify_write_error(exc, store=None)
-            if why is not None:
-                raise StoreWriteError(why) from exc
+            self._fell_back(exc, "unit")
             for tid, steps in marks.items():
                 live[tid].last_step = steps
-            why = f"{type(exc).__name__}: {exc}"
-            # Said once per store at WARNING (a sweep of slow units should know why), then DEBUG.
-            level = logging.DEBUG if self.bulk_fallbacks else logging.WARNING
-            logging.getLogger(__name__).log(level, "unit written run by run instead: %s", why)
-            if len(self.bulk_fallbacks) < MAX_FALLBACKS_KEPT:
-                self.bulk_fallbacks.append(why)
             return None
+
+    def _fell_back(self, exc: Exception, what: str) -> None:
+        """A bulk write that raised ``exc`` and was rolled back: ``StoreWriteError`` where the
+        user must fix something (disk full, read-only, locked: the client's path would fail the
+        same way, half-way through), else the reason noted in ``bulk_fallbacks`` and logged,
+        and the caller writes ``what`` through the client."""
+        why = classify_write_error(exc, store=None)
+        if why is not None:
+            raise StoreWriteError(why) from exc
+        why = f"{type(exc).__name__}: {exc}"
+        # Said once per store at WARNING (a sweep of slow units should know why), then DEBUG.
+        level = logging.DEBUG if self.bulk_fallbacks else logging.WARNING
+        logging.getLogger(__name__).log(level, "%s written run by run instead: %s", what, why)
+        if len(self.bulk_fallbacks) < MAX_FALLBACKS_KEPT:
+            self.bulk_fallbacks.append(why)
 
     def _write_bulk(
         self,
@@ -482,6 +492,78 @@ class MlflowStore(RecordStore):
             for rid, traceback in errors:
                 unit.attach(rid, ERROR_ARTIFACT, traceback)
         return report
+
+    # -- live runs -------------------------------------------------------------------------------
+    def start_live_many(
+        self, experiment_id: str, sweep_run_id: str | None, starts: Sequence[LiveStart]
+    ) -> list[LiveRun]:
+        """As ``RecordStore.start_live_many``. On a database store (``bulk``) the batch is one
+        transaction (``sql_bulk``): the rows ``create_run`` and ``log_batch`` of the params
+        would leave (the run row with its name, user, ``artifact_uri`` and ``mlflow.runName``
+        tag; the tags as given; the params validated and truncated as MLflow does), a few
+        multi-row statements and one commit for the whole batch where ``start_live`` costs two
+        transactions a trial. Runs started without ``start_ms`` share one clock reading. A
+        batch the bulk path cannot write the way MLflow would (``_fell_back``) is rolled back
+        whole and started run by run through the client."""
+        starts = list(starts)
+        sql = self._sql_store()
+        if sql is None or not starts:
+            return super().start_live_many(experiment_id, sweep_run_id, starts)
+        with classified_writes():
+            now = int(time.time() * 1000)
+            sweep = {SWEEP_RUN: sweep_run_id} if sweep_run_id else {}
+            runs = [
+                sql_bulk.BulkRun(
+                    run_id=sql_bulk.new_run_id(),
+                    name=start.run_name,
+                    status=str(RunStatus.RUNNING),
+                    start_ms=start.start_ms or now,  # the client's ``start_time or now``
+                    end_ms=None,
+                    tags={k: str(v) for k, v in start.tags.items()} | sweep,
+                    params={k: str(v) for k, v in start.params.items()},
+                )
+                for start in starts
+            ]
+            try:
+                with sql_bulk.unit_session(sql, experiment_id) as unit:
+                    unit.write(runs, now_ms=now)
+            except (sql_bulk.Fallback, MlflowException, SQLAlchemyError) as exc:
+                self._fell_back(exc, "live runs")
+                return super().start_live_many(experiment_id, sweep_run_id, starts)
+        return [LiveRun(run.run_id) for run in runs]
+
+    def live_points_many(self, batch: Sequence[tuple[LiveRun, Sequence[Point]]]) -> int:
+        """As ``RecordStore.live_points_many``. On a database store (``bulk``) the flush is one
+        transaction (``sql_bulk.UnitWriter.append``): metric history and latest values as
+        ``log_batch`` leaves them, one clock reading for every point of the flush, one commit
+        where ``live_points`` costs one transaction a run. A flush the bulk path cannot write
+        (a run deleted meanwhile, a database error) is rolled back whole, the runs' step marks
+        restored, and written run by run through the client, which raises what MLflow would
+        for a run that cannot take points."""
+        batch = list(batch)
+        sql = self._sql_store()
+        if sql is None or not batch:
+            return super().live_points_many(batch)
+        with classified_writes():
+            marks = {id(live): (live, dict(live.last_step)) for live, _ in batch}
+            news: dict[str, list[Point]] = {}
+            written = 0
+            for live, points in batch:
+                new = live.after(points)
+                if new:
+                    news.setdefault(live.run_id, []).extend(new)
+                    written += len(new)
+            if not news:
+                return 0
+            try:
+                with sql_bulk.unit_session(sql, None) as unit:
+                    unit.append(news, int(time.time() * 1000))
+            except (sql_bulk.Fallback, MlflowException, SQLAlchemyError) as exc:
+                self._fell_back(exc, "live points")
+                for live, steps in marks.values():
+                    live.last_step = steps
+                return super().live_points_many(batch)
+        return written
 
     def _sql_store(self) -> Any | None:
         """MLflow's ``SqlAlchemyStore`` behind the client, when ``bulk`` is on and it is one."""

@@ -22,6 +22,12 @@ active, a param written before with another value, an artifact location that is 
 folder) raises ``Fallback`` before anything is committed, and the caller writes the unit through
 the client, which says what is wrong in MLflow's own words.
 
+The same writer takes a fused unit's live runs (``MlflowStore.start_live_many``: RUNNING runs
+with their tags and params, as ``create_run`` and ``log_batch`` leave them) and a flush of their
+points (``UnitWriter.append``: metric history and latest values, as ``log_batch`` leaves them),
+each batch one transaction, where the client costs one to two transactions a trial: at a
+thousand trials a unit those made the recorder the bottleneck of a live sweep.
+
 This module knows MLflow's tables only; which runs a unit holds is ``mlflow_store``'s business.
 """
 
@@ -111,9 +117,11 @@ def new_run_id() -> str:
 
 
 @contextlib.contextmanager
-def unit_session(sql: Any, experiment_id: str) -> Iterator[UnitWriter]:
+def unit_session(sql: Any, experiment_id: str | None) -> Iterator[UnitWriter]:
     """A ``UnitWriter`` on one write session of ``sql``: committed when the block ends
-    (after the latest-metric rows are written), rolled back whole when it raises."""
+    (after the latest-metric rows are written), rolled back whole when it raises.
+    ``experiment_id`` None: a writer that only appends points to existing runs (``append``: a
+    live flush, whose runs may belong to any experiment), and creates none."""
     try:
         with sql.ManagedSessionMaker(read_only=False) as session:
             cache = _page_cache(session, PAGE_CACHE_KIB)
@@ -193,29 +201,33 @@ def finished_with_tag(
 class UnitWriter:
     """The runs of one unit, inserted on one session (``unit_session``). ``write`` takes the
     runs; ``log_metrics`` appends points written later (a metric measured after ``write``);
-    ``attach`` writes an artifact file; ``close`` writes the latest-metric rows."""
+    ``append`` appends points to runs made earlier (a live flush); ``attach`` writes an artifact
+    file; ``close`` writes the latest-metric rows."""
 
-    def __init__(self, sql: Any, session: Session, experiment_id: str):
+    def __init__(self, sql: Any, session: Session, experiment_id: str | None):
         from mlflow.store.tracking.dbmodels import models
 
         self._sql, self.session, self._m = sql, session, models
-        self.experiment_id = int(experiment_id)
-        exp = models.SqlExperiment.__table__
-        row = session.execute(
-            select(exp.c.artifact_location, exp.c.lifecycle_stage).where(
-                exp.c.experiment_id == self.experiment_id
-            )
-        ).first()
-        if row is None or row.lifecycle_stage != ACTIVE:
-            raise Fallback(f"experiment {experiment_id} is missing or not active")
-        if local_path(row.artifact_location or "") is None:
-            raise Fallback(f"artifact location {row.artifact_location!r} is not a local folder")
-        self._artifact_location: str = row.artifact_location
+        self.experiment_id = -1 if experiment_id is None else int(experiment_id)
+        self._artifact_location: str | None = None
+        if experiment_id is not None:
+            exp = models.SqlExperiment.__table__
+            row = session.execute(
+                select(exp.c.artifact_location, exp.c.lifecycle_stage).where(
+                    exp.c.experiment_id == self.experiment_id
+                )
+            ).first()
+            if row is None or row.lifecycle_stage != ACTIVE:
+                raise Fallback(f"experiment {experiment_id} is missing or not active")
+            if local_path(row.artifact_location or "") is None:
+                raise Fallback(f"artifact location {row.artifact_location!r} is not a local folder")
+            self._artifact_location = row.artifact_location
         self._artifact_uri: dict[str, str] = {}
         # run id -> key -> latest row (``METRIC_COLUMNS``); ``_stored_latest``: the keys the
         # database holds already (updated at close rather than inserted).
         self._latest: dict[str, dict[str, Row]] = {}
         self._stored_latest: set[tuple[str, str]] = set()
+        self._latest_read: set[str] = set()  # runs whose stored latest rows are in ``_latest``
         self._dirty_latest: set[tuple[str, str]] = set()
         self._seen: set[Row] = set()
         self._checked_keys: set[str] = set()
@@ -251,6 +263,8 @@ class UnitWriter:
                         renames.append({"b_run": rid, "b_name": tag.value})
                 closes.append({"b_run": rid, "b_status": run.status, "b_end": run.end_ms})
             else:
+                if self._artifact_location is None:
+                    raise Fallback("a writer without an experiment creates no run")
                 # create_run: tags as given (MLflow validates none at creation), the run name
                 # from the argument or the tag, a random one if neither, and its tag.
                 tags = dict(run.tags)
@@ -322,6 +336,17 @@ class UnitWriter:
         metric measured after ``write`` (``logging_time_s``)."""
         rows = [row for rid, pts in points.items() for row in self._metric_rows(rid, pts, now_ms)]
         self._insert(self._m.SqlMetric, rows, METRIC_COLUMNS)
+
+    def append(self, points: Mapping[str, Sequence[tuple[str, float, int]]], now_ms: int) -> None:
+        """Append points (run id -> its points) to runs made earlier, as ``log_batch`` would: each
+        run must exist and be active (``_check_run_is_active``), its latest values are read
+        first so ``close`` updates them as ``_update_latest_metrics_if_necessary`` would. Reads
+        only the runs' rows and latest metrics, not their tags and params: a live flush of a
+        thousand runs pays for what it writes."""
+        run_ids = list(points)
+        self._active(run_ids)
+        self._read_latest(run_ids)
+        self.log_metrics(points, now_ms)
 
     def delete_runs(self, run_ids: Iterable[str]) -> None:
         """Delete runs the way ``delete_run`` does (MLflow's own helper, on this session)."""
@@ -482,31 +507,47 @@ class UnitWriter:
         if not run_ids:
             return {}
         m = self._m
-        out: dict[str, _Held] = {}
-        runs = m.SqlRun.__table__
-        for row in self._rows(runs, runs.c.run_uuid, run_ids):
-            if row.lifecycle_stage != ACTIVE:
-                raise Fallback(f"run {row.run_uuid} is not active")
-            out[row.run_uuid] = _Held(row.artifact_uri or "")
-        if set(run_ids) - set(out):
-            raise Fallback(f"no run {sorted(set(run_ids) - set(out))}")
+        out = {rid: _Held(uri) for rid, uri in self._active(run_ids).items()}
         tags = m.SqlTag.__table__
         for row in self._rows(tags, tags.c.run_uuid, run_ids):
             out[row.run_uuid].tags.add(row.key)
         params = m.SqlParam.__table__
         for row in self._rows(params, params.c.run_uuid, run_ids):
             out[row.run_uuid].params[row.key] = row.value
-        latest = m.SqlLatestMetric.__table__
-        for row in self._rows(latest, latest.c.run_uuid, run_ids):
-            self._latest.setdefault(row.run_uuid, {})[row.key] = tuple(
-                getattr(row, c) for c in METRIC_COLUMNS
-            )
-            self._stored_latest.add((row.run_uuid, row.key))
+        self._read_latest(run_ids)
         inputs = m.SqlInput.__table__
         for row in self._rows(inputs, inputs.c.destination_id, run_ids):
             if row.source_type == "DATASET" and row.destination_type == "RUN":
                 out[row.destination_id].inputs.add((row.source_id, row.destination_id))
         return out
+
+    def _active(self, run_ids: Sequence[str]) -> dict[str, str]:
+        """run id -> artifact URI of each of ``run_ids``, which must all exist and be active (a
+        run that is missing or deleted cannot take a write)."""
+        runs = self._m.SqlRun.__table__
+        out: dict[str, str] = {}
+        query = select(runs.c.run_uuid, runs.c.lifecycle_stage, runs.c.artifact_uri)
+        for i in range(0, len(run_ids), IN_CHUNK):
+            chunk = list(run_ids[i : i + IN_CHUNK])
+            for row in self.session.execute(query.where(runs.c.run_uuid.in_(chunk))):
+                if row.lifecycle_stage != ACTIVE:
+                    raise Fallback(f"run {row.run_uuid} is not active")
+                out[row.run_uuid] = row.artifact_uri or ""
+        if set(run_ids) - set(out):
+            raise Fallback(f"no run {sorted(set(run_ids) - set(out))}")
+        return out
+
+    def _read_latest(self, run_ids: Sequence[str]) -> None:
+        """The runs' stored latest metric rows into ``_latest``, once per run and session (a
+        second read would forget what this session has written since)."""
+        todo = [rid for rid in dict.fromkeys(run_ids) if rid not in self._latest_read]
+        self._latest_read.update(todo)
+        latest = self._m.SqlLatestMetric.__table__
+        for row in self._rows(latest, latest.c.run_uuid, todo):
+            self._latest.setdefault(row.run_uuid, {})[row.key] = tuple(
+                getattr(row, c) for c in METRIC_COLUMNS
+            )
+            self._stored_latest.add((row.run_uuid, row.key))
 
     def _rows(self, table: Any, column: Any, values: Sequence[str]) -> Iterator[Any]:
         for i in range(0, len(values), IN_CHUNK):
