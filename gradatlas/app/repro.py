@@ -8,8 +8,9 @@ the init profiles with the record -> PASS or FAIL.
 
 What counts as a pass depends on the environment. Where device (CPU), torch thread count,
 batching, versions and the CPU's kernels (the instruction set torch dispatches to: AVX512,
-AVX2, ...) match the record's, a rerun is bitwise identical today, so nothing less passes. Where anything differs (another thread count, device, torch version; a CUDA run, whose
-kernels are not guaranteed deterministic), each value must agree within a relative tolerance,
+AVX2, ...) match the record's, a rerun is bitwise identical today, so nothing less passes.
+Where anything differs (another thread count, device, torch version, CPU kernels; a CUDA run,
+whose kernels are not guaranteed deterministic), each value must agree within a relative tolerance,
 stated in the output, and the outcome label must be the same. The relative difference of two
 values is ``|rerun - recorded| / max(|recorded|, |rerun|)`` (0 when both are equal, infinite
 when only one is finite or a curve ends at another step).
