@@ -124,15 +124,9 @@ def trial_work(trial: Trial) -> float:
     """A relative measure of a trial's training work: steps x (depth + a fixed share), the
     shape of the per-step cost measured on CPU and GPU alike (``app.cost``: a fixed per-step
     cost about ten layers' worth). Only ratios matter: it orders units, it prices nothing."""
-    import math
+    from gradatlas.suites.tune import budget_steps
 
-    from gradatlas.datasets import split_sizes
-
-    spec = trial.spec
-    train = spec.train
-    n_train = train.train_subset or split_sizes(spec.dataset.name, spec.dataset.options)[0]
-    steps = train.steps or (train.epochs or 0) * math.ceil(n_train / min(train.batch_size, n_train))
-    return float(steps) * (spec.model.depth + 10)
+    return float(budget_steps(trial.spec) or 0) * (trial.spec.model.depth + 10)
 
 
 def longest_first(units: Sequence[Any]) -> list[Any]:
