@@ -158,6 +158,15 @@ class TrialModule(pl.LightningModule):
         return loss.reshape(1), right.reshape(1)
 
 
+def clip_bounds(specs: Sequence[Any]) -> float | list[float] | None:
+    """The members' gradient-clipping bound: one number when they share it, else one per member
+    (the clipping mode is part of the shape); None for no members."""
+    bounds = [float(s.train.grad_clip.max) for s in specs]
+    if not bounds:
+        return None
+    return bounds[0] if len(set(bounds)) == 1 else bounds
+
+
 class StackedTrialModule(TrialModule):
     """K trials of one shape as one module over a stacked model (``models.stacked``): the seeds
     of one cell, or (fused) trials whose hyper-parameters differ too.
@@ -202,9 +211,9 @@ class StackedTrialModule(TrialModule):
             if len(set(smoothing)) == 1
             else torch.tensor(smoothing, dtype=torch.float64)
         )
-        bounds = [float(s.train.grad_clip.max) for s in specs]
+        bounds = clip_bounds(specs)
         self.clip_bounds = (
-            torch.tensor(bounds, dtype=torch.float64) if len(set(bounds)) > 1 else None
+            torch.tensor(bounds, dtype=torch.float64) if isinstance(bounds, list) else None
         )
 
     def member_loss(

@@ -42,7 +42,7 @@ from gradatlas.runners.callbacks import (
 )
 from gradatlas.runners.instrument import GradientInstrument
 from gradatlas.runners.loader import StackedBatches, TensorBatches, trial_data
-from gradatlas.runners.module import StackedTrialModule, TrialModule, loss_for
+from gradatlas.runners.module import StackedTrialModule, TrialModule, clip_bounds, loss_for
 from gradatlas.runners.outcome import Outcome, Trace, chance_level, classify, trace_to_json
 from gradatlas.runners.probe import probe_init
 from gradatlas.suites import Trial
@@ -230,7 +230,7 @@ def run_trials(
         explode_grad_norm=spec.outcomes.explode_grad_norm,
         grad_overflow_skipped=train.precision == "16-mixed",
         clip_mode=clip.mode,
-        clip_max=_clip_bounds(specs) if clip.mode != "none" else None,
+        clip_max=clip_bounds(specs) if clip.mode != "none" else None,
         thresholds=dataclasses.asdict(spec.outcomes),
         chance_loss=chance,
     )
@@ -350,13 +350,6 @@ def run_trials(
             )
         )
     return results
-
-
-def _clip_bounds(specs: Sequence[Any]) -> float | list[float]:
-    """The clipping bound: one number when the members share it, else one per member (the mode
-    is part of the shape)."""
-    bounds = [float(s.train.grad_clip.max) for s in specs]
-    return bounds[0] if len(set(bounds)) == 1 else bounds
 
 
 def chance_loss(data: Any, loss: str = "cross_entropy") -> float | None:
