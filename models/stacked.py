@@ -345,9 +345,7 @@ def stack_models(
                 layer=_stack_layer([b.layer for b in column]),
                 norm=_stack_norm([b.norm for b in column], channels_first=form.channels_first),
                 act=block.act,  # stateless: one module serves every member
-                dropout=_stack_dropout(
-                    [m.blocks[i].dropout for m in models], streams, form.channels_first
-                ),
+                dropout=_stack_dropout([b.dropout for b in column], streams, form.channels_first),
                 residual=block.residual,
             )
         )
