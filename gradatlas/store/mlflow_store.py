@@ -29,11 +29,11 @@ import os
 import sqlite3
 import tempfile
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from mlflow.entities import (
     Dataset,
@@ -95,6 +95,7 @@ from gradatlas.store.uri import sqlite_file
 PAGE = 1000  # runs per search page
 MAX_FALLBACKS_KEPT = 100  # reasons kept in ``MlflowStore.bulk_fallbacks``
 DOWNLOAD_THREADS = 8  # artifact reads from a remote store are round trips: a few at once
+T = TypeVar("T")
 
 
 def quiet_mlflow() -> None:
@@ -414,15 +415,29 @@ class MlflowStore(RecordStore):
         if sql is None:
             return None
         t0 = time.perf_counter()
-        marks = {tid: dict(run.last_step) for tid, run in live.items()}
-        try:
-            return self._write_bulk(
+        return self._try_bulk(
+            "unit",
+            lambda: self._write_bulk(
                 sql, experiment_id, sweep_run_id, writes, failures, live, force, t0
-            )
+            ),
+            live.values(),
+        )
+
+    def _try_bulk(
+        self, what: str, write: Callable[[], T], lives: Iterable[LiveRun] = ()
+    ) -> T | None:
+        """``write()`` (one bulk transaction), or None when it raised what the client's path
+        can still write (``sql_bulk.Fallback``, an ``MlflowException``, a database error): the
+        transaction rolled back, the reason noted (``_fell_back``) and ``lives``' step marks
+        put back as they were before ``write`` ran, so the caller's second attempt writes the
+        same points."""
+        marks = [(live, dict(live.last_step)) for live in lives]
+        try:
+            return write()
         except (sql_bulk.Fallback, MlflowException, SQLAlchemyError) as exc:
-            self._fell_back(exc, "unit")
-            for tid, steps in marks.items():
-                live[tid].last_step = steps
+            self._fell_back(exc, what)
+            for live, steps in marks:
+                live.last_step = steps
             return None
 
     def _fell_back(self, exc: Exception, what: str) -> None:
@@ -524,13 +539,15 @@ class MlflowStore(RecordStore):
                 )
                 for start in starts
             ]
-            try:
-                with sql_bulk.unit_session(sql, experiment_id) as unit:
-                    unit.write(runs, now_ms=now)
-            except (sql_bulk.Fallback, MlflowException, SQLAlchemyError) as exc:
-                self._fell_back(exc, "live runs")
-                return super().start_live_many(experiment_id, sweep_run_id, starts)
-        return [LiveRun(run.run_id) for run in runs]
+            if self._try_bulk("live runs", lambda: self._write_runs(sql, experiment_id, runs, now)):
+                return [LiveRun(run.run_id) for run in runs]
+            return super().start_live_many(experiment_id, sweep_run_id, starts)
+
+    @staticmethod
+    def _write_runs(sql: Any, experiment_id: str, runs: list[Any], now: int) -> bool:
+        with sql_bulk.unit_session(sql, experiment_id) as unit:
+            unit.write(runs, now_ms=now)
+        return True
 
     def live_points_many(self, batch: Sequence[tuple[LiveRun, Sequence[Point]]]) -> int:
         """As ``RecordStore.live_points_many``. On a database store (``bulk``) the flush is one
@@ -545,25 +562,23 @@ class MlflowStore(RecordStore):
         if sql is None or not batch:
             return super().live_points_many(batch)
         with classified_writes():
-            marks = {id(live): (live, dict(live.last_step)) for live, _ in batch}
-            news: dict[str, list[Point]] = {}
-            written = 0
-            for live, points in batch:
-                new = live.after(points)
-                if new:
-                    news.setdefault(live.run_id, []).extend(new)
-                    written += len(new)
-            if not news:
-                return 0
-            try:
-                with sql_bulk.unit_session(sql, None) as unit:
-                    unit.append(news, int(time.time() * 1000))
-            except (sql_bulk.Fallback, MlflowException, SQLAlchemyError) as exc:
-                self._fell_back(exc, "live points")
-                for live, steps in marks.values():
-                    live.last_step = steps
-                return super().live_points_many(batch)
-        return written
+            lives = {id(live): live for live, _ in batch}.values()
+            written = self._try_bulk("live points", lambda: self._append(sql, batch), lives)
+            return super().live_points_many(batch) if written is None else written
+
+    @staticmethod
+    def _append(sql: Any, batch: Sequence[tuple[LiveRun, Sequence[Point]]]) -> int:
+        """The points of ``batch`` past what each run holds (``LiveRun.after``, which moves its
+        marks), in one transaction; how many."""
+        news: dict[str, list[Point]] = {}
+        for live, points in batch:
+            new = live.after(points)
+            if new:
+                news.setdefault(live.run_id, []).extend(new)
+        if news:
+            with sql_bulk.unit_session(sql, None) as unit:
+                unit.append(news, int(time.time() * 1000))
+        return sum(len(points) for points in news.values())
 
     def _sql_store(self) -> Any | None:
         """MLflow's ``SqlAlchemyStore`` behind the client, when ``bulk`` is on and it is one."""
