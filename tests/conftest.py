@@ -7,6 +7,7 @@ import atexit
 import contextlib
 import functools
 import glob
+import importlib.util
 import os
 import shutil
 import signal
@@ -18,6 +19,7 @@ import textwrap
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -62,6 +64,29 @@ def write(tmp_path: Path):
         return write_suite(tmp_path, text, filename)
 
     return _write
+
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def load_benchmark(name: str) -> Any:
+    """``benchmarks/<name>.py`` as a module: the parity tests check the cases whose table the
+    benchmark writes into docs/perf/, so the two cannot drift apart."""
+    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def synth() -> Any:
+    """``benchmarks/synth_store.py``: realistic trial records and stores without training."""
+    sys.path.insert(0, str(BENCH))
+    try:
+        import synth_store
+    finally:
+        sys.path.remove(str(BENCH))
+    return synth_store
 
 
 @pytest.fixture(autouse=True)

@@ -7,9 +7,6 @@ float32 and 1e-9 in float64, init bit for bit, same outcome and explode step.
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
 
@@ -18,21 +15,9 @@ from gradatlas.runners.executor import InProcessExecutor, make_units, run_unit
 from gradatlas.runners.parity import compare
 from gradatlas.runners.sweep import run_suite
 from gradatlas.suites import load_suite
-from tests.conftest import new_store, run_cli
+from tests.conftest import load_benchmark, new_store, run_cli
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
-_spec = importlib.util.spec_from_file_location("batched_parity", BENCH / "batched_parity.py")
-parity_cases = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(parity_cases)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Parity is judged at one torch thread (the batched and the alone runs alike)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+parity_cases = load_benchmark("batched_parity")
 
 
 @pytest.mark.parametrize("case", list(parity_cases.CASES))

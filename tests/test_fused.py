@@ -8,23 +8,16 @@ clipping bound and label smoothing, each against the same trial alone: per-step 
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
-import torch
 
 from gradatlas.runners import batching
 from gradatlas.runners.executor import InProcessExecutor, make_units, run_unit
 from gradatlas.runners.parity import compare
 from gradatlas.runners.sweep import run_suite
 from gradatlas.suites import load_suite
-from tests.conftest import new_store, run_cli
+from tests.conftest import load_benchmark, new_store, run_cli
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
-_spec = importlib.util.spec_from_file_location("fused_parity", BENCH / "fused_parity.py")
-parity_cases = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(parity_cases)
+parity_cases = load_benchmark("fused_parity")
 
 MIXED = """
 name: mixed
@@ -39,15 +32,6 @@ seeds: 2
 train: {steps: 30, batch_size: 64, optimizer: momentum, eval_every: 10, grad_clip: {norm: 1.0}}
 instrument: {every: 5, max_points: 1000, probe_batch: 64}
 """
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Parity is judged at one torch thread (the fused and the alone runs alike)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.mark.parametrize("case", list(parity_cases.CASES))

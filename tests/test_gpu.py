@@ -11,6 +11,7 @@ import torch
 
 from gradatlas.runners.trial import run_trial
 from gradatlas.suites import load_suite
+from tests.conftest import load_benchmark
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -65,15 +66,9 @@ def test_mixed_precision_on_gpu(write, precision):
 )
 def test_batched_seeds_match_alone_on_gpu(tmp_path, overrides):
     """float64 (no TF32 in cuDNN or cuBLAS), so the comparison is about batching alone."""
-    import importlib.util
-    from pathlib import Path
-
     from gradatlas.runners.parity import compare
 
-    bench = Path(__file__).resolve().parents[1] / "benchmarks" / "batched_parity.py"
-    spec = importlib.util.spec_from_file_location("batched_parity", bench)
-    cases = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cases)
+    cases = load_benchmark("batched_parity")
     p = compare(cases.trials_for(overrides, tmp_path), accelerator="gpu")
     assert p.init_identical and p.same_outcomes
     assert p.worst_loss_rel <= 1e-9, p
@@ -85,15 +80,9 @@ def test_batched_seeds_match_alone_on_gpu(tmp_path, overrides):
 def test_fused_members_match_alone_on_gpu(tmp_path, case):
     """Fused cells (lr, schedule, options, weight decay, dropout, clipping, label smoothing)
     on the GPU, float64: dropout draws from each member's CUDA stream as its trial alone."""
-    import importlib.util
-    from pathlib import Path
-
     from gradatlas.runners.parity import compare
 
-    bench = Path(__file__).resolve().parents[1] / "benchmarks" / "fused_parity.py"
-    spec = importlib.util.spec_from_file_location("fused_parity", bench)
-    cases = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cases)
+    cases = load_benchmark("fused_parity")
     p = compare(cases.trials_for(case, tmp_path), accelerator="gpu")
     assert p.init_identical and p.same_outcomes
     assert p.worst_loss_rel <= 1e-9, p

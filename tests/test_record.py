@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from pathlib import Path
 from types import SimpleNamespace as NS
 
@@ -16,8 +15,6 @@ from gradatlas import record as R
 from gradatlas.record import RecordedOutcome, SweepRecord, TrialRecord
 from gradatlas.runners.instrument import GradientInstrument
 from gradatlas.runners.outcome import Trace, classify
-
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 def full_record(**over) -> TrialRecord:
@@ -135,16 +132,6 @@ def test_tags_params_and_metrics_follow_the_record() -> None:
     sweep = SweepRecord("tiny", planned=8, todo=3)
     assert SweepRecord.from_tags(sweep.tags()) == sweep
     assert R.factor_levels([{"d": "d2"}, {"d": "d12"}, {"d": "d2"}]) == {"d": ["d2", "d12"]}
-
-
-@pytest.fixture(scope="module")
-def synth():
-    sys.path.insert(0, str(BENCH))
-    try:
-        import synth_store
-    finally:
-        sys.path.remove(str(BENCH))
-    return synth_store
 
 
 def test_synthetic_records_are_trial_records(synth) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import gc
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -23,18 +22,6 @@ from gradatlas.record import RunKind, RunStatus, TrialRecord
 from gradatlas.reports import figures, load, pdf
 from gradatlas.reports.document import Cell, Column, Document, NumberedSection, Para, Table
 from gradatlas.store import open_store
-
-BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
-
-
-@pytest.fixture(scope="module")
-def synth():
-    sys.path.insert(0, str(BENCH))
-    try:
-        import synth_store
-    finally:
-        sys.path.remove(str(BENCH))
-    return synth_store
 
 
 @pytest.fixture(scope="module")

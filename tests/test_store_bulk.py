@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -37,19 +36,8 @@ from gradatlas.store.base import LiveStart
 from gradatlas.store.mlflow_store import MlflowStore
 from tests.conftest import new_store
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 SWEEP = "0123456789abcdef0123456789abcdef"  # the same sweep run id in both experiments
 LOGGING_TIME = "logging_time_s"
-
-
-@pytest.fixture(scope="module")
-def synth():
-    sys.path.insert(0, str(BENCH))
-    try:
-        import synth_store
-    finally:
-        sys.path.remove(str(BENCH))
-    return synth_store
 
 
 @pytest.fixture
