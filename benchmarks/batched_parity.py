@@ -154,18 +154,7 @@ def run_case(name: str) -> dict:
         trials = trials_for(overrides, Path(tmp))
     t0 = time.perf_counter()
     p = compare(trials)
-    return {
-        "case": name,
-        "members": p.members,
-        "steps": p.steps,
-        "worst_loss_rel": p.worst_loss_rel,
-        "worst_eval_rel": p.worst_eval_rel,
-        "tolerance": tol,
-        "init_identical": p.init_identical,
-        "same_outcomes": p.same_outcomes,
-        "labels": list(p.labels_batched),
-        "seconds": time.perf_counter() - t0,
-    }
+    return p.row(name, tol) | {"seconds": time.perf_counter() - t0}
 
 
 def run_sensitivity(name: str) -> dict:
@@ -189,6 +178,7 @@ def run_sensitivity(name: str) -> dict:
 
 
 def main() -> None:
+    from gradatlas.runners.parity import markdown_table
     from gradatlas.runners.trial import set_threads
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -198,17 +188,7 @@ def main() -> None:
     args = ap.parse_args()
     set_threads(1)
     rows = [run_case(name) for name in (args.case or CASES)]
-    lines = [
-        "| configuration | members | steps | worst rel. diff, loss | worst rel. diff, val loss "
-        "| tolerance | init bitwise | same outcomes |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        lines.append(
-            f"| {r['case']} | {r['members']} | {r['steps']} | {r['worst_loss_rel']:.1e} "
-            f"| {r['worst_eval_rel']:.1e} | {r['tolerance']:.0e} | {r['init_identical']} "
-            f"| {r['same_outcomes']} |"
-        )
+    lines = markdown_table(rows)
     sens = [] if args.case else [run_sensitivity(name) for name in SENSITIVITY]
     if sens:
         lines += [

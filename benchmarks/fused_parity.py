@@ -150,22 +150,12 @@ def run_case(name: str) -> dict:
         raise AssertionError(f"{name}: the members must share one shape")
     t0 = time.perf_counter()
     p = compare(trials)
-    return {
-        "case": name,
-        "members": p.members,
-        "cells": len({t.cell_id for t in trials}),
-        "steps": p.steps,
-        "worst_loss_rel": p.worst_loss_rel,
-        "worst_eval_rel": p.worst_eval_rel,
-        "tolerance": tol,
-        "init_identical": p.init_identical,
-        "same_outcomes": p.same_outcomes,
-        "labels": list(p.labels_batched),
-        "seconds": time.perf_counter() - t0,
-    }
+    row = p.row(name, tol, cells=len({t.cell_id for t in trials}))
+    return row | {"seconds": time.perf_counter() - t0}
 
 
 def main() -> None:
+    from gradatlas.runners.parity import markdown_table
     from gradatlas.runners.trial import set_threads
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -175,18 +165,7 @@ def main() -> None:
     args = ap.parse_args()
     set_threads(1)
     rows = [run_case(name) for name in (args.case or CASES)]
-    lines = [
-        "| configuration | members (cells) | steps | worst rel. diff, loss "
-        "| worst rel. diff, val loss | tolerance | init bitwise | same outcomes |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        lines.append(
-            f"| {r['case']} | {r['members']} ({r['cells']}) | {r['steps']} "
-            f"| {r['worst_loss_rel']:.1e} | {r['worst_eval_rel']:.1e} | {r['tolerance']:.0e} "
-            f"| {r['init_identical']} | {r['same_outcomes']} |"
-        )
-    table = "\n".join(lines)
+    table = "\n".join(markdown_table(rows))
     print(table)
     if args.json:
         args.json.write_text(json.dumps({"cases": rows}, indent=1) + "\n")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
@@ -42,6 +43,41 @@ class Parity:
             self.labels_alone == self.labels_batched
             and self.explode_steps_alone == self.explode_steps_batched
         )
+
+    def row(self, case: str, tolerance: float, **extra: Any) -> dict[str, Any]:
+        """One row of a parity benchmark's table and JSON (``benchmarks/*_parity.py``)."""
+        return {
+            "case": case,
+            "members": self.members,
+            **extra,
+            "steps": self.steps,
+            "worst_loss_rel": self.worst_loss_rel,
+            "worst_eval_rel": self.worst_eval_rel,
+            "tolerance": tolerance,
+            "init_identical": self.init_identical,
+            "same_outcomes": self.same_outcomes,
+            "labels": list(self.labels_batched),
+        }
+
+
+def markdown_table(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """The parity rows as a markdown table; rows with ``cells`` (fused units) show
+    ``members (cells)``."""
+    cells = bool(rows) and "cells" in rows[0]
+    lines = [
+        f"| configuration | {'members (cells)' if cells else 'members'} | steps "
+        "| worst rel. diff, loss | worst rel. diff, val loss | tolerance | init bitwise "
+        "| same outcomes |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        members = f"{r['members']} ({r['cells']})" if cells else f"{r['members']}"
+        lines.append(
+            f"| {r['case']} | {members} | {r['steps']} | {r['worst_loss_rel']:.1e} "
+            f"| {r['worst_eval_rel']:.1e} | {r['tolerance']:.0e} | {r['init_identical']} "
+            f"| {r['same_outcomes']} |"
+        )
+    return lines
 
 
 def worst_rel(a: Sequence[float | None], b: Sequence[float | None]) -> float:
