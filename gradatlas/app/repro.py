@@ -299,16 +299,29 @@ class Rerun:
 def recorded_environment(rec: Recorded) -> dict[str, Any]:
     """The rows of the environment table as recorded: the trial's own device, threads and
     batching, the sweep's versions and platform (None where not recorded)."""
-    env = rec.environment
-    packages = env.get("packages") or {}
     threads = rec.record.timing.get("torch_threads")
     if threads is None:
         threads = as_int(rec.tags.get(TORCH_THREADS))
     batch = as_int(rec.tags.get(BATCH_SEEDS)) or rec.record.timing.get("batch_seeds")
+    return _env_rows(
+        rec.environment,
+        device=_device_type(rec.record.device),
+        threads=None if threads is None else int(threads),
+        batch=None if batch is None else int(batch),
+    )
+
+
+def _env_rows(
+    env: Mapping[str, Any], *, device: str | None, threads: int | None, batch: int | None
+) -> dict[str, Any]:
+    """The environment table's values (``ENV_ROWS``' keys), the recorded and the rerun's alike:
+    how the trial ran (device, threads, batching) and an ``environment.json``-shaped ``env``
+    (None where it has no value)."""
+    packages = env.get("packages") or {}
     return {
-        "device": _device_type(rec.record.device),
-        "torch_threads": None if threads is None else int(threads),
-        "batch_seeds": None if batch is None else int(batch),
+        "device": device,
+        "torch_threads": threads,
+        "batch_seeds": batch,
         "python": env.get("python"),
         "platform": env.get("platform"),
         "cpu_capability": env.get("cpu_capability"),
@@ -362,20 +375,9 @@ def rerun(rec: Recorded, *, device: str | None = None, threads: int | None = Non
     result = results[me]
     # Through the writer's own path, and through JSON as trial.json is: like for like.
     record = TrialRecord.from_json(trial_record(result).to_json())
-    env = environment()
-    packages = env.get("packages") or {}
-    here = {
-        "device": pick_device(want).type,
-        "torch_threads": actual_threads,
-        "batch_seeds": len(trials),
-        "python": env.get("python"),
-        "platform": env.get("platform"),
-        "cpu_capability": worker_environment()["cpu_capability"],
-        "cpu": worker_environment()["cpu"],
-        **{p: packages.get(p) for p in PACKAGES},
-        "git_commit": env.get("git_commit"),
-        "hostname": env.get("hostname"),
-    }
+    worker = worker_environment()
+    env = environment() | {key: worker[key] for key in ("cpu", "cpu_capability")}
+    here = _env_rows(env, device=pick_device(want).type, threads=actual_threads, batch=len(trials))
     return Rerun(record=record, environment=here, recomputed_id=ids[me])
 
 
