@@ -8,8 +8,9 @@ Two execution choices, never part of a trial's identity:
   decay, dropout, clipping bounds and label smoothing; ``off`` makes one unit per cell (its
   seeds).
 - ``execution.batch_seeds`` (``--batch-seeds`` / ``--no-batch``): how many of a unit's trials
-  stack into one model. ``auto`` stacks every one whose stacked model fits in a fraction of
-  the device's free memory; an integer K stacks at most K.
+  stack into one model. ``auto`` stacks as many as fit in the worker's share of its device,
+  by the shape's memory as the worker measures it (``runners.packing``); an integer K stacks
+  at most K.
 
 16-mixed always trains one trial at a time: one GradScaler's loss scale would be shared by the
 members, so one member's overflow would skip every member's step.
@@ -17,13 +18,14 @@ members, so one member's overflow would skip every member's step.
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from collections.abc import Sequence
 from typing import Any
 
 from gradatlas.suites import Trial
 
 BatchSetting = int | str  # "auto" or a positive K
-MEMORY_SHARE = {"cuda": 0.5, "cpu": 0.25}  # of free memory one worker's stacked model may use
 MAX_AUTO = 256  # beyond this the grouped kernels stop getting faster; more seeds wait a turn
 
 
@@ -72,22 +74,6 @@ def unit_key(trial: Trial, fuse: bool) -> str:
     return trial.cell_id
 
 
-def member_bytes(trial: Trial) -> int:
-    """A generous estimate of one member's memory: parameters with their gradient and two
-    optimizer states, and the activations a training batch and an evaluation chunk keep."""
-    from gradatlas.datasets import describe
-    from gradatlas.models import estimate_parameters, weight_positions
-
-    spec = trial.spec
-    _, shape, outputs = describe(spec.dataset.name, spec.dataset.options)
-    width = 8 if spec.train.precision == "64" else 4
-    params = estimate_parameters(spec.model, shape, outputs)
-    positions = weight_positions(spec.model.family, shape)
-    per_example = spec.model.width * positions * (spec.model.depth + 1)
-    activations = 6 * spec.train.batch_size * per_example + 2 * 4096 * per_example
-    return width * (4 * params + activations)
-
-
 def free_memory(device: Any) -> int:
     """Bytes free on ``device`` (a torch.device): the GPU's, or this machine's available RAM."""
     if device.type == "cuda":
@@ -113,8 +99,9 @@ def seed_groups(trials: Sequence[Trial], setting: BatchSetting, device: Any) -> 
     if setting == 1 or len(trials) == 1 or unbatchable(trials[0]):
         return [[t] for t in trials]
     if setting == "auto":
-        budget = MEMORY_SHARE.get(device.type, 0.25) * free_memory(device)
-        size = int(max(1, min(MAX_AUTO, budget // max(1, member_bytes(trials[0])))))
+        from gradatlas.runners.packing import members_per_group
+
+        size = members_per_group(trials, device, MAX_AUTO)
     else:
         size = int(setting)
     return [list(trials[i : i + size]) for i in range(0, len(trials), size)]
@@ -127,6 +114,44 @@ def trial_work(trial: Trial) -> float:
     from gradatlas.suites.tune import budget_steps
 
     return float(budget_steps(trial.spec) or 0) * (trial.spec.model.depth + 10)
+
+
+# The most work one piece of a split unit may hold, as a share of one worker's: a half leaves
+# longest-first scheduling enough pieces to even out the workers (at most ~1 piece's worth of
+# imbalance), while a GPU's units stay wide (an atlas shape is far below a worker's share).
+SPLIT_GRAIN = 0.5
+
+
+def balanced(units: Sequence[Any], workers: int) -> list[Any]:
+    """Units split so that none holds more than its workers' share of the sweep's work.
+
+    Fusion makes few, unequal units: the slice's two shapes are a depth-5 unit and a depth-20
+    one with four times its work, and on two workers the depth-5 one finishes early and its
+    worker idles while the other trains alone. A unit with more than ``SPLIT_GRAIN`` of one
+    worker's share (``total / workers``) is cut into near-equal runs of its trials no larger
+    than that (plan order kept, so a cell's seeds stay together where the cut allows); the
+    pieces then fill the workers evenly under ``longest_first``. Members train independently,
+    so a split changes how trials are packed, never what they compute; on one worker nothing
+    is split.
+    """
+    if workers <= 1 or not units:
+        return list(units)
+    work = [sum(trial_work(t) for t in u.trials) for u in units]
+    piece = SPLIT_GRAIN * sum(work) / workers
+    out: list[Any] = []
+    for unit, w in zip(units, work, strict=True):
+        pieces = min(len(unit.trials), math.ceil(w / piece - 1e-9)) if piece > 0 else 1
+        if pieces <= 1:
+            out.append(unit)
+            continue
+        size = math.ceil(len(unit.trials) / pieces)
+        for i in range(0, len(unit.trials), size):
+            out.append(
+                dataclasses.replace(
+                    unit, key=f"{unit.key}#{i // size}", trials=unit.trials[i : i + size]
+                )
+            )
+    return out
 
 
 def longest_first(units: Sequence[Any]) -> list[Any]:

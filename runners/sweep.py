@@ -40,7 +40,7 @@ from gradatlas.record import (
     RunStatus,
     final_label,
 )
-from gradatlas.runners.batching import longest_first
+from gradatlas.runners.batching import balanced, longest_first
 from gradatlas.runners.executor import (
     InProcessExecutor,
     UnitResult,
@@ -444,7 +444,7 @@ def _evaluate(
             dataclasses.replace(u, live_every_s=every) for u in make_units(todo, batch_seeds, fuse)
         ]
         if executor.workers > 1:  # in one process the order changes nothing but the progress
-            units = longest_first(units)
+            units = longest_first(balanced(units, executor.workers))
         work = _Evaluation(units, recorder, tags, signals, summary, progress, stream)
         dispatch(executor, work, signals.event, live=recorder.live if every else None)
     finally:

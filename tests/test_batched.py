@@ -105,10 +105,6 @@ def test_seed_groups(write):
         str(write(body + "execution: {batch_seeds: 4}\n", "m.yaml")), ["train.precision=16-mixed"]
     ).trials
     assert [len(g) for g in batching.seed_groups(mixed, 4, cpu)] == [1] * 5
-    # auto never plans beyond the memory it may use
-    per = batching.member_bytes(trials[0])
-    budget = batching.MEMORY_SHARE["cpu"] * batching.free_memory(cpu)
-    assert per > 0 and min(5, budget // per) >= 1
 
 
 def test_a_group_that_raises_is_retried_one_trial_at_a_time(write, monkeypatch):
