@@ -59,25 +59,12 @@ def trials_of(depth: int, members: int, steps: int) -> list[Any]:
 
 def build(trials: list[Any], device: Any) -> tuple[Any, Any, tuple[Any, Any]]:
     """The stacked module, its optimizer and one batch of every member, on ``device``."""
-    import pytorch_lightning as pl
-
-    from gradatlas.models import build_model
-    from gradatlas.models.stacked import rng_state, stack_models
     from gradatlas.runners.loader import StackedBatches, trial_data
-    from gradatlas.runners.module import StackedTrialModule
+    from gradatlas.runners.packing import stacked_module
 
     specs = [t.spec for t in trials]
     data = trial_data(specs[0]).to(device)
-    models, streams = [], []
-    for s in specs:
-        pl.seed_everything(s.seed, workers=False, verbose=False)
-        models.append(build_model(s.model, data.input_shape, data.num_outputs))
-        streams.append(rng_state(device))
-    model = stack_models(models, rng_states=streams, device=device)
-    module = StackedTrialModule(
-        model, specs[0].optim, specs[0].train, 100, data.task, member_specs=specs
-    ).to(device)
-    optimizer = module.configure_optimizers()["optimizer"]
+    module, optimizer = stacked_module(specs, data, device, total_steps=100)
     seeds = [s.seed for s in specs]
     batch = next(iter(StackedBatches(data.x_train, data.y_train, specs[0].train.batch_size, seeds)))
     return module, optimizer, batch

@@ -99,15 +99,35 @@ def _state_bytes(module: torch.nn.Module, optimizer: torch.optim.Optimizer) -> i
     return sum(seen.values())
 
 
-def _probe_once(trials: Sequence[Trial], members: int, device: torch.device) -> int:
-    """Bytes one stacked model of ``members`` copies of the unit's probe specs needs for one
-    training step and one evaluation chunk on ``device``."""
+def stacked_module(specs: Sequence[Any], data: Any, device: torch.device, total_steps: int):
+    """``specs`` (one shape) as the stacked module and optimizer ``run_trials`` would train,
+    without a Trainer: each member seeded and built as its own trial, then stacked. For
+    measuring a step (this module's probe, ``benchmarks/gpu_step.py``), not for training."""
     import pytorch_lightning as pl
 
     from gradatlas.models import build_model
     from gradatlas.models.stacked import rng_state, stack_models
-    from gradatlas.runners.loader import StackedBatches, trial_data
     from gradatlas.runners.module import StackedTrialModule
+
+    models, streams = [], []
+    for s in specs:
+        pl.seed_everything(s.seed, workers=False, verbose=False)
+        models.append(build_model(s.model, data.input_shape, data.num_outputs))
+        streams.append(rng_state(device))
+    model = stack_models(models, rng_states=streams, device=device)
+    spec = specs[0]
+    module = StackedTrialModule(
+        model, spec.optim, spec.train, total_steps, data.task, member_specs=list(specs)
+    ).to(device)
+    if spec.train.precision == "64":  # Lightning's 64-true: the whole module in float64
+        module = module.double()
+    return module, module.configure_optimizers()["optimizer"]
+
+
+def _probe_once(trials: Sequence[Trial], members: int, device: torch.device) -> int:
+    """Bytes one stacked model of ``members`` copies of the unit's probe specs needs for one
+    training step and one evaluation chunk on ``device``."""
+    from gradatlas.runners.loader import StackedBatches, trial_data
 
     pair = _probe_specs(trials)
     specs = [pair[i % 2] for i in range(members)]
@@ -118,19 +138,7 @@ def _probe_once(trials: Sequence[Trial], members: int, device: torch.device) -> 
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
         before = torch.cuda.memory_allocated(device)
-    models, streams = [], []
-    for s in specs:
-        pl.seed_everything(s.seed, workers=False, verbose=False)
-        models.append(build_model(s.model, data.input_shape, data.num_outputs))
-        streams.append(rng_state(device))
-    model = stack_models(models, rng_states=streams, device=device)
-    del models
-    module = StackedTrialModule(
-        model, spec.optim, spec.train, 10, data.task, member_specs=specs
-    ).to(device)
-    if spec.train.precision == "64":  # Lightning's 64-true: the whole module in float64
-        module = module.double()
-    optimizer = module.configure_optimizers()["optimizer"]
+    module, optimizer = stacked_module(specs, data, device, total_steps=10)
     x, y = next(iter(StackedBatches(data.x_train, data.y_train, spec.train.batch_size, [0])))
     # One member's batch for every member: the same bytes as K gathered batches.
     x = x.expand(members, *x.shape[1:]).contiguous()
