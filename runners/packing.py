@@ -236,6 +236,12 @@ def members_per_group(trials: Sequence[Trial], device: torch.device, cap: int) -
     measured line fits in ``budget``, between 1 and ``cap``."""
     if len(trials) <= 1:
         return 1
-    cost = measure(trials, device)
+    try:
+        cost = measure(trials, device)
+    except Exception:  # a shape that cannot take one step (out of memory, a
+        # bad config): its trials train one at a time, so each failure is recorded as its own.
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        return 1
     room = budget(device) - cost.fixed_bytes
     return int(max(1, min(cap, len(trials), room // cost.per_member_bytes)))

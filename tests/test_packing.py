@@ -127,3 +127,12 @@ def test_a_ray_worker_on_a_quarter_gpu_budgets_a_quarter():
         assert ray.get(ray.remote(packing.gpu_share).options(num_gpus=0).remote()) == 1.0
     finally:
         ray.shutdown()
+
+
+def test_a_shape_the_probe_cannot_step_trains_one_trial_at_a_time(units, monkeypatch):
+    def broken(trials, members, device):
+        raise RuntimeError("CUDA out of memory (injected)")
+
+    packing._CACHE.clear()
+    monkeypatch.setattr(packing, "_probe_once", broken)
+    assert packing.members_per_group(units[0].trials, CPU, 256) == 1
