@@ -25,6 +25,7 @@ def main() -> int:
         ("batched_parity", []),
         ("fused_parity", []),
         ("fused", []),
+        ("fused_cost", []),
         ("live_flush", ["--repeats", "3"]),
         ("record_bulk", ["--repeats", "3"]),
     ]

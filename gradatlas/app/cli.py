@@ -466,10 +466,15 @@ def cmd_plan(args: argparse.Namespace) -> int:
         print("")
         for line in tuning_plan(suite).describe():
             print(line)
-    from gradatlas.app.cost import estimate_cost, format_cost
+    from gradatlas.app.cost import estimate_cost, format_cost, format_cpu
+    from gradatlas.runners.executor import make_units, physical_cores
 
     print(f"\n{format_cost(estimate_cost(suite.trials))}")
-    for line in _describe_units(suite):
+    execution = suite.spec.execution
+    fuse = execution.fuse == "auto"
+    by_shape = make_units(suite.trials, fuse=True)  # made once: seconds at atlas scale
+    print(format_cpu(suite.trials, physical_cores(), fuse, execution.batch_seeds, by_shape))
+    for line in _describe_units(suite, by_shape if fuse else None):
         print(line)
     shown = list(cells.values())
     print(f"\ncells ({len(shown)}):")
@@ -480,14 +485,15 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return 0
 
 
-def _describe_units(suite: Any) -> list[str]:
+def _describe_units(suite: Any, units: list[Any] | None = None) -> list[str]:
     """How the trials would be packed into work units (``execution.fuse``): one per shape when
     fused, one per cell otherwise, with what varies inside each fused unit. How many members
-    train together at once is decided on the worker from its device's memory."""
+    train together at once is decided on the worker from its device's memory. ``units``: the
+    units already made with the suite's ``execution.fuse``."""
     from gradatlas.runners.executor import make_units
 
     fuse = suite.spec.execution.fuse == "auto"
-    units = make_units(suite.trials, fuse=fuse)
+    units = units if units is not None else make_units(suite.trials, fuse=fuse)
     sizes = sorted(len(u.trials) for u in units)
     cells = len({t.cell_id for t in suite.trials})
     how = "one per shape (execution.fuse: auto)" if fuse else "one per cell (execution.fuse: off)"
@@ -599,7 +605,10 @@ def _make_executor(args: argparse.Namespace, suite: Any = None) -> Any:
     if workers == "auto" and not address and plan.num_gpus == 0 and suite is not None:
         from gradatlas.app.cost import RAY_STARTUP_S, cpu_seconds, worth_ray
 
-        work = cpu_seconds(suite.trials)
+        # Priced as the sweep will group the trials (fused shapes, or a cell's seeds, stacked).
+        fuse = not getattr(args, "no_fuse", False) and suite.spec.execution.fuse == "auto"
+        batch = _batch_seeds(args) or suite.spec.execution.batch_seeds
+        work = cpu_seconds(suite.trials, fuse=fuse, batch_seeds=batch)
         if not worth_ray(work, plan.workers):
             from gradatlas.runners.trial import default_threads
 

@@ -18,14 +18,21 @@ The constants are for one H200-class GPU, one trial at a time, fp32. Small nets 
 launch-bound (each layer costs a few kernel launches per step however little it computes), so
 the per-step terms dominate everywhere but in deep conv nets on 32x32 images. The estimate is an
 upper bound on time: it assumes every trial runs its whole budget, while exploded trials stop at
-the step they explode. Nothing here imports torch; a 43,200-trial plan is costed in well under a
-second.
+the step they explode. It prices every trial as if it trained alone: with ``execution.fuse:
+auto`` trials of one shape train as one stacked model, which on a GPU should cost less, by an
+amount not yet measured there, so for fused runs it is an upper bound.
+
+The CPU estimate (``estimate_units_cpu``; ``gradatlas plan``'s CPU line and ``--workers
+auto``'s choice) does price stacking: it groups the trials as the sweep will (fused shapes, or
+a cell's seeds) and costs each group by a model fitted on this project's 2-core CPU
+(``benchmarks/fused_cost.py``). Nothing here imports torch; a 43,200-trial plan is costed in
+well under a second (the CPU estimate's grouping hashes every trial's shape: seconds at 86,400).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -154,40 +161,230 @@ def _duration(seconds: float) -> str:
 
 def format_cost(est: CostEstimate, gpus: int = 8) -> str:
     """One line for ``gradatlas plan``: GPU-hours, seconds per trial, the assumptions, and the
-    wall time on ``gpus`` GPUs (one 8-GPU node by default)."""
+    wall time on ``gpus`` GPUs (one 8-GPU node by default). Fused trials (``execution.fuse``)
+    share a stacked model's steps, so for them it is an upper bound: how much lower has not
+    been measured on a GPU yet (``benchmarks/fused_cost.py`` in ``benchmarks/gpu_check.sh``)."""
     return (
         f"estimated cost: {_hours(est.gpu_hours)} GPU-hours (≈ {_duration(est.mean_seconds)} "
         f"per trial; {est.assumptions}); on {gpus} GPUs ≈ "
-        f"{_duration(est.wall_hours(gpus) * 3600)} wall"
+        f"{_duration(est.wall_hours(gpus) * 3600)} wall; an upper bound for fused trials "
+        "(not yet measured on a GPU)"
     )
 
 
-# -- CPU work, for ``--workers auto``'s choice between this process and Ray ---------------------
-# Measured on the 2-core CI-class CPU (one torch thread per worker, seeds batched): the
-# quickstart's trials cost 2.36 ms per step at depth 3 and 5.65 ms at depth 20 (wall_time_s per
-# trial / steps run, fresh clone at e85116e), i.e. about 1.9 ms + 0.19 ms x depth, plus a tenth
-# of a second per trial (build, init probe, Trainer).
-CPU_FIXED_S = 0.1
-CPU_STEP_S = 1.9e-3
-CPU_LAYER_STEP_S = 0.19e-3
+# -- CPU work: the plan's CPU line, and ``--workers auto``'s choice between this process and Ray --
+# Trials train as stacked groups (``runners.batching``): with ``execution.fuse: auto`` every
+# trial of a shape is a member of one group of up to MAX_AUTO members, without it a cell's
+# seeds are one group, and ``batch_seeds: 1`` (or a family with no stacked form, or 16-mixed)
+# leaves every trial alone, a group of one. What a group of K members, DROP of them with
+# dropout, costs on one CPU core (one torch thread):
+#
+#   seconds = CPU_GROUP_S + K x (CPU_MEMBER_S + depth x CPU_MEMBER_LAYER_S)
+#             + steps x (CPU_STEP_S + depth x CPU_LAYER_STEP_S
+#                        + K x (CPU_MEMBER_STEP_S + ARITHMETIC)
+#                        + DROP x depth x CPU_DROPOUT_LAYER_STEP_S)
+#   ARITHMETIC = max(depth x CPU_MEMBER_LAYER_STEP_S, FLOPs per step / CPU_EFFECTIVE_FLOPS)
+#
+# Fitted (non-negative least squares on relative error) to 38 groups timed through
+# ``runners.executor.run_unit`` on the 2-core development CPU: MNIST-1D MLPs of width 64 at
+# depths 3, 10 and 20, K = 1, 4, 16, 64 (and 128) members, 20 and 80 steps, with and without
+# dropout; CPU_EFFECTIVE_FLOPS from a width-256 MLP and a width-32 CNN (docs/perf/
+# fused_cost_cpu.json and .md, from ``python benchmarks/fused_cost.py --check
+# docs/perf/fused_cpu.json --check docs/perf/fused_cpu_rerun.json --json
+# docs/perf/fused_cost_cpu.json --markdown docs/perf/fused_cost_cpu.md``). Worst residual 15% on
+# the width-64 MLPs (38% on the heavier nets' 20-step groups, whose fixed evaluations are as
+# heavy as the net; 7-14% at 80 steps). It predicts the measured quickstart and atlas slice,
+# fused, seeds batched and one by one, within 26% (fused within 17%), about as much as two
+# runs of the same measurement differ on that machine (24%).
+# Per step, a trial alone costs CPU_STEP_S + CPU_MEMBER_STEP_S + depth x (CPU_LAYER_STEP_S +
+# CPU_MEMBER_LAYER_STEP_S), a member of a large group only CPU_MEMBER_STEP_S + depth x
+# CPU_MEMBER_LAYER_STEP_S: the Lightning loop, the instrument and the optimizer's per-tensor
+# work are paid once per group. Each member's build, init probe and evaluations at step 0 and on
+# the test split are paid per member and per layer; dropout draws each member's masks on its own
+# random stream, so it is paid per member and per layer as if alone. Not modelled: norms,
+# activations other than ReLU (measured within 10% of it), larger evaluation splits.
+CPU_GROUP_S = 18e-3
+CPU_MEMBER_S = 0.67e-3
+CPU_MEMBER_LAYER_S = 1.14e-3
+CPU_STEP_S = 1.13e-3
+CPU_LAYER_STEP_S = 0.043e-3
+CPU_MEMBER_STEP_S = 0.10e-3
+CPU_MEMBER_LAYER_STEP_S = 0.081e-3
+CPU_DROPOUT_LAYER_STEP_S = 0.114e-3
+# Nets with more arithmetic per layer than a width-64 MLP (wider nets, conv nets) cost a
+# member's FLOPs at this rate instead, where that is more than the per-layer terms say.
+CPU_EFFECTIVE_FLOPS = 53e9
+# The terms above in the order ``cpu_terms`` returns their factors (the benchmark fits them).
+CPU_TERMS = (
+    "CPU_GROUP_S",
+    "CPU_MEMBER_S",
+    "CPU_MEMBER_LAYER_S",
+    "CPU_STEP_S",
+    "CPU_LAYER_STEP_S",
+    "CPU_MEMBER_STEP_S",
+    "CPU_MEMBER_LAYER_STEP_S",
+    "CPU_DROPOUT_LAYER_STEP_S",
+)
 # What Ray costs before it pays: a 24-trial, 200-step suite took 17.4 s in this process and
 # 23.5 s on 2 Ray workers (issue 20's measurement), so start-up, worker imports and the first
 # units' dispatch cost about 23.5 - 17.4 / 2 = 14.8 s.
 RAY_STARTUP_S = 15.0
 
 
-def cpu_seconds(trials: Iterable[Trial]) -> float:
-    """Estimated CPU seconds to train ``trials`` one after another in one process."""
-    total = 0.0
-    costs: dict[tuple[Any, ...], float] = {}
-    for trial in trials:
-        key = _cost_key(trial.spec)
+def cpu_terms(steps: int, depth: int, members: int, dropout_members: int) -> tuple[float, ...]:
+    """What each of ``CPU_TERMS`` is multiplied by for one stacked group."""
+    return (
+        1.0,
+        float(members),
+        float(members * depth),
+        float(steps),
+        float(steps * depth),
+        float(steps * members),
+        float(steps * members * depth),
+        float(steps * dropout_members * depth),
+    )
+
+
+def cpu_constants() -> dict[str, float]:
+    """The CPU model's constants by name (``CPU_TERMS`` and ``CPU_EFFECTIVE_FLOPS``)."""
+    return {name: globals()[name] for name in (*CPU_TERMS, "CPU_EFFECTIVE_FLOPS")}
+
+
+def group_cpu_seconds(
+    steps: int,
+    depth: int,
+    members: int,
+    dropout_members: int = 0,
+    flops_per_step: float = 0.0,
+    constants: dict[str, float] | None = None,
+) -> float:
+    """Estimated CPU seconds (one torch thread) of one stacked group of ``members`` trials of one
+    shape, ``dropout_members`` of them with dropout, training ``steps`` steps of
+    ``flops_per_step`` each (one member's, evaluations included: ``trial_cost``'s FLOPs / steps).
+    ``constants``: other values of ``cpu_constants()`` (the benchmark's fresh fit)."""
+    c = constants or cpu_constants()
+    arithmetic = depth * c["CPU_MEMBER_LAYER_STEP_S"]
+    if c["CPU_EFFECTIVE_FLOPS"] > 0:
+        arithmetic = max(arithmetic, flops_per_step / c["CPU_EFFECTIVE_FLOPS"])
+    per_step = (
+        c["CPU_STEP_S"]
+        + depth * c["CPU_LAYER_STEP_S"]
+        + members * (c["CPU_MEMBER_STEP_S"] + arithmetic)
+        + dropout_members * depth * c["CPU_DROPOUT_LAYER_STEP_S"]
+    )
+    fixed = c["CPU_GROUP_S"] + members * (c["CPU_MEMBER_S"] + depth * c["CPU_MEMBER_LAYER_S"])
+    return fixed + steps * per_step
+
+
+@dataclass(frozen=True)
+class CpuGroup:
+    """Trials of one shape that train together as one stacked model (or one trial alone)."""
+
+    trials: tuple[Any, ...]
+    steps: int
+    depth: int
+    dropout_members: int
+    flops_per_step: float  # one member's, evaluations included
+
+    def seconds(self, constants: dict[str, float] | None = None) -> float:
+        return group_cpu_seconds(
+            self.steps,
+            self.depth,
+            len(self.trials),
+            self.dropout_members,
+            self.flops_per_step,
+            constants,
+        )
+
+
+def cpu_groups(
+    trials: Iterable[Trial],
+    *,
+    fuse: bool,
+    batch_seeds: int | str = "auto",
+    units: Sequence[Any] | None = None,
+) -> list[CpuGroup]:
+    """The stacked groups ``trials`` would train as: the work units ``make_units`` makes (one
+    per shape fused, else one per cell), each cut as a worker's ``seed_groups`` cuts it, with
+    ``auto`` taken as ``MAX_AUTO`` members (the worker's memory decides, and an MLP's members
+    are small; the driver cannot know the worker's device). ``units``: those ``make_units``
+    already made of ``trials`` with this ``fuse`` (grouping by shape hashes every trial: seconds
+    at 86,400 trials), else they are made here."""
+    from gradatlas.runners.batching import MAX_AUTO, unbatchable
+    from gradatlas.runners.executor import make_units
+
+    groups: list[CpuGroup] = []
+    costs: dict[tuple[Any, ...], tuple[int, float, float]] = {}
+    if units is None:
+        units = make_units(trials, batch_seeds, fuse=fuse)
+    for unit in units:
+        members = unit.trials
+        if batch_seeds == 1 or len(members) == 1 or unbatchable(members[0]):
+            size = 1
+        else:
+            size = MAX_AUTO if batch_seeds == "auto" else int(batch_seeds)
+        spec = members[0].spec
+        key = _cost_key(spec)
         if key not in costs:
-            steps, _, _ = trial_cost(trial.spec)
-            depth = trial.spec.model.depth
-            costs[key] = CPU_FIXED_S + steps * (CPU_STEP_S + depth * CPU_LAYER_STEP_S)
-        total += costs[key]
-    return total
+            costs[key] = trial_cost(spec)
+        steps, flops, _ = costs[key]
+        per_step = flops / steps if steps else 0.0
+        for i in range(0, len(members), size):
+            group = members[i : i + size]
+            dropout = sum(1 for t in group if t.spec.model.dropout > 0)
+            groups.append(CpuGroup(group, steps, spec.model.depth, dropout, per_step))
+    return groups
+
+
+def estimate_units_cpu(
+    trials: Iterable[Trial],
+    fuse: bool,
+    batch_seeds: int | str = "auto",
+    units: Sequence[Any] | None = None,
+) -> float:
+    """Estimated CPU seconds (one torch thread) to train ``trials`` one group after another in
+    one process, grouped as ``execution.fuse`` (``fuse``) and ``execution.batch_seeds`` would
+    group them (``units``: as ``cpu_groups``). Every trial runs its full budget: an upper bound
+    where trials explode early."""
+    groups = cpu_groups(trials, fuse=fuse, batch_seeds=batch_seeds, units=units)
+    return sum(g.seconds() for g in groups)
+
+
+def cpu_seconds(
+    trials: Iterable[Trial], fuse: bool = True, batch_seeds: int | str = "auto"
+) -> float:
+    """Estimated CPU seconds to train ``trials`` one after another in one process, as the
+    suite's execution settings group them (``estimate_units_cpu``): what ``--workers auto``
+    weighs against Ray's start-up."""
+    return estimate_units_cpu(trials, fuse=fuse, batch_seeds=batch_seeds)
+
+
+def _cpu_time(seconds: float) -> str:
+    return _duration(seconds) if seconds < 7200 else f"{_hours(seconds / 3600)} h"
+
+
+def format_cpu(
+    trials: Sequence[Trial],
+    workers: int,
+    fuse: bool,
+    batch_seeds: int | str,
+    fused_units: Sequence[Any] | None = None,
+) -> str:
+    """One line for ``gradatlas plan``: the CPU estimate fused and one cell at a time, and the
+    wall time on ``workers`` Ray workers of one thread each, as the suite would run
+    (``fused_units``: the trials' units by shape, if already made)."""
+    fused = estimate_units_cpu(trials, fuse=True, batch_seeds=batch_seeds, units=fused_units)
+    cells = estimate_units_cpu(trials, fuse=False, batch_seeds=batch_seeds)
+    work = fused if fuse else cells
+    if workers > 1 and worth_ray(work, workers):
+        where = f"on {workers} workers ≈ {_cpu_time(RAY_STARTUP_S + work / workers)} wall"
+    else:
+        where = f"{_cpu_time(work)} in one process (too little to pay for Ray's start-up)"
+    return (
+        f"on this CPU (1 thread per worker, every trial to its full budget): "
+        f"≈ {_cpu_time(fused)} fused, {_cpu_time(cells)} one cell at a time; "
+        f"as this suite runs (execution.fuse: {'auto' if fuse else 'off'}) {where}"
+    )
 
 
 def worth_ray(work_s: float, workers: int) -> bool:
