@@ -26,3 +26,4 @@ tail -12 "$OUT/quickstart_$ACCEL.txt" "$OUT/quickstart_nofuse_$ACCEL.txt"
 timeout 200 python3 "$root/benchmarks/fused.py" --accelerator "$ACCEL" --workload slice --json "$OUT/fused_$ACCEL.json" --markdown "$OUT/fused_$ACCEL.md" 2>&1 | tail -8
 timeout 90 python3 "$root/benchmarks/runner_overhead.py" --accelerator "$ACCEL" --repeats 3 --json "$OUT/runner_overhead_$ACCEL.json" 2>&1 | tail -6
 timeout 90 python3 "$root/benchmarks/fused_cost.py" --accelerator "$ACCEL" --repeats 1 --json "$OUT/fused_cost_$ACCEL.json" --markdown "$OUT/fused_cost_$ACCEL.md" 2>&1 | tail -14
+timeout 120 python3 "$root/benchmarks/gpu_step.py" --accelerator "$ACCEL" --json "$OUT/gpu_step_$ACCEL.json" 2>&1 | tail -8
