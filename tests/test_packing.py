@@ -136,3 +136,20 @@ def test_a_shape_the_probe_cannot_step_trains_one_trial_at_a_time(units, monkeyp
     packing._CACHE.clear()
     monkeypatch.setattr(packing, "_probe_once", broken)
     assert packing.members_per_group(units[0].trials, CPU, 256) == 1
+
+
+def test_plan_measure_prints_each_units_measured_packing(units, capsys, write):
+    """`gradatlas plan --measure cpu`: per listed unit, the measured line and the group size
+    a CPU worker would choose, which is what ``packing`` itself says."""
+    from gradatlas.app.cli import main
+
+    path = write(MIXED, "plan.yaml")
+    assert main(["plan", str(path), "--measure", "cpu"]) == 0
+    out = capsys.readouterr().out
+    lines = [line.strip() for line in out.splitlines() if "measured on cpu" in line]
+    assert len(lines) == 2
+    cost = packing.measure(units[1].trials, CPU)
+    assert f"{cost.per_member_bytes / 2**20:.2f} MiB per member" in lines[1]
+    assert "8 per stacked model" in lines[1] and "at most 256" in lines[1]
+    assert main(["plan", str(path)]) == 0  # without --measure: nothing measured
+    assert "measured on cpu" not in capsys.readouterr().out

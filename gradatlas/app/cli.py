@@ -185,6 +185,16 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("suite", metavar="SUITE")
     _add_overrides(plan)
     plan.add_argument("--json", action="store_true", help="one JSON line per trial")
+    plan.add_argument(
+        "--measure",
+        nargs="?",
+        const="auto",
+        choices=["auto", "cpu", "gpu"],
+        metavar="DEVICE",
+        help="measure each listed unit's memory per stacked member on DEVICE (auto|cpu|gpu; "
+        "default auto) as a worker there would, and how many members it would stack together "
+        "(imports torch and builds the data: seconds, not the plan's usual instant)",
+    )
 
     ls = sub.add_parser(
         "ls",
@@ -474,7 +484,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     fuse = execution.fuse == "auto"
     by_shape = make_units(suite.trials, fuse=True)  # made once: seconds at atlas scale
     print(format_cpu(suite.trials, physical_cores(), fuse, execution.batch_seeds, by_shape))
-    for line in _describe_units(suite, by_shape if fuse else None):
+    for line in _describe_units(suite, by_shape if fuse else None, measure=args.measure):
         print(line)
     shown = list(cells.values())
     print(f"\ncells ({len(shown)}):")
@@ -485,11 +495,14 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return 0
 
 
-def _describe_units(suite: Any, units: list[Any] | None = None) -> list[str]:
+def _describe_units(
+    suite: Any, units: list[Any] | None = None, measure: str | None = None
+) -> list[str]:
     """How the trials would be packed into work units (``execution.fuse``): one per shape when
     fused, one per cell otherwise, with what varies inside each fused unit. How many members
-    train together at once is decided on the worker from its device's memory. ``units``: the
-    units already made with the suite's ``execution.fuse``."""
+    train together at once is decided on the worker from its device's memory
+    (``runners.packing``); ``measure`` (an accelerator) runs that measurement here for each
+    listed unit. ``units``: the units already made with the suite's ``execution.fuse``."""
     from gradatlas.runners.executor import make_units
 
     fuse = suite.spec.execution.fuse == "auto"
@@ -514,9 +527,34 @@ def _describe_units(suite: Any, units: list[Any] | None = None) -> list[str]:
             f"  {len(unit.trials):>4} trials  {label}"
             + (f"  [varies: {', '.join(varies)}]" if varies else "")
         )
+        if measure is not None:
+            lines.append(f"{'':>8}{_measured_packing(unit, suite, measure)}")
     if len(units) > PLAN_CELLS_SHOWN:
         lines.append(f"  ... and {len(units) - PLAN_CELLS_SHOWN} more units")
     return lines
+
+
+def _measured_packing(unit: Any, suite: Any, accelerator: str) -> str:
+    """One line: the unit's measured memory line and the members per stacked model a worker
+    on ``accelerator`` (this machine's device, this process's whole share) would choose."""
+    from gradatlas.runners import packing
+    from gradatlas.runners.batching import MAX_AUTO, unbatchable
+    from gradatlas.runners.trial import pick_device
+
+    why = unbatchable(unit.trials[0])
+    if why is not None:
+        return f"trains one trial at a time: {why}"
+    device = pick_device(accelerator)
+    setting = suite.spec.execution.batch_seeds
+    cap = MAX_AUTO if setting == "auto" else int(setting)
+    cost = packing.measure(unit.trials, device)
+    k = packing.members_per_group(unit.trials, device, cap)
+    mib = 2**20
+    return (
+        f"measured on {device.type} ({cost.how}): {cost.per_member_bytes / mib:.2f} MiB per "
+        f"member + {cost.fixed_bytes / mib:.2f} MiB; {k} per stacked model "
+        f"(budget {packing.budget(device) / mib:,.0f} MiB, at most {cap})"
+    )
 
 
 def _budget(suite) -> str:
