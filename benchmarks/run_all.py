@@ -26,6 +26,7 @@ def main() -> int:
         ("fused_parity", []),
         ("fused", []),
         ("fused_cost", []),
+        ("fused_balance", ["--repeats", "1", "--epochs", "6"]),
         ("live_flush", ["--repeats", "3"]),
         ("record_bulk", ["--repeats", "3"]),
     ]
