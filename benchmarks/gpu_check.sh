@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
-# One short session (<= 8 min) on a lent GPU machine (see /work/.library/device): installs the
-# carried wheels, places gradatlas on the path, runs the GPU tests (fused parity included), the
-# quickstart on the GPU (fused, and --no-fuse for the before figure), the fused-trials
-# benchmark and the runner and batched-seed benchmarks. Results land in $OUT.
+# One short session on a lent GPU machine (see /work/.library/device): installs the carried
+# wheels, places gradatlas on the path, then runs its steps most important first, each under
+# the smaller of its own limit and what is left of BUDGET_S (540 s: one device call may run 600),
+# so a slow machine loses the last figures, never the first: the GPU tests (fused parity
+# included), the fused-trials benchmark on the atlas slice (one-by-one timed on a sample), the
+# quickstart fused, the step anatomy (gpu_step: CUDA graphs, host syncs, the packing probe vs
+# the real peak), the stacked-group cost fit, the quickstart --no-fuse (the before figure), the
+# quickstart on 4 workers sharing the GPU (0.25 each), the runner overhead. Results land in
+# $OUT; $OUT/steps.txt says how each step ended.
 # Usage (device tool): bash benchmarks/gpu_check.sh   (ACCEL=cpu runs the same steps on a CPU)
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
@@ -18,12 +23,25 @@ fi  # else (a CPU check here: PATH=.venv/bin:$PATH ACCEL=cpu bash benchmarks/gpu
   python3 -c "import torch, pytorch_lightning as pl, mlflow; print('torch', torch.__version__, 'lightning', pl.__version__, 'mlflow', mlflow.__version__, torch.cuda.get_device_name(0))"
 } 2>&1 | tee "$OUT/env.txt"
 ACCEL=${ACCEL:-gpu}
-timeout 150 python3 -m pytest -q -p no:cacheprovider tests/test_gpu.py tests/test_runner.py 2>&1 | tail -15 | tee "$OUT/pytest_$ACCEL.txt"
-work=$(mktemp -d); root=$PWD
-( cd "$work" && /usr/bin/time -v python3 -m gradatlas run quickstart --accelerator "$ACCEL" ) > "$OUT/quickstart_$ACCEL.txt" 2>&1
-( cd "$work" && /usr/bin/time -v python3 -m gradatlas run quickstart --accelerator "$ACCEL" --no-fuse --set name=quickstart-nofuse ) > "$OUT/quickstart_nofuse_$ACCEL.txt" 2>&1
-tail -12 "$OUT/quickstart_$ACCEL.txt" "$OUT/quickstart_nofuse_$ACCEL.txt"
-timeout 200 python3 "$root/benchmarks/fused.py" --accelerator "$ACCEL" --workload slice --json "$OUT/fused_$ACCEL.json" --markdown "$OUT/fused_$ACCEL.md" 2>&1 | tail -8
-timeout 90 python3 "$root/benchmarks/runner_overhead.py" --accelerator "$ACCEL" --repeats 3 --json "$OUT/runner_overhead_$ACCEL.json" 2>&1 | tail -6
-timeout 90 python3 "$root/benchmarks/fused_cost.py" --accelerator "$ACCEL" --repeats 1 --json "$OUT/fused_cost_$ACCEL.json" --markdown "$OUT/fused_cost_$ACCEL.md" 2>&1 | tail -14
-timeout 120 python3 "$root/benchmarks/gpu_step.py" --accelerator "$ACCEL" --json "$OUT/gpu_step_$ACCEL.json" 2>&1 | tail -8
+BUDGET_S=${BUDGET_S:-540}
+START=$(date +%s)
+root=$PWD; work=$(mktemp -d)
+export OUT ACCEL root work
+# step NAME MAX_S COMMAND: COMMAND (a bash -c string) under min(MAX_S, what is left of BUDGET_S)
+step() {
+  local name=$1 max=$2 cmd=$3 left t0 rc
+  left=$(( BUDGET_S - ($(date +%s) - START) )); (( left > max )) && left=$max
+  if (( left < 20 )); then echo "== $name: skipped, budget spent" | tee -a "$OUT/steps.txt"; return; fi
+  t0=$(date +%s); timeout "$left" bash -c "$cmd"; rc=$?
+  echo "== $name: exit $rc after $(( $(date +%s) - t0 )) s (limit $left s)" | tee -a "$OUT/steps.txt"
+}
+step pytest 100 'python3 -m pytest -q -p no:cacheprovider tests/test_gpu.py tests/test_runner.py 2>&1 | tail -15 | tee "$OUT/pytest_$ACCEL.txt"'
+step fused_slice 130 'python3 "$root/benchmarks/fused.py" --accelerator "$ACCEL" --workload slice --sample-one-by-one 24 --json "$OUT/fused_$ACCEL.json" --markdown "$OUT/fused_$ACCEL.md" 2>&1 | tail -8'
+step quickstart 60 'cd "$work" && /usr/bin/time -v python3 -m gradatlas run quickstart --accelerator "$ACCEL" > "$OUT/quickstart_$ACCEL.txt" 2>&1; tail -12 "$OUT/quickstart_$ACCEL.txt"'
+step gpu_step 60 'python3 "$root/benchmarks/gpu_step.py" --accelerator "$ACCEL" --steps 50 --json "$OUT/gpu_step_$ACCEL.json" 2>&1 | tail -8'
+step fused_cost 90 'python3 "$root/benchmarks/fused_cost.py" --accelerator "$ACCEL" --repeats 1 --json "$OUT/fused_cost_$ACCEL.json" --markdown "$OUT/fused_cost_$ACCEL.md" 2>&1 | tail -14'
+step quickstart_nofuse 120 'cd "$work" && /usr/bin/time -v python3 -m gradatlas run quickstart --accelerator "$ACCEL" --no-fuse --set name=quickstart-nofuse > "$OUT/quickstart_nofuse_$ACCEL.txt" 2>&1; tail -12 "$OUT/quickstart_nofuse_$ACCEL.txt"'
+share=""; [ "$ACCEL" = gpu ] && share="--gpus-per-worker 0.25"
+export share
+step quickstart_4_per_gpu 90 'cd "$work" && /usr/bin/time -v python3 -m gradatlas run quickstart --accelerator "$ACCEL" --workers 4 $share --set name=quickstart-4w > "$OUT/quickstart_4w_$ACCEL.txt" 2>&1; tail -12 "$OUT/quickstart_4w_$ACCEL.txt"'
+step runner_overhead 60 'python3 "$root/benchmarks/runner_overhead.py" --accelerator "$ACCEL" --repeats 3 --json "$OUT/runner_overhead_$ACCEL.json" 2>&1 | tail -6'
