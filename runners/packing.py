@@ -238,10 +238,15 @@ def members_per_group(trials: Sequence[Trial], device: torch.device, cap: int) -
         return 1
     try:
         cost = measure(trials, device)
-    except Exception:  # a shape that cannot take one step (out of memory, a
+    except Exception as exc:  # a shape that cannot take one step (out of memory, a
         # bad config): its trials train one at a time, so each failure is recorded as its own.
         if device.type == "cuda":
             torch.cuda.empty_cache()
+        print(
+            f"gradatlas: measuring {len(trials)} trials' shape on {device} failed "
+            f"({type(exc).__name__}: {str(exc)[:200]}); they train one at a time",
+            file=sys.stderr,
+        )
         return 1
     room = budget(device) - cost.fixed_bytes
     return int(max(1, min(cap, len(trials), room // cost.per_member_bytes)))

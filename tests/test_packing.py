@@ -42,6 +42,27 @@ def test_the_measured_line_predicts_a_larger_stack_exactly(units):
         assert packing._probe_once(unit.trials, 6, CPU) == cost.bytes_for(6)
 
 
+@pytest.mark.parametrize(
+    ("family", "norm", "optimizer", "precision"),
+    [
+        ("cnn", "batchnorm", "momentum", "32"),
+        ("mlp", "layernorm", "adam", "64"),
+        ("mlp", "batchnorm", "rmsprop", "bf16-mixed"),
+    ],
+)
+def test_every_stacked_form_measures_on_its_line(family, norm, optimizer, precision, write):
+    body = (
+        MIXED.replace("family: mlp, width: 16", f"family: {family}, width: 8")
+        .replace("activation: relu}", f"activation: relu, norm: {norm}}}")
+        .replace("optimizer: momentum", f"optimizer: {optimizer}, precision: '{precision}'")
+        .replace("depth: [2, 6]", "depth: [2]")
+    )
+    unit = make_units(load_suite(str(write(body, "forms.yaml"))).trials, fuse=True)[0]
+    assert unit.trials[0].spec.model.family == family and len(unit.trials) == 8
+    cost = packing.measure(unit.trials, CPU)
+    assert packing._probe_once(unit.trials, 6, CPU) == cost.bytes_for(6)
+
+
 def test_the_line_counts_parameters_state_masks_and_depth(units, write):
     shallow, deep = (packing.measure(u.trials, CPU) for u in units)
     assert deep.per_member_bytes > shallow.per_member_bytes
@@ -129,13 +150,14 @@ def test_a_ray_worker_on_a_quarter_gpu_budgets_a_quarter():
         ray.shutdown()
 
 
-def test_a_shape_the_probe_cannot_step_trains_one_trial_at_a_time(units, monkeypatch):
+def test_a_shape_the_probe_cannot_step_trains_one_trial_at_a_time(units, monkeypatch, capsys):
     def broken(trials, members, device):
         raise RuntimeError("CUDA out of memory (injected)")
 
     packing._CACHE.clear()
     monkeypatch.setattr(packing, "_probe_once", broken)
     assert packing.members_per_group(units[0].trials, CPU, 256) == 1
+    assert "CUDA out of memory (injected)); they train one at a time" in capsys.readouterr().err
 
 
 def test_plan_measure_prints_each_units_measured_packing(units, capsys, write):
