@@ -254,7 +254,9 @@ class InProcessExecutor:
 
     def __init__(self, *, accelerator: str = "auto", threads: int | None = None):
         self.accelerator, self.threads = accelerator, threads
-        self.description = "this process" + (f" ({threads} torch threads)" if threads else "")
+        self.description = "this process" + (
+            f" ({threads} torch thread{'s' if threads > 1 else ''})" if threads else ""
+        )
 
     def pool(self, stop: threading.Event, live: Deliver | None = None) -> InProcessPool:
         return InProcessPool(self, stop, live)

@@ -147,6 +147,9 @@ def test_workers_auto_runs_a_small_suite_in_this_process(tiny_suite, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "running in this process" in proc.stderr
     assert "on this process" in proc.stderr and "Ray workers" not in proc.stderr
+    # one torch thread, as the estimate priced it (many threads on a busy machine wait on
+    # each other), unless --threads says otherwise
+    assert "(1 torch thread)" in proc.stderr
 
 
 # -- the CPU estimate of fused and unfused runs ----------------------------------------------

@@ -110,8 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--threads",
         type=_positive_int,
         metavar="N",
-        help="torch threads per worker (default: 1 per Ray worker on CPU; in-process, the "
-        "cores this process may use, at most 4)",
+        help="torch threads per worker (default: 1 per Ray worker on CPU, and in this process "
+        "when --workers auto chose it; with --workers 1, the cores this process may use, at "
+        "most 4)",
     )
     run.add_argument(
         "--workers",
@@ -648,15 +649,17 @@ def _make_executor(args: argparse.Namespace, suite: Any = None) -> Any:
         batch = _batch_seeds(args) or suite.spec.execution.batch_seeds
         work = cpu_seconds(suite.trials, fuse=fuse, batch_seeds=batch)
         if not worth_ray(work, plan.workers):
-            from gradatlas.runners.trial import default_threads
-
+            # One torch thread, as the estimate priced it and as a Ray worker would train: on
+            # this 2-core machine the fused quickstart took 34.3 s at 1 thread and 33.8 s at 2
+            # when idle, but 50 s vs 204 s with another process busy on one core (threads
+            # that wait on a preempted sibling); --threads overrides.
+            threads = args.threads or 1
             print(
                 f"--workers auto: about {work:.0f} s of training, too little to pay for Ray's "
                 f"start-up (~{RAY_STARTUP_S:.0f} s) on {plan.workers} workers: running in this "
-                "process",
+                f"process",
                 file=sys.stderr,
             )
-            threads = args.threads or default_threads()
             return InProcessExecutor(accelerator=args.accelerator, threads=threads)
     return RayExecutor(plan, accelerator=args.accelerator, address=address)
 
