@@ -324,9 +324,12 @@ def test_classify_real_write_failures(tmp_path: Path, make, expected: str):
     assert line is not None and expected in line and "(x.db)" in line and "\n" not in line
 
 
-def test_classify_mlflow_wrapped_failure(tmp_path: Path, template_db: Path):
+def test_classify_mlflow_wrapped_failure(tmp_path: Path, template_db: Path, monkeypatch):
     """A real MLflow write on a store opened read-only: MlflowException over SQLAlchemy over
     sqlite3, classified through the chain."""
+    # MLflow makes the "directory" of a sqlite:///file:... URI relative to the working
+    # directory (a "file:" tree): let it do so in tmp_path, not in the checkout.
+    monkeypatch.chdir(tmp_path)
     db = tmp_path / "mlflow.db"
     shutil.copy(template_db, db)
     exp = MlflowClient(f"sqlite:///{db}").create_experiment(
@@ -338,9 +341,10 @@ def test_classify_mlflow_wrapped_failure(tmp_path: Path, template_db: Path):
     assert "read-only" in (classify_write_error(exc) or "")
 
 
-def test_a_unit_the_store_cannot_take_is_one_line(tmp_path: Path, template_db: Path):
+def test_a_unit_the_store_cannot_take_is_one_line(tmp_path: Path, template_db: Path, monkeypatch):
     """record_unit on a store that became read-only: ``StoreWriteError`` (exit 2) with one line
     that says what to do, not MLflow's traceback."""
+    monkeypatch.chdir(tmp_path)  # the "file:" tree MLflow makes (see above) lands in tmp_path
     db = tmp_path / "mlflow.db"
     shutil.copy(template_db, db)
     exp = open_store(f"sqlite:///{db}").open_experiment("e")
