@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from gradatlas.suites import Trial
@@ -91,20 +91,31 @@ def free_memory(device: Any) -> int:
     return 4 << 30
 
 
+def group_size(trials: Sequence[Trial], setting: BatchSetting, auto: Callable[[], int]) -> int:
+    """How many of one unit's ``trials`` train together under ``execution.batch_seeds``:
+    1 where they cannot stack (``batch_seeds: 1``, a lone trial, ``unbatchable``), K as given,
+    and for ``auto`` what ``auto()`` says (a worker measures its device, ``runners.packing``;
+    the driver's cost estimate cannot and assumes ``MAX_AUTO``)."""
+    if setting == 1 or len(trials) <= 1 or unbatchable(trials[0]):
+        return 1
+    return auto() if setting == "auto" else int(setting)
+
+
+def cut(trials: Sequence[Trial], size: int) -> list[list[Trial]]:
+    """``trials`` in order, in groups of ``size`` (the last may be smaller)."""
+    return [list(trials[i : i + size]) for i in range(0, len(trials), size)]
+
+
 def seed_groups(trials: Sequence[Trial], setting: BatchSetting, device: Any) -> list[list[Trial]]:
     """The trials of one unit (one cell's seeds, or one shape's trials when fused), in order,
     as groups that train together."""
-    if not trials:
-        return []
-    if setting == 1 or len(trials) == 1 or unbatchable(trials[0]):
-        return [[t] for t in trials]
-    if setting == "auto":
+
+    def measured() -> int:
         from gradatlas.runners.packing import members_per_group
 
-        size = members_per_group(trials, device, MAX_AUTO)
-    else:
-        size = int(setting)
-    return [list(trials[i : i + size]) for i in range(0, len(trials), size)]
+        return members_per_group(trials, device, MAX_AUTO)
+
+    return cut(trials, group_size(trials, setting, measured))
 
 
 def trial_work(trial: Trial) -> float:

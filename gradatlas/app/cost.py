@@ -310,7 +310,7 @@ def cpu_groups(
     are small; the driver cannot know the worker's device). ``units``: those ``make_units``
     already made of ``trials`` with this ``fuse`` (grouping by shape hashes every trial: seconds
     at 86,400 trials), else they are made here."""
-    from gradatlas.runners.batching import MAX_AUTO, unbatchable
+    from gradatlas.runners.batching import MAX_AUTO, cut, group_size
     from gradatlas.runners.executor import make_units
 
     groups: list[CpuGroup] = []
@@ -319,20 +319,16 @@ def cpu_groups(
         units = make_units(trials, batch_seeds, fuse=fuse)
     for unit in units:
         members = unit.trials
-        if batch_seeds == 1 or len(members) == 1 or unbatchable(members[0]):
-            size = 1
-        else:
-            size = MAX_AUTO if batch_seeds == "auto" else int(batch_seeds)
+        size = group_size(members, batch_seeds, lambda: MAX_AUTO)
         spec = members[0].spec
         key = _cost_key(spec)
         if key not in costs:
             costs[key] = trial_cost(spec)
         steps, flops, _ = costs[key]
         per_step = flops / steps if steps else 0.0
-        for i in range(0, len(members), size):
-            group = members[i : i + size]
+        for group in cut(members, size):
             dropout = sum(1 for t in group if t.spec.model.dropout > 0)
-            groups.append(CpuGroup(group, steps, spec.model.depth, dropout, per_step))
+            groups.append(CpuGroup(tuple(group), steps, spec.model.depth, dropout, per_step))
     return groups
 
 
