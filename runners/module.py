@@ -158,6 +158,12 @@ class TrialModule(pl.LightningModule):
         return loss.reshape(1), right.reshape(1)
 
 
+def optimizer_setting(spec: Any) -> str:
+    """A trial's optimizer setting (its optimizer and schedule) as one comparable key: members
+    whose keys all agree train under torch's own optimizer, else under a ``MemberOptimizer``."""
+    return repr((spec.optim.to_config(), spec.train.schedule))
+
+
 def clip_bounds(specs: Sequence[Any]) -> float | list[float] | None:
     """The members' gradient-clipping bound: one number when they share it, else one per member
     (the clipping mode is part of the shape); None for no members."""
@@ -199,7 +205,7 @@ class StackedTrialModule(TrialModule):
             raise ValueError(f"{len(specs)} member specs for a model of {self.members} members")
         # One optimizer setting for all (a cell's seeds): torch's optimizer, bit for bit as an
         # unbatched trial's. Otherwise each member's own (``member_optim``).
-        settings = {repr((s.optim.to_config(), s.train.schedule)) for s in specs}
+        settings = {optimizer_setting(s) for s in specs}
         self.member_optims = specs if len(settings) > 1 else None
         if self.member_optims is not None:
             self.decoupled_wd = 0.0  # the member optimizer applies each member's own

@@ -65,13 +65,12 @@ class MemberCost:
 def _probe_specs(trials: Sequence[Trial]) -> list[Any]:
     """Two specs the probe alternates between: the member with the most dropout, and one whose
     optimizer settings differ from it (if any), so the probe runs the unit's optimizer path."""
+    from gradatlas.runners.module import optimizer_setting
+
     specs = [t.spec for t in trials]
     worst = max(specs, key=lambda s: s.model.dropout)
-
-    def setting(s: Any) -> str:
-        return repr((s.optim.to_config(), s.train.schedule))
-
-    other = next((s for s in specs if setting(s) != setting(worst)), worst)
+    mine = optimizer_setting(worst)
+    other = next((s for s in specs if optimizer_setting(s) != mine), worst)
     return [worst, other]
 
 
@@ -186,7 +185,9 @@ def measure(trials: Sequence[Trial], device: torch.device) -> MemberCost:
 
     # The shape, and what of the members changes the bytes: the probe's pair of specs.
     pair = _probe_specs(trials)
-    probe = repr([(s.model.dropout, s.optim.to_config(), s.train.schedule) for s in pair])
+    from gradatlas.runners.module import optimizer_setting
+
+    probe = repr([(s.model.dropout, optimizer_setting(s)) for s in pair])
     key = (shape_key(trials[0]), str(device), probe)
     if key not in _CACHE:
         # The probe draws from the global generators (seeding, dropout): leave them as found.
