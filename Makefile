@@ -67,7 +67,7 @@ literature: $(STAMP)  ## the literature suites (Glorot, He, Ioffe, Yang, Schoenh
 report: $(STAMP)  ## build the report for SUITE from MLflow
 	$(BIN)/gradatlas report $(SUITE)
 
-perf: $(STAMP)  ## benchmarks: runner overhead vs plain PyTorch, MLflow share, batched seeds and fused trials (parity, throughput, the CPU cost of a stacked group, units split across workers), the record at 1k trials, report build at 1k and 10k trials
+perf: $(STAMP)  ## benchmarks: runner overhead vs plain PyTorch, MLflow share, batched seeds and fused trials (parity, kernels and host reads per step, throughput, the CPU cost of a stacked group, units split across workers), the record at 1k trials, report build at 1k and 10k trials
 	$(BIN)/python benchmarks/run_all.py
 
 # `make full`: suites/atlas.yaml on every dataset x model, one MLflow experiment each

@@ -24,6 +24,7 @@ def main() -> int:
         ("batched_seeds", ["--repeats", "3"]),
         ("batched_parity", []),
         ("fused_parity", []),
+        ("step_anatomy", []),
         ("fused", []),
         ("fused_cost", []),
         ("fused_balance", ["--repeats", "1", "--epochs", "6"]),

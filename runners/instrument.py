@@ -92,6 +92,7 @@ class GradientInstrument(pl.Callback):
         # The evaluation the training step that just ended made, as appended to ``evals``
         # (step, metrics, alive), or None: what the callbacks after this one act on.
         self.step_eval: tuple[int, dict[str, torch.Tensor], list[bool]] | None = None
+        self._host: dict[str, Any] | None = None  # the record in host memory, once trained
 
     @property
     def exploded(self) -> bool:
@@ -124,7 +125,8 @@ class GradientInstrument(pl.Callback):
         self.layer_grad = torch.zeros((n_records, k, len(self.layers)), device=device)
         self.update_ratio = torch.zeros((n_records, k, len(self.layers)), device=device)
         self.layer_steps: list[int] = []
-        self.lr: list[tuple[int, list[float]]] = []  # (step, each member's learning rate)
+        # (step, each member's learning rate as a (members,) tensor, read after training)
+        self.lr: list[tuple[int, torch.Tensor]] = []
         if isinstance(self.clip_max, list):  # fused members' own bounds, as a (K,) tensor
             self._bounds = torch.tensor(self.clip_max, device=device, dtype=self.dtype)
         # (step, metrics, which members were alive to be evaluated)
@@ -263,24 +265,54 @@ class GradientInstrument(pl.Callback):
 
     # -- results -------------------------------------------------------------------------------
     def arrays(self, member: int = 0) -> dict[str, Any]:
-        """Everything recorded for one member, moved to host memory, trimmed to the steps that
-        member ran (an exploded member's record ends where its unbatched trial would stop)."""
+        """Everything recorded for one member, in host memory, trimmed to the steps that member
+        ran (an exploded member's record ends where its unbatched trial would stop)."""
+        host = self._host_record()
         n = self.steps_run[member]
         r = sum(1 for s in self.layer_steps if s < n)
-        evals = [(s, m) for s, m, alive in self.evals if alive[member]]
-        eval_keys = self.evals[0][1].keys()
+        alive = [i for i, (_, _, was) in enumerate(self.evals) if was[member]]
         return {
-            "step_loss": self.step_loss[member, :n].double().cpu().numpy(),
-            "step_grad_norm": self.step_grad_norm[member, :n].double().cpu().numpy(),
-            "step_grad_norm_raw": self.step_grad_norm_raw[member, :n].double().cpu().numpy(),
-            "step_update_norm": self.step_update_norm[member, :n].double().cpu().numpy(),
+            "step_loss": host["step_loss"][member, :n],
+            "step_grad_norm": host["step_grad_norm"][member, :n],
+            "step_grad_norm_raw": host["step_grad_norm_raw"][member, :n],
+            "step_update_norm": host["step_update_norm"][member, :n],
             "layer_steps": np.asarray(self.layer_steps[:r], dtype=np.int64),
-            "layer_grad_norm": self.layer_grad[:r, member].double().cpu().numpy(),
-            "update_ratio": self.update_ratio[:r, member].double().cpu().numpy(),
-            "lr": [(s, v[member]) for s, v in self.lr if s < n],
-            "eval_steps": np.asarray([s for s, _ in evals], dtype=np.int64),
-            "eval": {
-                k: np.asarray([float(m[k][member]) for _, m in evals], dtype=np.float64)
-                for k in eval_keys
-            },
+            "layer_grad_norm": host["layer_grad"][:r, member],
+            "update_ratio": host["update_ratio"][:r, member],
+            "lr": [
+                (s, row[member]) for (s, _), row in zip(self.lr, host["lr"], strict=True) if s < n
+            ],
+            "eval_steps": np.asarray([self.evals[i][0] for i in alive], dtype=np.int64),
+            "eval": {key: values[alive, member] for key, values in host["eval"].items()},
         }
+
+    def _host_record(self) -> dict[str, Any]:
+        """The whole record of every member moved to host memory once (after training), as
+        float64 arrays.
+
+        Why once: on a GPU each move is a sync, and member by member it was about 18 per
+        member (6 buffers and a scalar per evaluation and metric), 2,000 for a fused unit of
+        108 members; whole tensors are one move per buffer for the group."""
+        if self._host is None:
+
+            def host(t: torch.Tensor) -> np.ndarray:
+                return t.double().cpu().numpy()
+
+            buffers = ("step_loss", "step_grad_norm", "step_update_norm")
+            self._host = {name: host(getattr(self, name)) for name in buffers}
+            self._host["step_grad_norm_raw"] = (  # one tensor where nothing clips
+                self._host["step_grad_norm"]
+                if self.step_grad_norm_raw is self.step_grad_norm
+                else host(self.step_grad_norm_raw)
+            )
+            rows = len(self.layer_steps)
+            self._host["layer_grad"] = host(self.layer_grad[:rows])
+            self._host["update_ratio"] = host(self.update_ratio[:rows])
+            # (records, members) learning rates as floats: one read, whatever their device
+            self._host["lr"] = torch.stack([v for _, v in self.lr]).tolist() if self.lr else []
+            keys = self.evals[0][1].keys()
+            self._host["eval"] = {  # (evaluations, members) per metric
+                key: host(torch.stack([m[key].reshape(self.members) for _, m, _ in self.evals]))
+                for key in keys
+            }
+        return self._host

@@ -91,9 +91,12 @@ class TrialModule(pl.LightningModule):
             "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
         }
 
-    def member_lr(self, optimizer: torch.optim.Optimizer) -> list[float]:
-        """The learning rate each member's next step uses (the instrument records it)."""
-        return [float(optimizer.param_groups[0]["lr"])] * self.members
+    def member_lr(self, optimizer: torch.optim.Optimizer) -> torch.Tensor:
+        """(members,) float64: the learning rate each member's next step uses (the instrument
+        records it, and reads its records on the host once, after training: where the rates
+        live on the device, as in the member optimizer, a read per record would be a sync)."""
+        lr = float(optimizer.param_groups[0]["lr"])
+        return torch.full((self.members,), lr, dtype=torch.float64)
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         if self.decoupled_wd:
@@ -266,10 +269,10 @@ class StackedTrialModule(TrialModule):
         )
         return {"optimizer": optimizer}
 
-    def member_lr(self, optimizer: torch.optim.Optimizer) -> list[float]:
+    def member_lr(self, optimizer: torch.optim.Optimizer) -> torch.Tensor:
         if self.member_optims is None:
             return super().member_lr(optimizer)
-        return [float(v) for v in optimizer.member_lr().tolist()]  # type: ignore[attr-defined]
+        return optimizer.member_lr()  # type: ignore[attr-defined]
 
     def member_losses(self, outputs: Any) -> torch.Tensor:
         return outputs["member_loss"]
