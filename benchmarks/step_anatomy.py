@@ -185,8 +185,8 @@ def trials_of(
         return load_suite(str(path)).trials
 
 
-def anatomy(trials: list[Any]) -> dict[str, Any]:
-    """Counts for one stacked group trained by ``run_trials`` on this machine's CPU."""
+def anatomy(trials: list[Any], accelerator: str = "cpu") -> dict[str, Any]:
+    """Counts for one stacked group trained by ``run_trials`` on ``accelerator``."""
     from gradatlas.runners.trial import run_trials
 
     global FIT_LINE
@@ -194,7 +194,7 @@ def anatomy(trials: list[Any]) -> dict[str, Any]:
     counts = Counts()
     reads, ops = counting(counts)
     with reads, ops:
-        results = run_trials(trials, accelerator="cpu")
+        results = run_trials(trials, accelerator=accelerator)
     k = len(trials)
     steps = int(results[0].summary["steps_run"])
     every = trials[0].spec.instrument.every
@@ -229,10 +229,11 @@ def markdown(out: dict[str, Any], before: dict[str, Any] | None = None) -> str:
 
     def was(row: dict[str, Any], key: str, scale: int = 1) -> str:
         old = earlier.get((row["case"], row["depth"], row["members"]))
-        return "" if old is None else f" (was {round(old[key] * scale, 1):g})"
+        return "" if old is None else f" (was {round(old[key] * scale, 0 if scale > 1 else 1):g})"
 
     lines = [
-        "# What a trial asks of a device: kernels and host reads (counted on CPU)",
+        "# What a trial asks of a device: kernels and host reads (counted on "
+        f"{out.get('accelerator', 'cpu').upper()})",
         "",
         f"`python benchmarks/step_anatomy.py` at {out['commit']} (torch {out['torch']}): one "
         "stacked group of K members trained by `runners.trial.run_trials` (MNIST-1D MLP width "
@@ -276,6 +277,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     import torch
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--accelerator", default="cpu", help="cpu, or gpu: the real CUDA path")
     parser.add_argument("--depths", type=int, nargs="+", default=[5, 20])
     parser.add_argument("--members", type=int, nargs="+", default=[1, 8, 64])
     parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
@@ -290,13 +292,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             for k in args.members:
                 if k % max(1, _cells(CASES[case])):
                     continue
-                row = {"case": case, "depth": depth} | anatomy(trials_of(CASES[case], depth, k))
+                row = {"case": case, "depth": depth} | anatomy(
+                    trials_of(CASES[case], depth, k), args.accelerator
+                )
                 print(json.dumps({key: v for key, v in row.items() if key != "read_sites"}))
                 rows.append(row)
     commit = subprocess.run(
         ["git", "describe", "--always", "--dirty"], capture_output=True, text=True, check=False
     ).stdout.strip()
-    out = {"commit": commit or "unknown", "torch": torch.__version__, "rows": rows}
+    out = {
+        "commit": commit or "unknown",
+        "torch": torch.__version__,
+        "accelerator": args.accelerator,
+        "rows": rows,
+    }
     if args.json:
         args.json.write_text(json.dumps(out, indent=2) + "\n")
     if args.markdown:
