@@ -171,9 +171,7 @@ def trials_of(
     ``members`` (which must be a multiple of the number of cells), ``steps`` (default BASE's)."""
     from gradatlas.suites import load_suite
 
-    cells = 1
-    for values in grid.values():
-        cells *= len(values)
+    cells = _cells(grid)
     if members % cells:
         raise ValueError(f"{members} members is not a multiple of the grid's {cells} cells")
     body = dict(BASE, seeds=members // cells, grid=dict(grid, depth=[depth]))
