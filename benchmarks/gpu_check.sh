@@ -37,6 +37,20 @@ step() {
   t0=$(date +%s); timeout "$left" bash -c "$cmd"; rc=$?
   echo "== $name: exit $rc after $(( $(date +%s) - t0 )) s (limit $left s)" | tee -a "$OUT/steps.txt"
 }
+# share_processes: the quickstart split by activation into 3 processes that train at once
+share_processes() {
+  cd "$work" || return 1
+  local start=$SECONDS a
+  trap 'kill $(jobs -p) 2> /dev/null' TERM EXIT
+  for a in relu tanh sigmoid; do
+    python3 -m gradatlas run quickstart --accelerator "$ACCEL" ${QS_EXTRA:-} --set "grid.activation=[$a]" \
+      --set "name=qs-$a" --tracking-uri "sqlite:///$work/qs-$a.db" > "$OUT/quickstart_3p_$a.txt" 2>&1 &
+  done
+  wait
+  echo "3 processes at once: $(( SECONDS - start )) s" | tee "$OUT/quickstart_3p_$ACCEL.txt"
+  tail -n 3 "$OUT"/quickstart_3p_*.txt
+}
+export -f share_processes
 step pytest 100 'python3 -m pytest -q -p no:cacheprovider tests/test_gpu.py tests/test_runner.py 2>&1 | tail -15 | tee "$OUT/pytest_$ACCEL.txt"'
 step fused_slice 130 'python3 "$root/benchmarks/fused.py" --accelerator "$ACCEL" --workload slice --sample-one-by-one 24 --json "$OUT/fused_$ACCEL.json" --markdown "$OUT/fused_$ACCEL.md" 2>&1 | tail -8'
 step quickstart 60 'cd "$work" && /usr/bin/time -v python3 -m gradatlas run quickstart --accelerator "$ACCEL" > "$OUT/quickstart_$ACCEL.txt" 2>&1; tail -12 "$OUT/quickstart_$ACCEL.txt"'
@@ -50,5 +64,8 @@ if python3 -c "import ray" 2> /dev/null; then
 step quickstart_4_per_gpu 90 'cd "$work" && /usr/bin/time -v python3 -m gradatlas run quickstart --accelerator "$ACCEL" --workers 4 $share --set name=quickstart-4w > "$OUT/quickstart_4w_$ACCEL.txt" 2>&1; tail -12 "$OUT/quickstart_4w_$ACCEL.txt"'
 else  # Ray's wheel (75.6 MiB) is over what one device call carries: see benchmarks/gpu_wheels.py
   echo "== quickstart_4_per_gpu: skipped, no ray here" | tee -a "$OUT/steps.txt"
+  # The same question without Ray: the quickstart's 3 activations as 3 processes sharing the
+  # GPU at once (each its own store), against the quickstart step's one process above.
+  step quickstart_3_processes 90 'share_processes'
 fi
 step runner_overhead 60 'python3 "$root/benchmarks/runner_overhead.py" --accelerator "$ACCEL" --repeats 3 --json "$OUT/runner_overhead_$ACCEL.json" 2>&1 | tail -6'
