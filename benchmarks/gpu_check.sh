@@ -6,6 +6,8 @@
 # included), the fused-trials benchmark on the atlas slice (one-by-one timed on a sample), the
 # quickstart fused, the step anatomy (gpu_step: CUDA graphs, host syncs, the packing probe vs
 # the real peak), the kernels and host reads per step on the CUDA path (step_anatomy), the
+# stacked step with every member dropping (each swaps its random stream per layer: the one
+# per-member cost left in a fused step), the
 # stacked-group cost fit, the quickstart --no-fuse (the before figure), the
 # quickstart on 4 workers sharing the GPU (0.25 each; needs Ray, whose wheel is too large to carry:
 # skipped without it), the runner overhead. Results land in
@@ -56,6 +58,7 @@ step fused_slice 130 'python3 "$root/benchmarks/fused.py" --accelerator "$ACCEL"
 step quickstart 60 'cd "$work" && /usr/bin/time -v python3 -m gradatlas run quickstart --accelerator "$ACCEL" > "$OUT/quickstart_$ACCEL.txt" 2>&1; tail -12 "$OUT/quickstart_$ACCEL.txt"'
 step gpu_step 60 'python3 "$root/benchmarks/gpu_step.py" --accelerator "$ACCEL" --steps 50 --json "$OUT/gpu_step_$ACCEL.json" 2>&1 | tail -8'
 step step_anatomy 60 'python3 "$root/benchmarks/step_anatomy.py" --accelerator "$ACCEL" --depths 20 --members 8 64 --json "$OUT/step_anatomy_$ACCEL.json" --markdown "$OUT/step_anatomy_$ACCEL.md" 2>&1 | tail -8'
+step gpu_step_dropout 45 'python3 "$root/benchmarks/gpu_step.py" --accelerator "$ACCEL" --steps 30 --depths 20 --members 1 16 108 --dropout 0.1 --json "$OUT/gpu_step_dropout_$ACCEL.json" 2>&1 | tail -4'
 step fused_cost 90 'python3 "$root/benchmarks/fused_cost.py" --accelerator "$ACCEL" --repeats 1 --json "$OUT/fused_cost_$ACCEL.json" --markdown "$OUT/fused_cost_$ACCEL.md" 2>&1 | tail -14'
 step quickstart_nofuse 120 'cd "$work" && /usr/bin/time -v python3 -m gradatlas run quickstart --accelerator "$ACCEL" --no-fuse --set name=quickstart-nofuse > "$OUT/quickstart_nofuse_$ACCEL.txt" 2>&1; tail -12 "$OUT/quickstart_nofuse_$ACCEL.txt"'
 share=""; [ "$ACCEL" = gpu ] && share="--gpus-per-worker 0.25"

@@ -41,15 +41,15 @@ SUITE = {
 }
 
 
-def trials_of(depth: int, members: int, steps: int) -> list[Any]:
-    """``members`` trials of one shape (seeds 0..K-1) at ``depth``."""
+def trials_of(depth: int, members: int, steps: int, dropout: float = 0.0) -> list[Any]:
+    """``members`` trials of one shape (seeds 0..K-1) at ``depth``, each with ``dropout``."""
     import tempfile
 
     import yaml
 
     from gradatlas.suites import load_suite
 
-    body = dict(SUITE, seeds=members, grid={"depth": [depth]})
+    body = dict(SUITE, seeds=members, grid={"depth": [depth], "dropout": [dropout]})
     body["train"] = dict(SUITE["train"], steps=steps)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "s.yaml"
@@ -158,6 +158,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--members", type=int, nargs="+", default=[1, 16, 108])
     parser.add_argument("--depths", type=int, nargs="+", default=[5, 20])
     parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument(
+        "--dropout",
+        type=float,
+        default=0.0,
+        help="every member's dropout p: the bare step then swaps each member's random stream "
+        "per dropout layer (eager only: a capture cannot swap them)",
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
@@ -165,10 +172,10 @@ def main(argv: list[str] | None = None) -> dict:
     rows = []
     for depth in args.depths:
         for k in args.members:
-            trials = trials_of(depth, k, args.steps)  # k = 1: a stack of one
-            row: dict[str, Any] = {"depth": depth, "members": k}
+            trials = trials_of(depth, k, args.steps, args.dropout)  # k = 1: a stack of one
+            row: dict[str, Any] = {"depth": depth, "members": k, "dropout": args.dropout}
             row["bare_eager_ms"] = round(bare_step_ms(trials, device, args.steps, False), 3)
-            if device.type == "cuda":
+            if device.type == "cuda" and not args.dropout:
                 try:
                     row["bare_graph_ms"] = round(bare_step_ms(trials, device, args.steps, True), 3)
                 except Exception as exc:  # what capture refuses is itself a finding
