@@ -201,16 +201,24 @@ class MemberStreams:
         self.states = list(states)
         self.device = device
 
-    def run(self, k: int, fn: Callable[[], Tensor]) -> Tensor:
-        """``fn()`` drawing from member k's stream (the global stream is left as it was)."""
+    def draw(self, calls: Sequence[tuple[int, Callable[[], Tensor]]]) -> list[Tensor]:
+        """Each ``fn()`` of ``calls`` drawing from member k's stream, in order; the global stream
+        is left as it was. Its state is saved and put back once for all of them (each member
+        still costs one set and one get of the generator's state: on a GPU these are host
+        work, per member and dropout layer, so they are kept to two)."""
         get, put = _rng_accessors(self.device)
         outer = get()
-        put(self.states[k])
+        out = []
         try:
-            return fn()
+            for k, fn in calls:
+                put(self.states[k])
+                try:
+                    out.append(fn())
+                finally:
+                    self.states[k] = get()
         finally:
-            self.states[k] = get()
             put(outer)
+        return out
 
 
 def _rng_accessors(device: torch.device) -> tuple[Callable[[], Tensor], Callable[[Tensor], None]]:
@@ -244,11 +252,13 @@ class MemberDropout(nn.Module):
         if not self.training or not any(self.ps):
             return x
         k = len(self.ps)
-        parts = x.chunk(k, dim=1) if self.channels_first else x.unbind(0)
-        out = [
-            self.streams.run(i, lambda part=part, p=p: F.dropout(part, p, True)) if p > 0 else part
-            for i, (part, p) in enumerate(zip(parts, self.ps, strict=True))
-        ]
+        out = list(x.chunk(k, dim=1) if self.channels_first else x.unbind(0))
+        dropping = [i for i, p in enumerate(self.ps) if p > 0]
+        dropped = self.streams.draw(
+            [(i, lambda part=out[i], p=self.ps[i]: F.dropout(part, p, True)) for i in dropping]
+        )
+        for i, part in zip(dropping, dropped, strict=True):
+            out[i] = part
         return torch.cat(out, dim=1) if self.channels_first else torch.stack(out)
 
     def extra_repr(self) -> str:
