@@ -41,7 +41,7 @@ def probe_init(
     nan = torch.tensor(float("nan"), dtype=torch.float64, device=x.device)
     # Every statistic stays a 0-d tensor on the model's device until one read at the end: on a
     # GPU each ``.item()`` is a sync, and there were 4 per activation site and 1 per layer
-    # (81 for a depth-20 MLP), per member of a fused unit.
+    # (82 with the loss for a depth-20 MLP), per member of a fused unit.
     sites: list[list[torch.Tensor]] = []  # per site: mean, std, saturated, dead
 
     def record(_module: torch.nn.Module, _inputs: Any, out: torch.Tensor) -> None:
@@ -70,7 +70,8 @@ def probe_init(
     # float32 value exactly (as ``.item()`` did)
     values = torch.stack(stats).tolist()
     loss_value, grad_norm = values[0], values[1 : 1 + len(norms)]
-    per_site = [values[1 + len(norms) + 4 * i : 5 + len(norms) + 4 * i] for i in range(len(sites))]
+    rest = values[1 + len(norms) :]
+    per_site = [rest[i : i + 4] for i in range(0, len(rest), 4)]
     act_mean, act_std, saturation, dead = ([site[j] for site in per_site] for j in range(4))
     with torch.no_grad():
         for buffer, saved in zip(model.buffers(), buffers, strict=True):
