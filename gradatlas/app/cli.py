@@ -657,7 +657,7 @@ def _make_executor(args: argparse.Namespace, suite: Any = None) -> Any:
             print(
                 f"--workers auto: about {work:.0f} s of training, too little to pay for Ray's "
                 f"start-up (~{RAY_STARTUP_S:.0f} s) on {plan.workers} workers: running in this "
-                f"process",
+                "process",
                 file=sys.stderr,
             )
             return InProcessExecutor(accelerator=args.accelerator, threads=threads)
