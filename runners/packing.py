@@ -182,11 +182,10 @@ def measure(trials: Sequence[Trial], device: torch.device) -> MemberCost:
     """The memory line of the trials' shape on ``device`` (cached per process: the workers of
     one sweep see the same shapes again and again)."""
     from gradatlas.runners.batching import shape_key
+    from gradatlas.runners.module import optimizer_setting
 
     # The shape, and what of the members changes the bytes: the probe's pair of specs.
     pair = _probe_specs(trials)
-    from gradatlas.runners.module import optimizer_setting
-
     probe = repr([(s.model.dropout, optimizer_setting(s)) for s in pair])
     key = (shape_key(trials[0]), str(device), probe)
     if key not in _CACHE:
