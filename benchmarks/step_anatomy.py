@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import functools
 import json
 import sys
 import tempfile
@@ -69,9 +70,9 @@ ALLOCATIONS = frozenset({"empty", "empty_like", "empty_strided", "new_empty", "n
 
 
 REPO = Path(__file__).resolve().parents[1]
-FIT_LINE = 0  # set by ``anatomy`` (``_fit_line``)
 
 
+@functools.cache
 def _fit_line() -> int:
     """The line of ``run_trials`` that calls ``fit``: before it is set-up, after it the record."""
     import inspect
@@ -105,7 +106,7 @@ def phase_of(frame: Any) -> str:
             # once-per-fit work (moving the model to the device and back, its loops' set-up)
             return "step" if in_step else "fit"
         if name == "run_trials" and path.endswith("trial.py"):
-            return "setup" if frame.f_lineno < FIT_LINE else "record"
+            return "setup" if frame.f_lineno < _fit_line() else "record"
         frame = frame.f_back
     return "setup"
 
@@ -187,8 +188,6 @@ def anatomy(trials: list[Any], accelerator: str = "cpu") -> dict[str, Any]:
     """Counts for one stacked group trained by ``run_trials`` on ``accelerator``."""
     from gradatlas.runners.trial import run_trials
 
-    global FIT_LINE
-    FIT_LINE = _fit_line()
     counts = Counts()
     reads, ops = counting(counts)
     with reads, ops:
