@@ -186,8 +186,10 @@ def trials_of(
 
 def anatomy(trials: list[Any], accelerator: str = "cpu") -> dict[str, Any]:
     """Counts for one stacked group trained by ``run_trials`` on ``accelerator``."""
+    from gradatlas.runners.loader import trial_data
     from gradatlas.runners.trial import run_trials
 
+    trial_data(trials[0].spec)  # the dataset, built once per process: not a member's set-up
     counts = Counts()
     reads, ops = counting(counts)
     with reads, ops:
